@@ -4,6 +4,8 @@
 //! [`env`] simulates worlds and runs experts, [`model`] is the video diffusion model,
 //! [`store`] keeps datasets and other artefacts on disk.
 
+pub mod bench;
 pub mod env;
 pub mod model;
 pub mod store;
+pub mod viz;

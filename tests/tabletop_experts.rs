@@ -50,15 +50,29 @@ fn experts_solve_every_task_and_view() {
 #[ignore = "debugging aid"]
 fn trace_expert() {
     let task = std::env::var("TASK").unwrap_or("push".into());
-    let seed: u64 = std::env::var("SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let seed: u64 = std::env::var("SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     let mut world = open_world("tabletop", 32).expect("world");
     world.reset(&task, 0, seed).expect("reset");
     for i in 0..400 {
         let a = world.expert_action().expect("expert");
         let out = world.step(a).expect("step");
         let g = &out.observation.gripper;
-        let objs: Vec<String> = out.observation.objects.iter().map(|o| format!("{} ({:.2},{:.2},{:.2})", o.name, o.x, o.y, o.angle)).collect();
-        println!("{i:3} a=({:.2},{:.2},{:.2},{:.0}) g=({:.2},{:.2},{:.2},{}) {:?}", a.dx, a.dy, a.dz, a.grip, g.x, g.y, g.z, g.closed, objs);
-        if out.done { println!("success={}", out.success); break; }
+        let objs: Vec<String> = out
+            .observation
+            .objects
+            .iter()
+            .map(|o| format!("{} ({:.2},{:.2},{:.2})", o.name, o.x, o.y, o.angle))
+            .collect();
+        println!(
+            "{i:3} a=({:.2},{:.2},{:.2},{:.0}) g=({:.2},{:.2},{:.2},{}) {:?}",
+            a.dx, a.dy, a.dz, a.grip, g.x, g.y, g.z, g.closed, objs
+        );
+        if out.done {
+            println!("success={}", out.success);
+            break;
+        }
     }
 }

@@ -6,6 +6,7 @@
 //! demonstrations become the video model's training data. Nothing here knows about models.
 
 mod action;
+pub mod demo;
 mod error;
 mod observation;
 pub mod tabletop;
@@ -13,7 +14,7 @@ mod task;
 
 pub use action::Action;
 pub use error::WorldError;
-pub use observation::{GripperState, Observation, ObjectPose, Rgb8Image};
+pub use observation::{GripperState, ObjectPose, Observation, Rgb8Image};
 pub use task::{Difficulty, TaskInfo, ViewInfo};
 
 /// Result of one [`World::step`].

@@ -1,1 +1,8 @@
-//! Everything the library keeps on disk: datasets of demonstrations and atomic file writes.
+//! Everything the library keeps on disk: demonstration datasets and the atomic file writes
+//! every other artefact goes through. What is written here is either complete or absent.
+
+pub mod atomic;
+pub mod collect;
+pub mod dataset;
+
+pub use dataset::{Clip, Dataset, DatasetError, EpisodeMeta, Manifest};

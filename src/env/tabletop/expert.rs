@@ -48,7 +48,10 @@ impl Expert<'_> {
     }
 
     fn pos(&self, name: &str) -> Vector {
-        let i = self.scene.find(name).unwrap_or_else(|| panic!("scene has no '{name}'"));
+        let i = self
+            .scene
+            .find(name)
+            .unwrap_or_else(|| panic!("scene has no '{name}'"));
         self.scene.position(i)
     }
 
@@ -106,7 +109,9 @@ impl Expert<'_> {
         let front = self.pos("drawer") - Vector::new(0.0, DRAWER_HALF.1 + 0.1);
         match self.scene.held() {
             Some(_) => self.go(front - Vector::new(0.0, 0.2), WORK_Z, CLOSE),
-            None if self.lowered() && self.gripper().distance(front) < REACH * 2.0 => self.go(front, WORK_Z, CLOSE),
+            None if self.lowered() && self.gripper().distance(front) < REACH * 2.0 => {
+                self.go(front, WORK_Z, CLOSE)
+            }
             None => self.land(front, WORK_Z, OPEN),
         }
     }
@@ -145,7 +150,11 @@ impl Expert<'_> {
             if self.z() < TRAVEL_Z - 0.05 && self.gripper().distance(peg) > REACH {
                 return self.go(self.gripper(), TRAVEL_Z, CLOSE);
             }
-            let grip = if self.gripper().distance(peg) < REACH * 0.5 { OPEN } else { CLOSE };
+            let grip = if self.gripper().distance(peg) < REACH * 0.5 {
+                OPEN
+            } else {
+                CLOSE
+            };
             return self.go(peg, TRAVEL_Z, grip);
         }
         if Measure(self.scene).success(TaskKind::PickPlace) {
@@ -171,7 +180,10 @@ impl Expert<'_> {
         if self.scene.held().is_none() {
             return self.grasp_at(grasp);
         }
-        let tip = self.scene.pose(hammer_index).transform_point(Vector::new(0.0, HAMMER_TIP_Y));
+        let tip = self
+            .scene
+            .pose(hammer_index)
+            .transform_point(Vector::new(0.0, HAMMER_TIP_Y));
         let tip_offset = tip - self.gripper();
         let guard_bottom = nail_start_y(self.pos("board").y) + 0.12 - 0.2;
         let stage = Vector::new(nail.x, guard_bottom - 0.04) - tip_offset;

@@ -42,7 +42,10 @@ impl Tabletop {
         if !SIZES.contains(&size) {
             return Err(WorldError::BadSize { size });
         }
-        Ok(Self { size, episode: None })
+        Ok(Self {
+            size,
+            episode: None,
+        })
     }
 
     fn episode(&self) -> Result<&Episode, WorldError> {
@@ -99,10 +102,16 @@ fn task_kind(name: &str) -> Result<TaskKind, WorldError> {
 
 /// Shows a pressed button in its pressed colour.
 fn show_button_state(scene: &mut Scene) {
-    let Some(button) = scene.find("button") else { return };
+    let Some(button) = scene.find("button") else {
+        return;
+    };
     let pressed = tasks::Measure(scene).button_pressed();
     if let Some(top) = scene.things[button].parts.get_mut(1) {
-        top.color = if pressed { palette::BUTTON_PRESSED } else { palette::BUTTON };
+        top.color = if pressed {
+            palette::BUTTON_PRESSED
+        } else {
+            palette::BUTTON
+        };
     }
 }
 
@@ -161,4 +170,26 @@ impl World for Tabletop {
     fn observe(&self) -> Result<Observation, WorldError> {
         self.observation(self.episode()?)
     }
+}
+
+/// Physics-only throughput of `task` (expert actions, no rendering), steps per second.
+pub fn physics_steps_per_sec(task: &str, seconds: f64) -> f64 {
+    let Some(kind) = TaskKind::from_name(task) else {
+        return 0.0;
+    };
+    let start = std::time::Instant::now();
+    let mut steps = 0u64;
+    let mut seed = 0;
+    while start.elapsed().as_secs_f64() < seconds {
+        let mut scene = kind.build(seed);
+        for _ in 0..kind.max_steps() {
+            scene.step(expert::act(kind, &scene));
+            steps += 1;
+            if tasks::Measure(&scene).success(kind) {
+                break;
+            }
+        }
+        seed += 1;
+    }
+    steps as f64 / start.elapsed().as_secs_f64()
 }

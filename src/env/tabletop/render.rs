@@ -3,14 +3,17 @@
 //! same primitives.
 
 use rapier2d::math::{Pose, Vector};
-use tiny_skia::{FillRule, LinearGradient, Paint, PathBuilder, Pixmap, Point, Rect, Shader, SpreadMode, Transform};
+use tiny_skia::{
+    FillRule, LinearGradient, Paint, PathBuilder, Pixmap, Point, Rect, Shader, SpreadMode,
+    Transform,
+};
 
 use super::scene::{DrawLayer, Scene};
 use super::shapes::{Part, Shape, palette};
 use crate::env::{Rgb8Image, ViewInfo, WorldError};
 
 /// Half the side of the square of table coordinates a camera frames.
-const FRAME_HALF: f32 = 1.1;
+const FRAME_HALF: f32 = 0.98;
 /// How far up the screen an object rises per unit of height (screen units).
 const LIFT: f32 = 0.12;
 
@@ -43,18 +46,18 @@ pub const CAMERAS: [Camera; 3] = [
     },
     Camera {
         name: "corner2",
-        description: "rotated a quarter turn, closer, warm light",
+        description: "rotated a quarter turn, shifted, warm light",
         rotation: std::f32::consts::FRAC_PI_2,
-        zoom: 1.06,
+        zoom: 1.0,
         squash: 1.0,
-        offset: (0.04, -0.03),
+        offset: (0.03, -0.02),
         tint: [1.08, 0.97, 0.84],
     },
     Camera {
         name: "corner3",
         description: "tilted and turned from the far side, cool light",
         rotation: 3.49,
-        zoom: 0.88,
+        zoom: 0.95,
         squash: 0.82,
         offset: (-0.03, 0.06),
         tint: [0.84, 0.95, 1.12],
@@ -114,7 +117,9 @@ impl Affine {
     }
 
     fn to_skia(self) -> Transform {
-        Transform::from_row(self.m[0], self.m[1], self.m[2], self.m[3], self.t[0], self.t[1])
+        Transform::from_row(
+            self.m[0], self.m[1], self.m[2], self.m[3], self.t[0], self.t[1],
+        )
     }
 }
 
@@ -158,16 +163,20 @@ pub fn labels(scene: &Scene) -> Vec<String> {
 
 fn gripper_parts(z: f32, closed: bool) -> Vec<Part> {
     let s = 1.0 + 0.35 * z;
-    let finger_x = if closed { 0.05 } else { 0.078 } * s;
+    let finger_x = if closed { 0.06 } else { 0.095 } * s;
     let finger = Shape::Rect {
-        half_w: 0.016 * s,
-        half_h: 0.045 * s,
+        half_w: 0.022 * s,
+        half_h: 0.055 * s,
     };
-    let body = if closed { palette::GRIPPER_CLOSED } else { palette::GRIPPER };
+    let body = if closed {
+        palette::GRIPPER_CLOSED
+    } else {
+        palette::GRIPPER
+    };
     vec![
         Part::new(finger, -finger_x, 0.0, 0.0, palette::FINGER),
         Part::new(finger, finger_x, 0.0, 0.0, palette::FINGER),
-        Part::centered(Shape::Circle { radius: 0.062 * s }, body),
+        Part::centered(Shape::Circle { radius: 0.075 * s }, body),
     ]
 }
 
@@ -195,15 +204,20 @@ fn drawables(scene: &Scene) -> Vec<Drawable<'_>> {
         z: scene.gripper.z,
         parts: std::borrow::Cow::Owned(gripper_parts(scene.gripper.z, scene.gripper.closed)),
     };
-    items.into_iter().map(|(_, _, d)| d).chain(std::iter::once(gripper)).collect()
+    items
+        .into_iter()
+        .map(|(_, _, d)| d)
+        .chain(std::iter::once(gripper))
+        .collect()
 }
 
 fn shape_path(shape: Shape) -> Option<(tiny_skia::Path, FillRule)> {
     match shape {
-        Shape::Circle { radius } => PathBuilder::from_circle(0.0, 0.0, radius).map(|p| (p, FillRule::Winding)),
-        Shape::Rect { half_w, half_h } => {
-            Rect::from_ltrb(-half_w, -half_h, half_w, half_h).map(|r| (PathBuilder::from_rect(r), FillRule::Winding))
+        Shape::Circle { radius } => {
+            PathBuilder::from_circle(0.0, 0.0, radius).map(|p| (p, FillRule::Winding))
         }
+        Shape::Rect { half_w, half_h } => Rect::from_ltrb(-half_w, -half_h, half_w, half_h)
+            .map(|r| (PathBuilder::from_rect(r), FillRule::Winding)),
         Shape::Ring { inner, outer } => {
             let mut pb = PathBuilder::new();
             pb.push_circle(0.0, 0.0, outer);
@@ -215,7 +229,8 @@ fn shape_path(shape: Shape) -> Option<(tiny_skia::Path, FillRule)> {
 
 /// Draws `scene` as seen by `camera` into an RGB frame.
 pub fn render(scene: &Scene, camera: &Camera, size: u32) -> Result<Rgb8Image, WorldError> {
-    let mut pixmap = Pixmap::new(size, size).ok_or_else(|| WorldError::Render(format!("cannot allocate a {size}x{size} frame")))?;
+    let mut pixmap = Pixmap::new(size, size)
+        .ok_or_else(|| WorldError::Render(format!("cannot allocate a {size}x{size} frame")))?;
     pixmap.fill(camera.lit(palette::TABLE_EDGE));
     let floor = camera.pixel_map(size, 0.0);
     draw_table(&mut pixmap, camera, floor)?;
@@ -225,8 +240,16 @@ pub fn render(scene: &Scene, camera: &Camera, size: u32) -> Result<Rgb8Image, Wo
     };
     let items = drawables(scene);
     for item in items.iter().filter(|d| d.z > 0.0) {
-        let shadow = floor.then_pose(&Pose::new(item.pose.translation + Vector::new(0.03, -0.03) * item.z, item.pose.rotation.angle()));
-        paint.set_color(tiny_skia::Color::from_rgba8(palette::SHADOW[0], palette::SHADOW[1], palette::SHADOW[2], 110));
+        let shadow = floor.then_pose(&Pose::new(
+            item.pose.translation + Vector::new(0.03, -0.03) * item.z,
+            item.pose.rotation.angle(),
+        ));
+        paint.set_color(tiny_skia::Color::from_rgba8(
+            palette::SHADOW[0],
+            palette::SHADOW[1],
+            palette::SHADOW[2],
+            110,
+        ));
         for part in item.parts.iter() {
             fill_part(&mut pixmap, &paint, shadow, part);
         }
@@ -238,7 +261,11 @@ pub fn render(scene: &Scene, camera: &Camera, size: u32) -> Result<Rgb8Image, Wo
             fill_part(&mut pixmap, &paint, map, part);
         }
     }
-    let pixels = pixmap.data().chunks_exact(4).flat_map(|p| [p[0], p[1], p[2]]).collect();
+    let pixels = pixmap
+        .data()
+        .chunks_exact(4)
+        .flat_map(|p| [p[0], p[1], p[2]])
+        .collect();
     Ok(Rgb8Image {
         width: size,
         height: size,
@@ -258,7 +285,10 @@ fn draw_table(pixmap: &mut Pixmap, camera: &Camera, floor: Affine) -> Result<(),
     let shader = LinearGradient::new(
         Point::from_xy(-1.0, 1.0),
         Point::from_xy(1.0, -1.0),
-        vec![tiny_skia::GradientStop::new(0.0, base), tiny_skia::GradientStop::new(1.0, darker)],
+        vec![
+            tiny_skia::GradientStop::new(0.0, base),
+            tiny_skia::GradientStop::new(1.0, darker),
+        ],
         SpreadMode::Pad,
         Transform::identity(),
     )
@@ -316,7 +346,9 @@ mod tests {
     #[test]
     fn affine_inverse_round_trips() {
         let cam = CAMERAS[2];
-        let map = cam.pixel_map(64, 0.3).then_pose(&Pose::new(Vector::new(0.2, -0.1), 0.7));
+        let map = cam
+            .pixel_map(64, 0.3)
+            .then_pose(&Pose::new(Vector::new(0.2, -0.1), 0.7));
         let p = Vector::new(0.3, 0.4);
         let back = map.inverse().apply(map.apply(p));
         assert!(back.distance(p) < 1e-4);

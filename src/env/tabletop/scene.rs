@@ -120,7 +120,12 @@ impl Scene {
         physics.integration_parameters.dt = DT;
         let walls = physics.insert_body(RigidBodyBuilder::fixed());
         let t = TABLE + 0.1;
-        for (x, y, hw, hh) in [(0.0, t, t, 0.1), (0.0, -t, t, 0.1), (t, 0.0, 0.1, t), (-t, 0.0, 0.1, t)] {
+        for (x, y, hw, hh) in [
+            (0.0, t, t, 0.1),
+            (0.0, -t, t, 0.1),
+            (t, 0.0, 0.1, t),
+            (-t, 0.0, 0.1, t),
+        ] {
             physics.insert_collider(
                 ColliderBuilder::cuboid(hw, hh)
                     .translation(Vector::new(x, y))
@@ -139,7 +144,11 @@ impl Scene {
             ColliderBuilder::ball(GRIPPER_RADIUS)
                 .density(40.0)
                 .friction(0.3)
-                .collision_groups(InteractionGroups::new(layer::GRIPPER, Group::NONE, InteractionTestMode::And)),
+                .collision_groups(InteractionGroups::new(
+                    layer::GRIPPER,
+                    Group::NONE,
+                    InteractionTestMode::And,
+                )),
             Some(body),
         );
         Self {
@@ -164,7 +173,9 @@ impl Scene {
         collider: Option<ColliderBuilder>,
         layer: DrawLayer,
     ) -> usize {
-        let body = self.physics.insert_body(RigidBodyBuilder::fixed().pose(pose));
+        let body = self
+            .physics
+            .insert_body(RigidBodyBuilder::fixed().pose(pose));
         if let Some(c) = collider {
             self.physics.insert_collider(c, Some(body));
         }
@@ -172,7 +183,13 @@ impl Scene {
     }
 
     /// Adds a movable thing.
-    pub fn add_dynamic(&mut self, name: &'static str, pose: Pose, parts: Vec<Part>, spec: DynamicSpec) -> usize {
+    pub fn add_dynamic(
+        &mut self,
+        name: &'static str,
+        pose: Pose,
+        parts: Vec<Part>,
+        spec: DynamicSpec,
+    ) -> usize {
         let body = self.physics.insert_body(
             RigidBodyBuilder::dynamic()
                 .pose(pose)
@@ -252,12 +269,20 @@ impl Scene {
 
     /// Lifts `thing` off the table (it collides with nothing) or puts it back.
     fn set_airborne(&mut self, thing: usize, airborne: bool) {
-        let filter = if airborne { Group::NONE } else { self.things[thing].filter };
+        let filter = if airborne {
+            Group::NONE
+        } else {
+            self.things[thing].filter
+        };
         let body = &self.physics.bodies[self.things[thing].body];
         for &c in body.colliders() {
             let collider = &mut self.physics.colliders[c];
             let member = collider.collision_groups().memberships;
-            collider.set_collision_groups(InteractionGroups::new(member, filter, InteractionTestMode::And));
+            collider.set_collision_groups(InteractionGroups::new(
+                member,
+                filter,
+                InteractionTestMode::And,
+            ));
         }
     }
 
@@ -266,9 +291,16 @@ impl Scene {
         let a = action.clamped();
         self.gripper.z = (self.gripper.z + a.dz * MAX_DZ).clamp(0.0, 1.0);
         let touching = self.gripper.z < CONTACT_Z;
-        let filter = if touching { Group::ALL - layer::CARRY } else { Group::NONE };
-        self.physics.colliders[self.gripper.collider]
-            .set_collision_groups(InteractionGroups::new(layer::GRIPPER, filter, InteractionTestMode::And));
+        let filter = if touching {
+            Group::ALL - layer::CARRY
+        } else {
+            Group::NONE
+        };
+        self.physics.colliders[self.gripper.collider].set_collision_groups(InteractionGroups::new(
+            layer::GRIPPER,
+            filter,
+            InteractionTestMode::And,
+        ));
 
         let want_closed = a.grip > 0.0;
         if want_closed && !self.gripper.closed {
@@ -312,14 +344,19 @@ impl Scene {
             .local_frame1(Pose::IDENTITY)
             .local_frame2(thing_pose.inverse() * gripper_pose)
             .contacts_enabled(false);
-        let handle = self
-            .physics
-            .insert_impulse_joint(self.gripper.body, self.things[thing].body, joint);
-        self.gripper.held = Some(Held { thing, joint: handle });
+        let handle =
+            self.physics
+                .insert_impulse_joint(self.gripper.body, self.things[thing].body, joint);
+        self.gripper.held = Some(Held {
+            thing,
+            joint: handle,
+        });
     }
 
     fn release(&mut self) {
-        let Some(held) = self.gripper.held.take() else { return };
+        let Some(held) = self.gripper.held.take() else {
+            return;
+        };
         self.physics.remove_impulse_joint(held.joint);
         let thing = &mut self.things[held.thing];
         thing.z = 0.0;
@@ -337,14 +374,18 @@ impl Scene {
             .iter()
             .any(|p| matches!(p.shape, Shape::Ring { .. }));
         let Some(peg) = self.find("peg") else { return };
-        if is_ring && self.position(thing).distance(self.position(peg)) < super::tasks::RING_SEAT_TOLERANCE {
+        if is_ring
+            && self.position(thing).distance(self.position(peg)) < super::tasks::RING_SEAT_TOLERANCE
+        {
             self.set_ignored(thing, layer::PEG);
         }
     }
 
     /// Lifts what the gripper carries with it, and lets go of what cannot be lifted.
     fn update_carried(&mut self) {
-        let Some(held) = self.gripper.held.clone() else { return };
+        let Some(held) = self.gripper.held.clone() else {
+            return;
+        };
         let raised = self.gripper.z >= CONTACT_Z;
         let liftable = self.things[held.thing].grasp.is_some_and(|g| g.liftable);
         if raised && !liftable {

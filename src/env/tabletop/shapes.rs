@@ -7,10 +7,18 @@ use rapier2d::math::{Pose, Vector};
 /// A filled primitive in its part's local frame (centred at the origin).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Shape {
-    Circle { radius: f32 },
-    Rect { half_w: f32, half_h: f32 },
+    Circle {
+        radius: f32,
+    },
+    Rect {
+        half_w: f32,
+        half_h: f32,
+    },
     /// An annulus: filled between the two radii.
-    Ring { inner: f32, outer: f32 },
+    Ring {
+        inner: f32,
+        outer: f32,
+    },
 }
 
 impl Shape {

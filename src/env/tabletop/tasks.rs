@@ -23,7 +23,7 @@ pub const BUTTON_RADIUS: f32 = 0.075;
 
 /// Door panel geometry: it hinges at its body origin and extends along local +x.
 pub const DOOR_LENGTH: f32 = 0.5;
-pub const DOOR_HALF_THICKNESS: f32 = 0.03;
+pub const DOOR_HALF_THICKNESS: f32 = 0.04;
 pub const DRAWER_HALF: (f32, f32) = (0.17, 0.12);
 /// The drawer slides out along -y.
 pub const DRAWER_TRAVEL: f32 = 0.34;
@@ -89,11 +89,23 @@ impl TaskKind {
     /// The canonical instruction first, then paraphrases.
     pub fn instructions(self) -> &'static [&'static str] {
         match self {
-            Self::ButtonPress => &["press the button", "push the button down", "hit the red button"],
+            Self::ButtonPress => &[
+                "press the button",
+                "push the button down",
+                "hit the red button",
+            ],
             Self::DoorClose => &["close the door", "shut the door", "push the door closed"],
-            Self::DrawerClose => &["close the drawer", "push the drawer shut", "slide the drawer in"],
+            Self::DrawerClose => &[
+                "close the drawer",
+                "push the drawer shut",
+                "slide the drawer in",
+            ],
             Self::DoorOpen => &["open the door", "swing the door open", "push the door open"],
-            Self::DrawerOpen => &["open the drawer", "pull the drawer out", "slide the drawer open"],
+            Self::DrawerOpen => &[
+                "open the drawer",
+                "pull the drawer out",
+                "slide the drawer open",
+            ],
             Self::Push => &[
                 "push the block to the target",
                 "slide the red block onto the green zone",
@@ -136,7 +148,11 @@ impl TaskKind {
         TaskInfo {
             name: self.name().to_owned(),
             difficulty: self.difficulty(),
-            instructions: self.instructions().iter().map(|s| (*s).to_owned()).collect(),
+            instructions: self
+                .instructions()
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
             max_steps: self.max_steps(),
         }
     }
@@ -193,7 +209,8 @@ impl Measure<'_> {
 
     pub fn button_pressed(&self) -> bool {
         let button = self.0.position(self.thing("button"));
-        self.0.gripper.z <= BUTTON_PRESS_Z && self.0.gripper_position().distance(button) <= BUTTON_RADIUS
+        self.0.gripper.z <= BUTTON_PRESS_Z
+            && self.0.gripper_position().distance(button) <= BUTTON_RADIUS
     }
 
     /// Whether the task is solved in the current state.
@@ -205,13 +222,21 @@ impl Measure<'_> {
             TaskKind::DrawerOpen => self.drawer_extension() >= DRAWER_OPEN_EXTENSION,
             TaskKind::DrawerClose => self.drawer_extension() <= DRAWER_CLOSED_EXTENSION,
             TaskKind::Push => {
-                let d = self.0.position(self.thing("block")).distance(self.0.position(self.thing("target")));
+                let d = self
+                    .0
+                    .position(self.thing("block"))
+                    .distance(self.0.position(self.thing("target")));
                 d <= PUSH_TOLERANCE
             }
             TaskKind::PickPlace => {
                 let ring = self.thing("ring");
-                let d = self.0.position(ring).distance(self.0.position(self.thing("peg")));
-                self.0.held() != Some(ring) && self.0.things[ring].z == 0.0 && d <= RING_SEAT_TOLERANCE
+                let d = self
+                    .0
+                    .position(ring)
+                    .distance(self.0.position(self.thing("peg")));
+                self.0.held() != Some(ring)
+                    && self.0.things[ring].z == 0.0
+                    && d <= RING_SEAT_TOLERANCE
             }
             TaskKind::Hammer => self.nail_depth() >= NAIL_DRIVEN_DEPTH,
         }
@@ -263,7 +288,13 @@ fn build_door(scene: &mut Scene, rng: &mut ChaCha8Rng, angle: f32) {
         "door",
         pose(x, y, angle),
         vec![
-            Part::new(rect(half, DOOR_HALF_THICKNESS), half, 0.0, 0.0, palette::DOOR),
+            Part::new(
+                rect(half, DOOR_HALF_THICKNESS),
+                half,
+                0.0,
+                0.0,
+                palette::DOOR,
+            ),
             Part::new(circle(0.028), DOOR_LENGTH - 0.07, 0.0, 0.0, palette::HANDLE),
         ],
         DynamicSpec {
@@ -343,7 +374,13 @@ fn build_push(scene: &mut Scene, rng: &mut ChaCha8Rng) {
     scene.add_fixed(
         "target",
         pose(target.0, target.1, 0.0),
-        vec![Part::centered(Shape::Ring { inner: 0.07, outer: 0.11 }, palette::TARGET)],
+        vec![Part::centered(
+            Shape::Ring {
+                inner: 0.07,
+                outer: 0.11,
+            },
+            palette::TARGET,
+        )],
         None,
         DrawLayer::Floor,
     );
@@ -373,16 +410,23 @@ fn build_pick_place(scene: &mut Scene, rng: &mut ChaCha8Rng) {
     scene.add_fixed(
         "peg",
         pose(peg.0, peg.1, 0.0),
-        vec![Part::centered(circle(0.035), palette::PEG)],
-        Some(ColliderBuilder::ball(0.035).collision_groups(groups(layer::PEG, Group::NONE))),
+        vec![Part::centered(circle(0.04), palette::PEG)],
+        Some(ColliderBuilder::ball(0.04).collision_groups(groups(layer::PEG, Group::NONE))),
         DrawLayer::Fixture,
     );
     scene.add_dynamic(
         "ring",
         pose(ring.0, ring.1, 0.0),
-        vec![Part::centered(Shape::Ring { inner: 0.045, outer: 0.085 }, palette::RING)],
+        vec![Part::centered(
+            Shape::Ring {
+                inner: 0.045,
+                outer: 0.085,
+            },
+            palette::RING,
+        )],
         DynamicSpec {
-            collider: ColliderBuilder::ball(0.085).collision_groups(groups(layer::CARRY, Group::NONE)),
+            collider: ColliderBuilder::ball(0.085)
+                .collision_groups(groups(layer::CARRY, Group::NONE)),
             linear_damping: 6.0,
             angular_damping: 6.0,
             grasp: Some(GraspSpec {
@@ -400,8 +444,14 @@ fn build_hammer(scene: &mut Scene, rng: &mut ChaCha8Rng) {
     scene.add_fixed(
         "board",
         pose(board_x, board_y, 0.0),
-        vec![Part::centered(rect(BOARD_HALF.0, BOARD_HALF.1), palette::BOARD)],
-        Some(ColliderBuilder::cuboid(BOARD_HALF.0, BOARD_HALF.1).collision_groups(groups(layer::BOARD, Group::NONE))),
+        vec![Part::centered(
+            rect(BOARD_HALF.0, BOARD_HALF.1),
+            palette::BOARD,
+        )],
+        Some(
+            ColliderBuilder::cuboid(BOARD_HALF.0, BOARD_HALF.1)
+                .collision_groups(groups(layer::BOARD, Group::NONE)),
+        ),
         DrawLayer::Fixture,
     );
     let (gw, gh) = GUARD_HALF;
@@ -491,7 +541,11 @@ mod tests {
         for t in TaskKind::ALL {
             for seed in 0..20 {
                 let scene = t.build(seed);
-                assert!(!Measure(&scene).success(t), "{} seed {seed} starts solved", t.name());
+                assert!(
+                    !Measure(&scene).success(t),
+                    "{} seed {seed} starts solved",
+                    t.name()
+                );
             }
         }
     }

@@ -1,0 +1,74 @@
+//! Pictures for people: frame strips, grids and animated GIFs of plans and demonstrations.
+
+use std::path::Path;
+
+use crate::env::Rgb8Image;
+
+/// Lays frames out in a grid, `rows[r][c]`, with `gap` pixels of `background` between them.
+/// Every frame must have the same size.
+pub fn grid(rows: &[Vec<Rgb8Image>], gap: u32, background: [u8; 3]) -> image::RgbImage {
+    let (w, h) = rows
+        .iter()
+        .flatten()
+        .next()
+        .map_or((1, 1), |f| (f.width, f.height));
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0) as u32;
+    let n_rows = rows.len() as u32;
+    let mut out = image::RgbImage::from_pixel(
+        cols * (w + gap) + gap,
+        n_rows * (h + gap) + gap,
+        image::Rgb(background),
+    );
+    for (r, row) in rows.iter().enumerate() {
+        for (c, frame) in row.iter().enumerate() {
+            let x0 = gap + c as u32 * (w + gap);
+            let y0 = gap + r as u32 * (h + gap);
+            image::imageops::replace(&mut out, &frame.to_image(), i64::from(x0), i64::from(y0));
+        }
+    }
+    out
+}
+
+/// Scales an image up by an integer factor with nearest-neighbour sampling (crisp pixels).
+pub fn upscale(img: &image::RgbImage, factor: u32) -> image::RgbImage {
+    image::imageops::resize(
+        img,
+        img.width() * factor,
+        img.height() * factor,
+        image::imageops::FilterType::Nearest,
+    )
+}
+
+/// Writes frames as a looping animated GIF, `frame_ms` per frame, atomically.
+pub fn write_gif(
+    path: &Path,
+    frames: &[Rgb8Image],
+    frame_ms: u32,
+    scale: u32,
+) -> std::io::Result<()> {
+    use image::codecs::gif::{GifEncoder, Repeat};
+    let mut bytes = Vec::new();
+    {
+        let mut enc = GifEncoder::new_with_speed(&mut bytes, 10);
+        enc.set_repeat(Repeat::Infinite)
+            .map_err(std::io::Error::other)?;
+        for f in frames {
+            let rgba = image::DynamicImage::ImageRgb8(upscale(&f.to_image(), scale)).to_rgba8();
+            let delay = image::Delay::from_numer_denom_ms(frame_ms, 1);
+            enc.encode_frame(image::Frame::from_parts(rgba, 0, 0, delay))
+                .map_err(std::io::Error::other)?;
+        }
+    }
+    crate::store::atomic::write_file(path, &bytes)
+}
+
+/// Writes an image as PNG atomically.
+pub fn write_png(path: &Path, img: &image::RgbImage) -> std::io::Result<()> {
+    let mut bytes = Vec::new();
+    img.write_to(
+        &mut std::io::Cursor::new(&mut bytes),
+        image::ImageFormat::Png,
+    )
+    .map_err(std::io::Error::other)?;
+    crate::store::atomic::write_file(path, &bytes)
+}
