@@ -31,9 +31,107 @@ pub enum Command {
     Dataset(DatasetArgs),
     /// Draw the first, middle and last frame of an expert episode of every task in every view.
     Sheet(SheetArgs),
+    /// Train or fine-tune the video model on a dataset (resumable; Ctrl-C saves a checkpoint).
+    Train(TrainArgs),
+    /// Generate a plan (8-frame video) for a task from the world's start frame.
+    Plan(PlanArgs),
+    /// Held-out quality of a model: PSNR/SSIM against the expert's video, final object error.
+    Quality(QualityArgs),
     /// Performance benchmarks (table on stdout, JSON with --json).
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Dataset folder written by `videoagent dataset`.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Network preset (tabletop, ithor, metaworld).
+    #[arg(long, default_value = "tabletop")]
+    pub config: String,
+    /// Frame side the network works at (overrides the preset's; a multiple of 4).
+    #[arg(long)]
+    pub image_size: Option<usize>,
+    /// Run folder: checkpoints, loss log and the trained model.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Continue the run saved in --out.
+    #[arg(long)]
+    pub resume: bool,
+    /// Start from this model folder's weights (fine-tuning).
+    #[arg(long)]
+    pub init: Option<PathBuf>,
+    /// Total optimiser steps of the run.
+    #[arg(long, default_value_t = 3000)]
+    pub steps: u64,
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 2e-4)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Save a checkpoint every this many steps.
+    #[arg(long, default_value_t = 100)]
+    pub checkpoint_every: u64,
+    /// auto, cpu, cuda or metal.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+#[derive(Debug, Args)]
+pub struct QualityArgs {
+    /// Model folder (default: the shipped CPU model).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    #[arg(long, default_value = "all")]
+    pub tasks: String,
+    #[arg(long, default_value = "all")]
+    pub views: String,
+    /// Held-out starts per task and view (seeds from 1,000,000 up).
+    #[arg(long, default_value_t = 3)]
+    pub seeds: u64,
+    /// DDIM steps.
+    #[arg(long, default_value_t = 10)]
+    pub steps: usize,
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[arg(long, default_value = "tabletop")]
+    pub world: String,
+    #[arg(long)]
+    pub task: String,
+    /// View index or name.
+    #[arg(long, default_value = "0")]
+    pub view: String,
+    /// Seed of the start state (and of the sampler unless --sample-seed is given).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub seed: u64,
+    #[arg(long)]
+    pub sample_seed: Option<u64>,
+    /// Instruction (default: the task's canonical one).
+    #[arg(long)]
+    pub instruction: Option<String>,
+    /// Output folder.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// DDIM steps (0 = full DDPM).
+    #[arg(long, default_value_t = 10)]
+    pub steps: usize,
+    /// Classifier-free guidance weight w.
+    #[arg(long, default_value_t = 0.0)]
+    pub guidance: f64,
+    /// Model folder (default: the shipped CPU model).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// auto, cpu, cuda or metal.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
 }
 
 #[derive(Debug, Args)]
@@ -90,6 +188,29 @@ pub struct SheetArgs {
 pub enum BenchCommand {
     /// Steps + renders per second of a world on one core.
     World(BenchWorldArgs),
+    /// Video model speed: forward pass, one plan, training steps/s, GFLOP/s vs matmul peak.
+    Model(BenchModelArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchModelArgs {
+    /// Comma-separated: default (the shipped model's config), tabletop, ithor, metaworld.
+    #[arg(long, default_value = "default,metaworld")]
+    pub configs: String,
+    /// DDIM steps of the timed plan.
+    #[arg(long, default_value_t = 20)]
+    pub plan_steps: usize,
+    /// Training steps timed per config (0 skips training).
+    #[arg(long, default_value_t = 5)]
+    pub train_steps: u64,
+    /// Timed forward passes per config (the median is reported).
+    #[arg(long, default_value_t = 5)]
+    pub reps: usize,
+    /// auto, cpu, cuda or metal.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -117,7 +238,11 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Tasks(a)) => tasks(&a),
         Some(Command::Dataset(a)) => dataset(&a),
         Some(Command::Sheet(a)) => sheet(&a),
+        Some(Command::Train(a)) => train(&a),
+        Some(Command::Plan(a)) => plan(&a),
+        Some(Command::Quality(a)) => quality(&a),
         Some(Command::Bench(BenchCommand::World(a))) => bench_world(&a),
+        Some(Command::Bench(BenchCommand::Model(a))) => bench_model(&a),
     }
 }
 
@@ -283,6 +408,323 @@ fn bench_world(args: &BenchWorldArgs) -> Result<()> {
         );
     }
     println!("  {:<14} {:>10} {:>14.0}", "all", "", report.frames_per_sec);
+    if let Some(path) = &args.json {
+        videoagent::store::atomic::write_json(path, &report)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Set by Ctrl-C: long jobs stop at the next step and save what they have.
+fn interrupt_flag() -> Result<std::sync::Arc<AtomicBool>> {
+    let flag = std::sync::Arc::new(AtomicBool::new(false));
+    let f = flag.clone();
+    ctrlc::set_handler(move || f.store(true, std::sync::atomic::Ordering::SeqCst))
+        .context("installing the Ctrl-C handler")?;
+    Ok(flag)
+}
+
+fn train(args: &TrainArgs) -> Result<()> {
+    use std::ops::ControlFlow;
+    use std::sync::atomic::Ordering;
+    use videoagent::model::train::{TrainConfig, TrainData, TrainOutcome, Trainer};
+    use videoagent::model::{ModelConfig, UNetConfig, device::select_device};
+
+    let (device, note) = select_device(&args.device)?;
+    tracing::info!("{note}");
+    let mut trainer = if args.resume {
+        Trainer::resume(&args.out, Some(args.steps), &device)
+            .with_context(|| format!("resuming the run in {}", args.out.display()))?
+    } else {
+        if args.out.join(videoagent::model::train::STATE_JSON).exists() {
+            bail!(
+                "{} already holds a training run; pass --resume to continue it or choose another --out",
+                args.out.display()
+            );
+        }
+        let mut unet = UNetConfig::by_name(&args.config)?;
+        if let Some(size) = args.image_size {
+            if size < 8 || !size.is_multiple_of(4) || size > 512 {
+                bail!("--image-size {size} must be a multiple of 4 between 8 and 512");
+            }
+            unet.image_size = (size, size);
+        }
+        let cfg = TrainConfig {
+            steps: args.steps,
+            batch: args.batch,
+            adam: videoagent::model::adam::AdamConfig {
+                lr: args.lr,
+                ..Default::default()
+            },
+            seed: args.seed,
+            checkpoint_every: args.checkpoint_every.max(1),
+            ..TrainConfig::default()
+        };
+        Trainer::new(
+            ModelConfig::new(unet, "tabletop"),
+            cfg,
+            &args.out,
+            args.init.as_deref(),
+            &device,
+        )?
+    };
+    let data_dir = args
+        .data
+        .as_ref()
+        .context("--data DIR is required (a dataset from `videoagent dataset`)")?;
+    let dataset = videoagent::store::Dataset::open(data_dir)?;
+    let bar = progress(dataset.episodes().len() as u64, "loading");
+    let data = TrainData::load(&dataset, trainer.model.config.frame_size(), || bar.inc(1))?;
+    bar.finish_and_clear();
+    tracing::info!(
+        "{} parameters, {} episodes at {}px, steps {} -> {}",
+        trainer.parameter_count(),
+        data.len(),
+        trainer.model.config.frame_size(),
+        trainer.step(),
+        trainer.config.steps
+    );
+    let stop = interrupt_flag()?;
+    let bar = ProgressBar::new(trainer.config.steps);
+    bar.set_style(
+        ProgressStyle::with_template("train [{bar:30}] {pos}/{len} {msg} eta {eta}")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    bar.set_position(trainer.step());
+    let outcome = trainer.train(&data, |p| {
+        bar.set_position(p.step);
+        bar.set_message(format!("loss {:.4} {:.2} steps/s", p.loss, p.steps_per_sec));
+        if stop.load(Ordering::SeqCst) {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    })?;
+    bar.finish();
+    let plot = videoagent::viz::loss_plot(trainer.loss_log(), 640, 320);
+    videoagent::viz::write_png(&args.out.join("loss.png"), &plot)?;
+    match outcome {
+        TrainOutcome::Finished => println!(
+            "finished at step {}; model in {}",
+            trainer.step(),
+            args.out.display()
+        ),
+        TrainOutcome::Stopped => {
+            println!("stopped at step {}; resume with --resume", trainer.step())
+        }
+    }
+    Ok(())
+}
+
+fn plan(args: &PlanArgs) -> Result<()> {
+    use std::ops::ControlFlow;
+    use std::time::Instant;
+    use videoagent::model::{
+        SampleConfig, VideoModel, device::select_device, pipeline::default_model_dir,
+    };
+    use videoagent::store::plan_record::{PlanRecord, SamplerRecord, write_plan};
+
+    let mut world = open_world(&args.world, 64)?;
+    let view = env::resolve_view(&world.views(), &args.view)?;
+    let info = world
+        .tasks()
+        .into_iter()
+        .find(|t| t.name == args.task)
+        .with_context(|| format!("unknown task '{}' (see `videoagent tasks`)", args.task))?;
+    let instruction = args
+        .instruction
+        .clone()
+        .unwrap_or_else(|| info.instruction().to_owned());
+    if instruction.trim().is_empty() {
+        bail!("the instruction is empty");
+    }
+    let model_dir = args.model.clone().unwrap_or_else(default_model_dir);
+    let (device, note) = select_device(&args.device)?;
+    tracing::info!("{note}");
+    let t0 = Instant::now();
+    let model = VideoModel::load(&model_dir, &device)
+        .with_context(|| format!("loading the model from {}", model_dir.display()))?;
+    let load_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let first = world.reset(&args.task, view, args.seed)?.rgb;
+    let sample = if args.steps == 0 {
+        SampleConfig {
+            guidance_weight: args.guidance,
+            ..SampleConfig::ddpm()
+        }
+    } else {
+        SampleConfig {
+            guidance_weight: args.guidance,
+            ..SampleConfig::ddim(args.steps)
+        }
+    };
+    let sample_seed = args.sample_seed.unwrap_or(args.seed);
+    let bar = progress(
+        if args.steps == 0 {
+            100
+        } else {
+            args.steps as u64
+        },
+        "sampling",
+    );
+    let t1 = Instant::now();
+    let frames = model
+        .plan(&first, None, &instruction, &sample, sample_seed, |_| {
+            bar.inc(1);
+            ControlFlow::Continue(())
+        })?
+        .context("sampling was cancelled")?;
+    let sample_ms = t1.elapsed().as_secs_f64() * 1e3;
+    bar.finish_and_clear();
+    let record = PlanRecord {
+        world: args.world.clone(),
+        task: args.task.clone(),
+        view,
+        instruction,
+        env_seed: args.seed,
+        sample_seed,
+        model: model_dir.display().to_string(),
+        device: videoagent::model::device::device_label(&device).to_owned(),
+        sampler: SamplerRecord {
+            kind: if args.steps == 0 { "ddpm" } else { "ddim" }.to_owned(),
+            steps: if args.steps == 0 { 100 } else { args.steps },
+            guidance: args.guidance,
+        },
+        load_ms,
+        sample_ms,
+        frames: (0..=frames.len())
+            .map(|i| format!("frames/{i:02}.png"))
+            .collect(),
+    };
+    write_plan(&args.out, &record, &first, &frames)
+        .with_context(|| format!("writing the plan to {}", args.out.display()))?;
+    println!(
+        "plan written to {} (load {load_ms:.0} ms, sampling {sample_ms:.0} ms)",
+        args.out.display()
+    );
+    Ok(())
+}
+
+fn bench_model(args: &BenchModelArgs) -> Result<()> {
+    use videoagent::bench::model::{BenchPlan, run};
+    use videoagent::model::{
+        ModelConfig, UNetConfig, device::select_device, pipeline::default_model_dir,
+    };
+
+    let (device, note) = select_device(&args.device)?;
+    tracing::info!("{note}");
+    let mut plans = Vec::new();
+    for name in args.configs.split(',').map(str::trim) {
+        let (unet, full) = if name == "default" {
+            let path = default_model_dir().join(videoagent::model::pipeline::CONFIG_FILE);
+            let bytes =
+                std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+            let cfg: ModelConfig = serde_json::from_slice(&bytes)
+                .with_context(|| format!("parsing {}", path.display()))?;
+            (cfg.unet, true)
+        } else {
+            let unet = UNetConfig::by_name(name)?;
+            let small = unet.model_channels * unet.image_size.0 <= 64 * 64;
+            (unet, small)
+        };
+        plans.push(BenchPlan {
+            name: name.to_owned(),
+            unet,
+            forward_reps: args.reps,
+            plan_steps: full.then_some(args.plan_steps),
+            train_steps: (full && args.train_steps > 0).then_some(args.train_steps),
+        });
+    }
+    let report = run(&plans, &device)?;
+    println!(
+        "device {}, {} threads, matmul peak {:.1} GFLOP/s",
+        report.device, report.threads, report.matmul_gflops_per_sec
+    );
+    println!(
+        "  {:<10} {:>5} {:>11} {:>8} {:>11} {:>9} {:>12} {:>14}",
+        "config", "size", "params", "GFLOP", "forward ms", "GFLOP/s", "plan ms", "train steps/s"
+    );
+    for c in &report.configs {
+        println!(
+            "  {:<10} {:>5} {:>11} {:>8.2} {:>11.1} {:>9.1} {:>12} {:>14}",
+            c.config,
+            c.image_size,
+            c.parameters,
+            c.forward_gflop,
+            c.forward_ms,
+            c.forward_gflops_per_sec,
+            c.plan_ms.map_or("-".to_owned(), |v| format!(
+                "{v:.0} (DDIM {})",
+                c.plan_steps
+            )),
+            c.train_steps_per_sec
+                .map_or("-".to_owned(), |v| format!("{v:.3} (b{})", c.train_batch)),
+        );
+    }
+    if let Some(path) = &args.json {
+        videoagent::store::atomic::write_json(path, &report)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn quality(args: &QualityArgs) -> Result<()> {
+    use videoagent::agent::model_eval::{HELD_OUT_SEED, QualityReport, score_plan, summarise};
+    use videoagent::model::{
+        SampleConfig, VideoModel, device::select_device, pipeline::default_model_dir,
+    };
+
+    let model_dir = args.model.clone().unwrap_or_else(default_model_dir);
+    let (device, note) = select_device(&args.device)?;
+    tracing::info!("{note}");
+    let model = VideoModel::load(&model_dir, &device)
+        .with_context(|| format!("loading the model from {}", model_dir.display()))?;
+    let mut world = open_world(&model.config.world, 64)?;
+    let tasks = pick_tasks(world.as_ref(), &args.tasks)?;
+    let views = pick_views(world.as_ref(), &args.views)?;
+    let sample = SampleConfig::ddim(args.steps);
+    let bar = progress((tasks.len() * views.len()) as u64 * args.seeds, "plans");
+    let mut plans = Vec::new();
+    for task in &tasks {
+        for &view in &views {
+            for s in 0..args.seeds {
+                let seed = HELD_OUT_SEED + s * 3 + view as u64;
+                let score = score_plan(&model, world.as_mut(), task, view, seed, &sample)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                plans.extend(score);
+                bar.inc(1);
+            }
+        }
+    }
+    bar.finish_and_clear();
+    let report = QualityReport {
+        model: model_dir.display().to_string(),
+        frame_size: model.config.frame_size(),
+        sampler_steps: args.steps,
+        tasks: summarise(&plans),
+        plans,
+    };
+    println!(
+        "held-out quality of {} (DDIM {}), expert video as reference; 'copy' repeats frame 0",
+        report.model, args.steps
+    );
+    println!(
+        "  {:<14} {:>5} {:>7} {:>6} {:>10} {:>7} {:>10} {:>10}",
+        "task", "plans", "PSNR", "SSIM", "final err", "found", "copy PSNR", "copy err"
+    );
+    for t in &report.tasks {
+        println!(
+            "  {:<14} {:>5} {:>7.2} {:>6.3} {:>10.2} {:>6.0}% {:>10.2} {:>10.2}",
+            t.task,
+            t.plans,
+            t.psnr,
+            t.ssim,
+            t.final_position_error,
+            t.object_found * 100.0,
+            t.copy_psnr,
+            t.copy_final_position_error
+        );
+    }
     if let Some(path) = &args.json {
         videoagent::store::atomic::write_json(path, &report)
             .with_context(|| format!("writing {}", path.display()))?;

@@ -4,6 +4,7 @@
 //! [`env`] simulates worlds and runs experts, [`model`] is the video diffusion model,
 //! [`store`] keeps datasets and other artefacts on disk.
 
+pub mod agent;
 pub mod bench;
 pub mod env;
 pub mod model;

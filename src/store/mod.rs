@@ -4,5 +4,6 @@
 pub mod atomic;
 pub mod collect;
 pub mod dataset;
+pub mod plan_record;
 
 pub use dataset::{Clip, Dataset, DatasetError, EpisodeMeta, Manifest};

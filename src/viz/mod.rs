@@ -72,3 +72,37 @@ pub fn write_png(path: &Path, img: &image::RgbImage) -> std::io::Result<()> {
     .map_err(std::io::Error::other)?;
     crate::store::atomic::write_file(path, &bytes)
 }
+
+/// A loss curve: the loss of each step (light) and its running mean (dark), log-scaled.
+pub fn loss_plot(log: &[(u64, f32, f64)], width: u32, height: u32) -> image::RgbImage {
+    let mut img = image::RgbImage::from_pixel(width, height, image::Rgb([255, 255, 255]));
+    let values: Vec<f32> = log.iter().map(|r| r.1.max(1e-6).ln()).collect();
+    if values.len() < 2 {
+        return img;
+    }
+    let (lo, hi) = values
+        .iter()
+        .fold((f32::MAX, f32::MIN), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
+    let span = (hi - lo).max(1e-6);
+    let to_px = |i: usize, v: f32| {
+        let x = i as f32 / (values.len() - 1) as f32 * (width - 1) as f32;
+        let y = (1.0 - (v - lo) / span) * (height - 1) as f32;
+        (x as u32, y as u32)
+    };
+    let window = (values.len() / 50).max(1);
+    let mut sum = 0f32;
+    for (i, v) in values.iter().enumerate() {
+        let (x, y) = to_px(i, *v);
+        img.put_pixel(x, y, image::Rgb([170, 190, 230]));
+        sum += v;
+        if i >= window {
+            sum -= values[i - window];
+        }
+        let mean = sum / (i + 1).min(window) as f32;
+        let (x, y) = to_px(i, mean);
+        for dy in 0..2 {
+            img.put_pixel(x, (y + dy).min(height - 1), image::Rgb([20, 60, 160]));
+        }
+    }
+    img
+}

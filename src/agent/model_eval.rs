@@ -1,0 +1,189 @@
+//! Held-out quality of a video model: for starts the model never saw, generate a plan and
+//! compare it with the expert's video from the same start (see [`super::quality`]).
+
+use std::ops::ControlFlow;
+
+use serde::Serialize;
+
+use super::quality::{ColourKey, locate, psnr, resize_labels, ssim};
+use crate::env::tabletop::TaskKind;
+use crate::env::{Rgb8Image, World, demo::record_expert};
+use crate::model::pipeline::resize;
+use crate::model::{SampleConfig, VideoModel};
+use crate::store::dataset::clip_indices;
+
+/// First seed of held-out starts: datasets use small seeds, evaluation starts here.
+pub const HELD_OUT_SEED: u64 = 1_000_000;
+/// Colour distance (RGB units) within which a pixel counts as the tracked object.
+pub const COLOUR_TOLERANCE: f32 = 45.0;
+
+/// Scores of one plan.
+#[derive(Clone, Debug, Serialize)]
+pub struct PlanScore {
+    pub task: String,
+    pub view: usize,
+    pub seed: u64,
+    pub psnr: f64,
+    pub ssim: f64,
+    /// Distance (pixels at the model's size) between the task object's centroid in the plan's
+    /// last frame and in the expert's; `None` if the object is missing from the plan.
+    pub final_position_error: Option<f64>,
+    /// The same scores for the trivial plan that repeats frame 0.
+    pub copy_psnr: f64,
+    pub copy_final_position_error: Option<f64>,
+}
+
+/// Mean scores of one task.
+#[derive(Clone, Debug, Serialize)]
+pub struct TaskQuality {
+    pub task: String,
+    pub plans: usize,
+    pub psnr: f64,
+    pub ssim: f64,
+    pub final_position_error: f64,
+    /// Share of plans whose last frame still shows the task object.
+    pub object_found: f64,
+    pub copy_psnr: f64,
+    pub copy_final_position_error: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct QualityReport {
+    pub model: String,
+    pub frame_size: usize,
+    pub sampler_steps: usize,
+    pub tasks: Vec<TaskQuality>,
+    pub plans: Vec<PlanScore>,
+}
+
+fn centroid_error(a: Option<([f32; 2], usize)>, b: Option<([f32; 2], usize)>) -> Option<f64> {
+    let (a, b) = (a?.0, b?.0);
+    Some(f64::from((a[0] - b[0]).hypot(a[1] - b[1])))
+}
+
+/// Scores one held-out start.
+pub fn score_plan(
+    model: &VideoModel,
+    world: &mut dyn World,
+    task: &str,
+    view: usize,
+    seed: u64,
+    sample: &SampleConfig,
+) -> Result<Option<PlanScore>, Box<dyn std::error::Error + Send + Sync>> {
+    let demo = record_expert(world, task, view, seed)?;
+    let size = model.config.frame_size();
+    let idx = clip_indices(demo.frames.len(), 0);
+    let expert: Vec<Rgb8Image> = idx
+        .iter()
+        .map(|&i| resize(&demo.frames[i], size as u32))
+        .collect();
+    let Some(plan) = model.plan(
+        &demo.frames[0],
+        None,
+        task_instruction(task),
+        sample,
+        seed,
+        |_| ControlFlow::Continue(()),
+    )?
+    else {
+        return Ok(None);
+    };
+    let frame_psnr = |frames: &[Rgb8Image]| {
+        frames
+            .iter()
+            .zip(&expert[1..])
+            .map(|(a, b)| psnr(a, b))
+            .sum::<f64>()
+            / 7.0
+    };
+    let frame_ssim = |frames: &[Rgb8Image]| {
+        frames
+            .iter()
+            .zip(&expert[1..])
+            .map(|(a, b)| ssim(a, b))
+            .sum::<f64>()
+            / 7.0
+    };
+    let object = TaskKind::from_name(task).map_or("gripper", TaskKind::task_object);
+    let id = demo.labels.iter().position(|l| l == object).unwrap_or(0) as u8;
+    let side = demo.frames[0].width as usize;
+    let seg0 = resize_labels(&demo.segmentations[0], side, size);
+    let key = ColourKey::from_mask(&expert[0], &seg0, id);
+    let last_seg = resize_labels(&demo.segmentations[idx[7]], side, size);
+    let truth = mask_centroid(&last_seg, size, id);
+    let found = |frame: &Rgb8Image| {
+        key.as_ref()
+            .and_then(|k| locate(frame, k, COLOUR_TOLERANCE))
+    };
+    let copy: Vec<Rgb8Image> = vec![expert[0].clone(); 7];
+    Ok(Some(PlanScore {
+        task: task.to_owned(),
+        view,
+        seed,
+        psnr: frame_psnr(&plan),
+        ssim: frame_ssim(&plan),
+        final_position_error: centroid_error(found(&plan[6]), truth),
+        copy_psnr: frame_psnr(&copy),
+        copy_final_position_error: centroid_error(found(&copy[6]), truth),
+    }))
+}
+
+/// Centroid and pixel count of the pixels labelled `id` in a `size` x `size` label map.
+fn mask_centroid(seg: &[u8], size: usize, id: u8) -> Option<([f32; 2], usize)> {
+    let pts: Vec<usize> = seg
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| **s == id)
+        .map(|(i, _)| i)
+        .collect();
+    let n = pts.len() as f32;
+    (n > 0.0).then(|| {
+        let cx = pts.iter().map(|i| (i % size) as f32 + 0.5).sum::<f32>() / n;
+        let cy = pts.iter().map(|i| (i / size) as f32 + 0.5).sum::<f32>() / n;
+        ([cx, cy], pts.len())
+    })
+}
+
+fn task_instruction(task: &str) -> &'static str {
+    TaskKind::from_name(task).map_or("", |t| t.instructions()[0])
+}
+
+/// Averages plan scores per task (tasks in first-seen order).
+pub fn summarise(plans: &[PlanScore]) -> Vec<TaskQuality> {
+    let mut tasks: Vec<String> = Vec::new();
+    for p in plans {
+        if !tasks.contains(&p.task) {
+            tasks.push(p.task.clone());
+        }
+    }
+    tasks
+        .into_iter()
+        .map(|task| {
+            let ps: Vec<&PlanScore> = plans.iter().filter(|p| p.task == task).collect();
+            let n = ps.len() as f64;
+            let mean = |f: &dyn Fn(&PlanScore) -> f64| ps.iter().map(|p| f(p)).sum::<f64>() / n;
+            let mean_opt = |f: &dyn Fn(&PlanScore) -> Option<f64>| {
+                let v: Vec<f64> = ps.iter().filter_map(|p| f(p)).collect();
+                if v.is_empty() {
+                    f64::NAN
+                } else {
+                    v.iter().sum::<f64>() / v.len() as f64
+                }
+            };
+            TaskQuality {
+                plans: ps.len(),
+                psnr: mean(&|p| p.psnr),
+                ssim: mean(&|p| p.ssim),
+                final_position_error: mean_opt(&|p| p.final_position_error),
+                object_found: ps
+                    .iter()
+                    .filter(|p| p.final_position_error.is_some())
+                    .count() as f64
+                    / n,
+                copy_psnr: mean(&|p| p.copy_psnr),
+                copy_final_position_error: mean_opt(&|p| p.copy_final_position_error),
+                task,
+            }
+        })
+        .collect()
+}

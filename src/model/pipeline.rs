@@ -1,0 +1,228 @@
+//! A complete video model as shipped: U-Net + text encoder + diffusion schedule, loaded from a
+//! model folder, with the one call the rest of the library needs: make a plan.
+//!
+//! ```text
+//! <model>/config.json                ModelConfig (U-Net and text encoder shapes, frame size)
+//! <model>/model.safetensors          U-Net weights, reference names (`unet.input_blocks...`)
+//! <model>/text_encoder.safetensors   the built-in text encoder (`text_encoder.embedding.weight`)
+//! ```
+
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use serde::{Deserialize, Serialize};
+
+use super::text::{BuiltinTextConfig, BuiltinTextEncoder, TextEncoder};
+use super::{
+    Checkpoint, Conditioning, Diffusion, ModelError, Prompt, SampleConfig, SampleOutcome,
+    SampleStep, UNet, UNetConfig,
+};
+use crate::env::Rgb8Image;
+
+pub const CONFIG_FILE: &str = "config.json";
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+pub const TEXT_FILE: &str = "text_encoder.safetensors";
+
+/// Hyperparameters of a shipped model (weights are stored apart).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    pub unet: UNetConfig,
+    pub text: BuiltinTextConfig,
+    /// Diffusion training steps T (cosine schedule).
+    pub timesteps: usize,
+    /// The world whose frames it was trained on.
+    pub world: String,
+}
+
+impl ModelConfig {
+    pub fn new(unet: UNetConfig, world: &str) -> Self {
+        let text = BuiltinTextConfig::new(unet.task_token_channels);
+        Self {
+            unet,
+            text,
+            timesteps: 100,
+            world: world.to_owned(),
+        }
+    }
+
+    /// Frame side the network works at (frames are resized to it).
+    pub fn frame_size(&self) -> usize {
+        self.unet.image_size.0
+    }
+}
+
+/// U-Net, text encoder and schedule, ready to sample.
+pub struct VideoModel {
+    pub config: ModelConfig,
+    pub unet: UNet,
+    pub text: BuiltinTextEncoder,
+    pub diffusion: Diffusion,
+    pub device: Device,
+    /// Where it was loaded from (names the model in plan records).
+    pub source: PathBuf,
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ModelError> {
+    let bytes = std::fs::read(path).map_err(|source| ModelError::Io {
+        source,
+        path: path.to_owned(),
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| ModelError::Format {
+        reason: format!("config: {e}"),
+        path: path.to_owned(),
+    })
+}
+
+impl VideoModel {
+    /// Builds the networks over `vb` (`unet.*` and `text_encoder.*`), e.g. a VarMap to train.
+    pub fn build(
+        config: ModelConfig,
+        vb: &VarBuilder,
+        device: &Device,
+    ) -> Result<Self, ModelError> {
+        let unet = UNet::new(&config.unet, vb.pp("unet"))?;
+        let text = BuiltinTextEncoder::new(&config.text, vb.pp("text_encoder"))?;
+        Ok(Self {
+            diffusion: Diffusion::cosine(config.timesteps),
+            config,
+            unet,
+            text,
+            device: device.clone(),
+            source: PathBuf::new(),
+        })
+    }
+
+    /// Loads a model folder (see the module docs), validating every tensor.
+    pub fn load(dir: &Path, device: &Device) -> Result<Self, ModelError> {
+        let config: ModelConfig = read_json(&dir.join(CONFIG_FILE))?;
+        let unet = Checkpoint::read(dir.join(WEIGHTS_FILE))?.into_unet(&config.unet, device)?;
+        let text_path = dir.join(TEXT_FILE);
+        let tensors =
+            candle_core::safetensors::load(&text_path, device).map_err(|e| ModelError::Format {
+                reason: format!("safetensors: {e}"),
+                path: text_path.clone(),
+            })?;
+        let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
+        let text = BuiltinTextEncoder::new(&config.text, vb.pp("text_encoder")).map_err(|e| {
+            ModelError::Format {
+                reason: format!("text encoder: {e}"),
+                path: text_path,
+            }
+        })?;
+        Ok(Self {
+            diffusion: Diffusion::cosine(config.timesteps),
+            config,
+            unet,
+            text,
+            device: device.clone(),
+            source: dir.to_owned(),
+        })
+    }
+
+    /// Frames as a `(b, 3, h, w)` tensor in [0, 1], resized to the model's frame size.
+    pub fn frames_to_tensor(&self, frames: &[&Rgb8Image]) -> candle_core::Result<Tensor> {
+        let size = self.config.frame_size();
+        let data: Vec<f32> = frames
+            .iter()
+            .flat_map(|f| planar_unit(&resize(f, size as u32)))
+            .collect();
+        Tensor::from_vec(data, (frames.len(), 3, size, size), &self.device)
+    }
+
+    /// Generates the 7 frames that follow `first` under `instruction` (refinement passes the
+    /// previous plan as `previous`). Same seed, same plan. `None` if `on_step` cancelled.
+    pub fn plan(
+        &self,
+        first: &Rgb8Image,
+        previous: Option<&[Rgb8Image]>,
+        instruction: &str,
+        sample: &SampleConfig,
+        seed: u64,
+        on_step: impl FnMut(&SampleStep) -> ControlFlow<()>,
+    ) -> candle_core::Result<Option<Vec<Rgb8Image>>> {
+        let frames = self.config.unet.frames;
+        let cond = match previous {
+            None => Conditioning::Image(self.frames_to_tensor(&[first])?),
+            Some(prev) => {
+                let refs: Vec<&Rgb8Image> = prev.iter().collect();
+                let video = self.frames_to_tensor(&refs)?; // (f, 3, h, w)
+                Conditioning::Video(video.permute((1, 0, 2, 3))?.unsqueeze(0)?.contiguous()?)
+            }
+        };
+        let prompt = Prompt {
+            cond,
+            task_embed: self.text.encode(&[instruction], &self.device)?,
+        };
+        match self
+            .diffusion
+            .sample_seeded(&self.unet, &prompt, frames, sample, seed, on_step)?
+        {
+            SampleOutcome::Cancelled { .. } => Ok(None),
+            SampleOutcome::Finished(video) => Ok(Some(video_to_frames(&video)?)),
+        }
+    }
+}
+
+/// A frame resized to `size` x `size` (area-like filter when shrinking).
+pub fn resize(frame: &Rgb8Image, size: u32) -> Rgb8Image {
+    if frame.width == size && frame.height == size {
+        return frame.clone();
+    }
+    let img = image::imageops::resize(
+        &frame.to_image(),
+        size,
+        size,
+        image::imageops::FilterType::Triangle,
+    );
+    Rgb8Image {
+        width: size,
+        height: size,
+        pixels: img.into_raw(),
+    }
+}
+
+/// HWC bytes -> CHW floats in [0, 1].
+pub fn planar_unit(frame: &Rgb8Image) -> Vec<f32> {
+    let n = (frame.width * frame.height) as usize;
+    (0..3)
+        .flat_map(|c| (0..n).map(move |i| f32::from(frame.pixels[i * 3 + c]) / 255.0))
+        .collect()
+}
+
+/// The first video of a `(b, 3, f, h, w)` batch in [0, 1] as frames (values clamped).
+pub fn video_to_frames(video: &Tensor) -> candle_core::Result<Vec<Rgb8Image>> {
+    let (_, _, f, h, w) = video.dims5()?;
+    let v = video
+        .get(0)?
+        .clamp(0f32, 1f32)?
+        .permute((1, 2, 3, 0))?
+        .contiguous()?; // (f, h, w, 3)
+    let data = v.flatten_all()?.to_vec1::<f32>()?;
+    Ok(data
+        .chunks_exact(h * w * 3)
+        .take(f)
+        .map(|chunk| Rgb8Image {
+            width: w as u32,
+            height: h as u32,
+            pixels: chunk.iter().map(|x| (x * 255.0).round() as u8).collect(),
+        })
+        .collect())
+}
+
+/// Name of the shipped CPU default model's folder under `sample_data/models/`.
+pub const DEFAULT_MODEL: &str = "tabletop-cpu";
+
+/// Where the shipped default model lives: `$VIDEOAGENT_MODEL`, else `sample_data/models/…`
+/// under the working folder, else under the source tree this binary was built from.
+pub fn default_model_dir() -> PathBuf {
+    if let Some(p) = std::env::var_os("VIDEOAGENT_MODEL") {
+        return PathBuf::from(p);
+    }
+    let rel = Path::new("sample_data/models").join(DEFAULT_MODEL);
+    if rel.join(CONFIG_FILE).exists() {
+        return rel;
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}

@@ -1,0 +1,550 @@
+//! Training and fine-tuning the video model on demonstration clips: Adam with gradient
+//! clipping, EMA weights, text dropout for classifier-free guidance, shift augmentation that
+//! is the same for every frame of a clip, and checkpoints that resume exactly.
+//!
+//! Every batch is drawn from an RNG seeded by (seed, step), so a run resumed from a checkpoint
+//! at step k continues with the very batches, noise and timesteps of an uninterrupted run.
+
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::adam::{Adam, AdamConfig, Ema};
+use super::pipeline::{self, ModelConfig, VideoModel};
+use super::text::TextEncoder;
+use super::{Conditioning, ModelError, NoiseSource};
+use crate::env::Rgb8Image;
+use crate::store::atomic;
+use crate::store::dataset::{Dataset, DatasetError, clip_indices};
+
+pub const STATE_FILE: &str = "train_state.safetensors";
+pub const STATE_JSON: &str = "train_state.json";
+pub const LOSS_CSV: &str = "loss.csv";
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Train until this many optimiser steps in total.
+    pub steps: u64,
+    pub batch: usize,
+    pub adam: AdamConfig,
+    pub ema_decay: f64,
+    pub checkpoint_every: u64,
+    pub seed: u64,
+    /// Probability of training a sample without its text (for classifier-free guidance).
+    pub text_dropout: f64,
+    /// Largest shift, in pixels, of the random translation applied to a whole clip.
+    pub max_shift: i32,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            steps: 3000,
+            batch: 8,
+            adam: AdamConfig {
+                lr: 2e-4,
+                ..AdamConfig::default()
+            },
+            ema_decay: 0.995,
+            checkpoint_every: 100,
+            seed: 0,
+            text_dropout: 0.1,
+            max_shift: 2,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Dataset(#[from] DatasetError),
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    #[error("{what}: {source} ({path})")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot resume: {problem} ({path})")]
+    Resume { problem: String, path: PathBuf },
+    #[error("the dataset has no successful episode to learn from ({path})")]
+    NoData { path: PathBuf },
+}
+
+fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> TrainError + 'a {
+    move |source| TrainError::Io {
+        what,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// One episode's frames at the model's size, as CHW floats in [0, 1].
+struct TrainEpisode {
+    frames: Vec<Vec<f32>>,
+    instructions: Vec<String>,
+}
+
+/// Successful demonstrations held in memory at the model's frame size.
+pub struct TrainData {
+    size: usize,
+    episodes: Vec<TrainEpisode>,
+}
+
+impl TrainData {
+    /// Loads every successful episode of `dataset`, resized to `size`.
+    pub fn load(
+        dataset: &Dataset,
+        size: usize,
+        mut on_episode: impl FnMut(),
+    ) -> Result<Self, TrainError> {
+        let mut episodes = Vec::new();
+        for (i, ep) in dataset.episodes().iter().enumerate() {
+            on_episode();
+            if !ep.success {
+                continue;
+            }
+            let frames = (0..ep.frames)
+                .map(|f| {
+                    Ok(pipeline::planar_unit(&pipeline::resize(
+                        &dataset.frame(i, f)?,
+                        size as u32,
+                    )))
+                })
+                .collect::<Result<_, DatasetError>>()?;
+            episodes.push(TrainEpisode {
+                frames,
+                instructions: ep.instructions.clone(),
+            });
+        }
+        if episodes.is_empty() {
+            return Err(TrainError::NoData {
+                path: dataset.root.clone(),
+            });
+        }
+        Ok(Self { size, episodes })
+    }
+
+    /// In-memory data (for tests and for fine-tuning on plans that are not on disk yet):
+    /// each item is an episode's frames and its instructions.
+    pub fn from_frames(size: usize, items: Vec<(Vec<Rgb8Image>, Vec<String>)>) -> Self {
+        let episodes = items
+            .into_iter()
+            .map(|(frames, instructions)| TrainEpisode {
+                frames: frames
+                    .iter()
+                    .map(|f| pipeline::planar_unit(&pipeline::resize(f, size as u32)))
+                    .collect(),
+                instructions,
+            })
+            .collect();
+        Self { size, episodes }
+    }
+
+    pub fn len(&self) -> usize {
+        self.episodes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.episodes.is_empty()
+    }
+}
+
+/// A training batch: targets in [-1, 1] `(b, 3, 7, h, w)`, start frames in [0, 1]
+/// `(b, 3, h, w)`, and the instruction of each sample (`None` = dropped).
+struct Batch {
+    x_start: Tensor,
+    first: Tensor,
+    texts: Vec<Option<String>>,
+}
+
+/// Copies a CHW frame shifted by (dx, dy) pixels, repeating edge pixels.
+fn shifted(frame: &[f32], size: usize, dx: i32, dy: i32, out: &mut Vec<f32>) {
+    let n = size as i32;
+    for c in 0..3 {
+        for y in 0..n {
+            let sy = (y - dy).clamp(0, n - 1);
+            for x in 0..n {
+                let sx = (x - dx).clamp(0, n - 1);
+                out.push(frame[c * size * size + (sy * n + sx) as usize]);
+            }
+        }
+    }
+}
+
+fn draw_batch(
+    data: &TrainData,
+    cfg: &TrainConfig,
+    step: u64,
+    device: &Device,
+) -> candle_core::Result<Batch> {
+    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let size = data.size;
+    let frames = super::config::DEFAULT_FRAMES;
+    let mut first = Vec::with_capacity(cfg.batch * 3 * size * size);
+    let mut target = Vec::with_capacity(cfg.batch * 3 * frames * size * size);
+    let mut texts = Vec::with_capacity(cfg.batch);
+    for _ in 0..cfg.batch {
+        let ep = &data.episodes[rng.random_range(0..data.episodes.len())];
+        let n = ep.frames.len();
+        let start = rng.random_range(0..=n.saturating_sub(frames + 1));
+        let (dx, dy) = (
+            rng.random_range(-cfg.max_shift..=cfg.max_shift),
+            rng.random_range(-cfg.max_shift..=cfg.max_shift),
+        );
+        let idx = clip_indices(n, start);
+        shifted(&ep.frames[idx[0]], size, dx, dy, &mut first);
+        let mut clip = Vec::with_capacity(3 * frames * size * size);
+        for &i in &idx[1..] {
+            shifted(&ep.frames[i], size, dx, dy, &mut clip);
+        }
+        // clip is (f, 3, h, w); the model wants (3, f, h, w) in [-1, 1].
+        let plane = size * size;
+        for c in 0..3 {
+            for f in 0..frames {
+                let off = (f * 3 + c) * plane;
+                target.extend(clip[off..off + plane].iter().map(|v| v * 2.0 - 1.0));
+            }
+        }
+        let text = ep.instructions[rng.random_range(0..ep.instructions.len())].clone();
+        let dropped = rng.random::<f64>() < cfg.text_dropout;
+        texts.push((!dropped).then_some(text));
+    }
+    Ok(Batch {
+        x_start: Tensor::from_vec(target, (cfg.batch, 3, frames, size, size), device)?,
+        first: Tensor::from_vec(first, (cfg.batch, 3, size, size), device)?,
+        texts,
+    })
+}
+
+/// Progress after one optimiser step.
+#[derive(Clone, Debug)]
+pub struct Progress {
+    pub step: u64,
+    pub total: u64,
+    pub loss: f32,
+    pub grad_norm: f64,
+    pub steps_per_sec: f64,
+}
+
+/// How a call to [`Trainer::train`] ended (both save a checkpoint).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrainOutcome {
+    Finished,
+    Stopped,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct StateJson {
+    step: u64,
+    train: TrainConfig,
+    model: ModelConfig,
+}
+
+/// A training run living in `out_dir`.
+pub struct Trainer {
+    pub config: TrainConfig,
+    pub model: VideoModel,
+    vars: Vec<(String, Var)>,
+    adam: Adam,
+    ema: Ema,
+    step: u64,
+    out_dir: PathBuf,
+    /// (step, loss, grad norm) of every step taken so far in this process and before.
+    log: Vec<(u64, f32, f64)>,
+}
+
+impl Trainer {
+    /// A fresh run (weights initialised as upstream), or fine-tuning from `init` (a model
+    /// folder whose config matches).
+    pub fn new(
+        model_cfg: ModelConfig,
+        config: TrainConfig,
+        out_dir: &Path,
+        init: Option<&Path>,
+        device: &Device,
+    ) -> Result<Self, TrainError> {
+        let varmap = VarMap::new();
+        let backend = super::seeded_init::SeededVarMap::new(varmap.clone(), config.seed);
+        let vb = VarBuilder::from_backend(Box::new(backend), DType::F32, device.clone());
+        let model = VideoModel::build(model_cfg, &vb, device)?;
+        let vars = sorted_vars(&varmap)?;
+        if let Some(dir) = init {
+            let base = VideoModel::load(dir, device)?;
+            if base.config.unet != model.config.unet || base.config.text != model.config.text {
+                return Err(TrainError::Resume {
+                    problem: "the initial model's config differs from the one being trained"
+                        .to_owned(),
+                    path: dir.to_owned(),
+                });
+            }
+            let mut weights =
+                candle_core::safetensors::load(dir.join(pipeline::WEIGHTS_FILE), device)?;
+            weights.extend(candle_core::safetensors::load(
+                dir.join(pipeline::TEXT_FILE),
+                device,
+            )?);
+            for (name, var) in &vars {
+                let t = weights.get(name).ok_or_else(|| TrainError::Resume {
+                    problem: format!("initial weights lack {name}"),
+                    path: dir.to_owned(),
+                })?;
+                var.set(t)?;
+            }
+        }
+        let adam = Adam::new(vars.clone(), config.adam)?;
+        let ema = Ema::new(&vars, config.ema_decay)?;
+        Ok(Self {
+            config,
+            model,
+            vars,
+            adam,
+            ema,
+            step: 0,
+            out_dir: out_dir.to_owned(),
+            log: Vec::new(),
+        })
+    }
+
+    /// Continues the run saved in `out_dir`; `steps` (if given) replaces the target step count.
+    pub fn resume(out_dir: &Path, steps: Option<u64>, device: &Device) -> Result<Self, TrainError> {
+        let json_path = out_dir.join(STATE_JSON);
+        let bytes =
+            std::fs::read(&json_path).map_err(io("cannot read training state", &json_path))?;
+        let saved: StateJson = serde_json::from_slice(&bytes).map_err(|e| TrainError::Resume {
+            problem: format!("malformed state: {e}"),
+            path: json_path.clone(),
+        })?;
+        let mut config = saved.train;
+        if let Some(s) = steps {
+            config.steps = s;
+        }
+        let mut t = Self::new(saved.model, config, out_dir, None, device)?;
+        let state_path = out_dir.join(STATE_FILE);
+        let state = candle_core::safetensors::load(&state_path, device).map_err(|e| {
+            TrainError::Resume {
+                problem: e.to_string(),
+                path: state_path.clone(),
+            }
+        })?;
+        let saved_step = state
+            .get("meta.step")
+            .and_then(|s| s.to_vec1::<i64>().ok())
+            .and_then(|v| v.first().copied());
+        if saved_step != Some(saved.step as i64) {
+            return Err(TrainError::Resume {
+                problem: format!(
+                    "state file is from step {saved_step:?}, the record says {}",
+                    saved.step
+                ),
+                path: state_path,
+            });
+        }
+        for (name, var) in &t.vars {
+            let p = state
+                .get(&format!("param.{name}"))
+                .ok_or_else(|| TrainError::Resume {
+                    problem: format!("state lacks param.{name}"),
+                    path: state_path.clone(),
+                })?;
+            var.set(p)?;
+        }
+        t.adam.load_state(&state, saved.step)?;
+        t.ema.load(&state)?;
+        t.step = saved.step;
+        t.log = read_loss_log(&out_dir.join(LOSS_CSV))
+            .into_iter()
+            .filter(|r| r.0 <= saved.step)
+            .collect();
+        Ok(t)
+    }
+
+    pub fn step(&self) -> u64 {
+        self.step
+    }
+
+    /// Loss of every step so far: (step, loss, gradient norm).
+    pub fn loss_log(&self) -> &[(u64, f32, f64)] {
+        &self.log
+    }
+
+    pub fn parameter_count(&self) -> usize {
+        self.vars.iter().map(|(_, v)| v.elem_count()).sum()
+    }
+
+    /// One optimiser step on the batch of the current step number.
+    fn train_step(&mut self, data: &TrainData) -> Result<(f32, f64), TrainError> {
+        let device = self.model.device.clone();
+        let batch = draw_batch(data, &self.config, self.step, &device)?;
+        let texts: Vec<&str> = batch
+            .texts
+            .iter()
+            .map(|t| t.as_deref().unwrap_or(""))
+            .collect();
+        let tokens = self.model.text.encode(&texts, &device)?;
+        let keep: Vec<f32> = batch
+            .texts
+            .iter()
+            .map(|t| if t.is_some() { 1.0 } else { 0.0 })
+            .collect();
+        let keep = Tensor::from_vec(keep, (batch.texts.len(), 1, 1), &device)?;
+        let tokens = tokens.broadcast_mul(&keep)?;
+        let mut noise = NoiseSource::new(
+            self.config.seed.wrapping_add(1) ^ self.step.wrapping_mul(0xD1B5_4A32_D192_ED03),
+        );
+        let t = noise.timesteps(self.config.batch, self.model.diffusion.num_timesteps());
+        let eps = noise.randn(batch.x_start.shape(), &device)?;
+        let loss = self.model.diffusion.loss(
+            &self.model.unet,
+            &batch.x_start,
+            &Conditioning::Image(batch.first),
+            &tokens,
+            &t,
+            &eps,
+        )?;
+        let value = loss.mean.to_scalar::<f32>()?;
+        let grads = loss.mean.backward()?;
+        let norm = self.adam.step(&grads)?;
+        self.ema.update(&self.vars)?;
+        self.step += 1;
+        Ok((value, norm))
+    }
+
+    /// Trains until `config.steps`, saving every `checkpoint_every` steps and at the end.
+    /// `on_progress` may stop the run early (a checkpoint is still written).
+    pub fn train(
+        &mut self,
+        data: &TrainData,
+        mut on_progress: impl FnMut(&Progress) -> ControlFlow<()>,
+    ) -> Result<TrainOutcome, TrainError> {
+        let started = Instant::now();
+        let first = self.step;
+        while self.step < self.config.steps {
+            let (loss, grad_norm) = self.train_step(data)?;
+            self.log.push((self.step, loss, grad_norm));
+            if self.step.is_multiple_of(self.config.checkpoint_every) {
+                self.save()?;
+            }
+            let progress = Progress {
+                step: self.step,
+                total: self.config.steps,
+                loss,
+                grad_norm,
+                steps_per_sec: (self.step - first) as f64 / started.elapsed().as_secs_f64(),
+            };
+            if on_progress(&progress).is_break() {
+                self.save()?;
+                return Ok(TrainOutcome::Stopped);
+            }
+        }
+        self.save()?;
+        Ok(TrainOutcome::Finished)
+    }
+
+    /// Writes the EMA model (a loadable model folder), the full training state and the loss
+    /// log into the run folder. The state JSON is written last: it is the commit point.
+    pub fn save(&self) -> Result<(), TrainError> {
+        let dir = &self.out_dir;
+        std::fs::create_dir_all(dir).map_err(io("cannot create run folder", dir))?;
+        let ema: HashMap<String, Tensor> = self.ema.tensors().iter().cloned().collect();
+        let (unet, text): (HashMap<_, _>, HashMap<_, _>) =
+            ema.into_iter().partition(|(n, _)| n.starts_with("unet."));
+        save_tensors(&unet, &dir.join(pipeline::WEIGHTS_FILE))?;
+        save_tensors(&text, &dir.join(pipeline::TEXT_FILE))?;
+        let config_path = dir.join(pipeline::CONFIG_FILE);
+        atomic::write_json(&config_path, &self.model.config)
+            .map_err(io("cannot write config", &config_path))?;
+        let mut state = self.adam.state();
+        for (name, var) in &self.vars {
+            state.insert(format!("param.{name}"), var.as_tensor().clone());
+        }
+        for (name, t) in self.ema.tensors() {
+            state.insert(format!("ema.{name}"), t.clone());
+        }
+        state.insert(
+            "meta.step".to_owned(),
+            Tensor::new(&[self.step as i64], &Device::Cpu)?,
+        );
+        save_tensors(&state, &dir.join(STATE_FILE))?;
+        let csv: String = std::iter::once("step,loss,grad_norm\n".to_owned())
+            .chain(self.log.iter().map(|(s, l, g)| format!("{s},{l},{g}\n")))
+            .collect();
+        let csv_path = dir.join(LOSS_CSV);
+        atomic::write_file(&csv_path, csv.as_bytes())
+            .map_err(io("cannot write loss log", &csv_path))?;
+        let json = StateJson {
+            step: self.step,
+            train: self.config.clone(),
+            model: self.model.config.clone(),
+        };
+        let json_path = dir.join(STATE_JSON);
+        atomic::write_json(&json_path, &json).map_err(io("cannot write training state", &json_path))
+    }
+}
+
+fn sorted_vars(varmap: &VarMap) -> Result<Vec<(String, Var)>, TrainError> {
+    let data = varmap
+        .data()
+        .lock()
+        .map_err(|_| candle_core::Error::Msg("variable map lock poisoned".to_owned()))?;
+    let mut vars: Vec<(String, Var)> = data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    vars.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(vars)
+}
+
+/// Saves tensors as safetensors atomically (temp file, fsync, rename).
+fn save_tensors(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<(), TrainError> {
+    let tmp = atomic::temp_sibling(path);
+    candle_core::safetensors::save(tensors, &tmp)?;
+    let result = std::fs::File::open(&tmp)
+        .and_then(|f| f.sync_all())
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .and_then(|()| atomic::sync_parent(path));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(io("cannot write tensors", path))
+}
+
+/// Reads `step,loss,grad_norm` rows; a missing or damaged log gives what could be read.
+pub fn read_loss_log(path: &Path) -> Vec<(u64, f32, f64)> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let mut it = line.split(',');
+            Some((
+                it.next()?.parse().ok()?,
+                it.next()?.parse().ok()?,
+                it.next()?.parse().ok()?,
+            ))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shift_repeats_edges() {
+        let size = 2;
+        let frame: Vec<f32> = (0..12).map(|v| v as f32).collect();
+        let mut out = Vec::new();
+        shifted(&frame, size, 1, 0, &mut out);
+        assert_eq!(&out[..4], &[0.0, 0.0, 2.0, 2.0]);
+    }
+}
