@@ -2,6 +2,11 @@
 
 mod cli;
 
+/// glibc's allocator hands large tensors fresh pages that the kernel must zero on every
+/// allocation; mimalloc reuses them, which roughly halves model time on the CPU.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 

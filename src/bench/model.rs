@@ -70,9 +70,25 @@ fn bench_config(plan: &BenchPlan, device: &Device) -> Result<ConfigBench, ModelE
     let side = plan.unet.image_size.0;
     let cfg = ModelConfig::new(plan.unet.clone(), "tabletop");
     let varmap = VarMap::new();
-    let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
-    let model = VideoModel::build(cfg.clone(), &vb, device)?;
+    VideoModel::build(
+        cfg.clone(),
+        &VarBuilder::from_varmap(&varmap, DType::F32, device),
+        device,
+    )?;
     let parameters = varmap.all_vars().iter().map(|v| v.elem_count()).sum();
+    // Inference runs on plain tensors, as a loaded model does (variables would record a graph).
+    let weights = varmap
+        .data()
+        .lock()
+        .map_err(|_| candle_core::Error::Msg("variable map lock poisoned".to_owned()))?
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().detach()))
+        .collect();
+    let model = VideoModel::build(
+        cfg.clone(),
+        &VarBuilder::from_tensors(weights, DType::F32, device),
+        device,
+    )?;
     let frames = plan.unet.frames;
     let x = Tensor::randn(0f32, 1.0, (1, 6, frames, side, side), device)?;
     let t = Tensor::new(&[50f32], device)?;

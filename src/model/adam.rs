@@ -64,13 +64,18 @@ impl Adam {
     /// Clips the gradients to the configured global norm and applies one update.
     /// Returns the gradient norm before clipping.
     pub fn step(&mut self, grads: &GradStore) -> Result<f64> {
-        let mut sq = 0f64;
-        for (_, var) in &self.vars {
-            if let Some(g) = grads.get(var) {
-                sq += f64::from(g.sqr()?.sum_all()?.to_scalar::<f32>()?);
-            }
-        }
-        let norm = sq.sqrt();
+        // One device-to-host copy for the whole norm (one per variable stalls a GPU).
+        let squares = self
+            .vars
+            .iter()
+            .filter_map(|(_, var)| grads.get(var))
+            .map(|g| g.sqr()?.sum_all())
+            .collect::<Result<Vec<_>>>()?;
+        let norm = if squares.is_empty() {
+            0.0
+        } else {
+            f64::from(Tensor::stack(&squares, 0)?.sum_all()?.to_scalar::<f32>()?).sqrt()
+        };
         let scale = if norm > self.cfg.max_grad_norm {
             self.cfg.max_grad_norm / (norm + 1e-6)
         } else {

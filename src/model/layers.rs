@@ -1,5 +1,5 @@
 //! Small building blocks shared by the U-Net and the Perceiver: PyTorch-initialised linear
-//! layers and the three normalisations the reference uses. All are plain tensor ops so
+//! layers and the three normalisations the reference uses. All are differentiable, so
 //! gradients flow when the weights come from a `VarMap`.
 
 use candle_core::{D, Module, Result, Tensor};

@@ -4,8 +4,9 @@
 //! ([`SampleConfig`]), and checkpoint loading from safetensors or reference PyTorch files
 //! ([`Checkpoint`]). It reproduces the reference PyTorch numbers (see `tests/parity.rs`).
 //!
-//! It is not the training loop, the text encoder, or the plan-refinement logic: those build on
-//! the types here. Video tensors are `(b, 3, f, h, w)`; [`video`] converts other layouts.
+//! Training ([`train`], [`adam`]) and the saved model bundle ([`pipeline`]) build on these
+//! types; plan refinement and critique are not here. Video tensors are `(b, 3, f, h, w)`;
+//! [`video`] converts other layouts.
 
 pub mod adam;
 mod attention;
