@@ -27,10 +27,27 @@ echo "== dataset"
 
 echo "== train"
 mkdir -p "$OUT/run"
-timeout -s INT "$TRAIN_SECONDS" "$BIN" train --data "$WORK/data" --out "$OUT/run" --image-size "$IMAGE_SIZE" \
-  --batch "$BATCH" --steps 1000000 --checkpoint-every 500 --device cuda 2>&1 | tr '\r' '\n' | tail -n 20 | tee "$OUT/train.txt" || true
+# A short first leg with synchronous launches, so a failing kernel is named, then the rest.
+CUDA_LAUNCH_BLOCKING=1 timeout -s INT 60 "$BIN" train --data "$WORK/data" --out "$OUT/run" --image-size "$IMAGE_SIZE" \
+  --batch "$BATCH" --steps 1000000 --checkpoint-every 500 --device cuda > "$OUT/train-first.txt" 2>&1 || true
+tr '\r' '\n' < "$OUT/train-first.txt" | grep -v "^ *[0-9]*: \|^ *at " | tail -n 15
+if [ -f "$OUT/run/train_state.json" ]; then
+  timeout -s INT "$TRAIN_SECONDS" "$BIN" train --data "$WORK/data" --out "$OUT/run" --resume --steps 1000000 \
+    --device cuda > "$OUT/train.txt" 2>&1 || true
+  tr '\r' '\n' < "$OUT/train.txt" | tail -n 5
+fi
 ls -la "$OUT/run"
 
+if [ -z "${SKIP_BENCH:-}" ]; then
 echo "== bench"
-VIDEOAGENT_MODEL="$OUT/run" timeout 150 "$BIN" bench model --device cuda --configs default,ithor,metaworld \
+CONFIGS=tabletop,ithor,metaworld
+[ -f "$OUT/run/config.json" ] && CONFIGS=default,ithor,metaworld
+VIDEOAGENT_MODEL="$OUT/run" timeout 120 "$BIN" bench model --device cuda --configs "$CONFIGS" \
   --plan-steps 25 --train-steps 10 --json "$OUT/bench-cuda.json" 2>&1 | tee "$OUT/bench.txt" || true
+
+echo "== reference PyTorch U-Net, same GPU (optional: needs runs/gpu/ref with the reference code)"
+if [ -d runs/gpu/ref/guided_diffusion ]; then
+  timeout 120 python3 scripts/reference_bench.py --ref runs/gpu/ref --site runs/gpu/ref/site \
+    --json "$OUT/bench-reference.json" 2>&1 | tail -n 20 | tee "$OUT/bench-reference.txt" || true
+fi
+fi

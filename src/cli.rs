@@ -98,6 +98,9 @@ pub struct QualityArgs {
     pub device: String,
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Also draw the expert's video above the plan for the first start of each task (PNG).
+    #[arg(long)]
+    pub figure: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -685,16 +688,36 @@ fn quality(args: &QualityArgs) -> Result<()> {
     let sample = SampleConfig::ddim(args.steps);
     let bar = progress((tasks.len() * views.len()) as u64 * args.seeds, "plans");
     let mut plans = Vec::new();
+    let mut rows = Vec::new();
     for task in &tasks {
         for &view in &views {
             for s in 0..args.seeds {
                 let seed = HELD_OUT_SEED + s * 3 + view as u64;
-                let score = score_plan(&model, world.as_mut(), task, view, seed, &sample)
+                let scored = score_plan(&model, world.as_mut(), task, view, seed, &sample)
                     .map_err(|e| anyhow::anyhow!("{e}"))?;
-                plans.extend(score);
+                if let Some(scored) = scored {
+                    if rows.len() < 2 * tasks.len()
+                        && plans
+                            .iter()
+                            .all(|p: &videoagent::agent::model_eval::PlanScore| &p.task != task)
+                    {
+                        rows.push(scored.expert.clone());
+                        rows.push(
+                            std::iter::once(scored.expert[0].clone())
+                                .chain(scored.plan)
+                                .collect(),
+                        );
+                    }
+                    plans.push(scored.score);
+                }
                 bar.inc(1);
             }
         }
+    }
+    if let Some(path) = &args.figure {
+        let img = videoagent::viz::upscale(&videoagent::viz::grid(&rows, 1, [255, 255, 255]), 3);
+        videoagent::viz::write_png(path, &img)
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     bar.finish_and_clear();
     let report = QualityReport {

@@ -61,7 +61,15 @@ fn centroid_error(a: Option<([f32; 2], usize)>, b: Option<([f32; 2], usize)>) ->
     Some(f64::from((a[0] - b[0]).hypot(a[1] - b[1])))
 }
 
-/// Scores one held-out start.
+/// A scored plan with the frames compared: the expert's clip (8 frames, start first) and the
+/// plan (7 frames), both at the model's size.
+pub struct ScoredPlan {
+    pub score: PlanScore,
+    pub expert: Vec<Rgb8Image>,
+    pub plan: Vec<Rgb8Image>,
+}
+
+/// Scores one held-out start (`None` if sampling was cancelled).
 pub fn score_plan(
     model: &VideoModel,
     world: &mut dyn World,
@@ -69,7 +77,7 @@ pub fn score_plan(
     view: usize,
     seed: u64,
     sample: &SampleConfig,
-) -> Result<Option<PlanScore>, Box<dyn std::error::Error + Send + Sync>> {
+) -> Result<Option<ScoredPlan>, Box<dyn std::error::Error + Send + Sync>> {
     let demo = record_expert(world, task, view, seed)?;
     let size = model.config.frame_size();
     let idx = clip_indices(demo.frames.len(), 0);
@@ -116,7 +124,7 @@ pub fn score_plan(
             .and_then(|k| locate(frame, k, COLOUR_TOLERANCE))
     };
     let copy: Vec<Rgb8Image> = vec![expert[0].clone(); 7];
-    Ok(Some(PlanScore {
+    let score = PlanScore {
         task: task.to_owned(),
         view,
         seed,
@@ -125,6 +133,11 @@ pub fn score_plan(
         final_position_error: centroid_error(found(&plan[6]), truth),
         copy_psnr: frame_psnr(&copy),
         copy_final_position_error: centroid_error(found(&copy[6]), truth),
+    };
+    Ok(Some(ScoredPlan {
+        score,
+        expert,
+        plan,
     }))
 }
 

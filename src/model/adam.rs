@@ -88,7 +88,9 @@ impl Adam {
         let bias2 = 1.0 - c.beta2.powi(t);
         for (i, (_, var)) in self.vars.iter().enumerate() {
             let Some(g) = grads.get(var) else { continue };
-            let g = (g * scale)?;
+            // Detached: a gradient still links to the step's whole graph, and the moments
+            // would keep every past step's activations alive.
+            let g = (g.detach() * scale)?;
             self.m[i] = ((&self.m[i] * c.beta1)? + (&g * (1.0 - c.beta1))?)?;
             self.v[i] = ((&self.v[i] * c.beta2)? + (g.sqr()? * (1.0 - c.beta2))?)?;
             let m_hat = (&self.m[i] / bias1)?;
@@ -146,7 +148,7 @@ impl Ema {
 
     pub fn update(&mut self, vars: &[(String, Var)]) -> Result<()> {
         for ((_, s), (_, v)) in self.shadow.iter_mut().zip(vars) {
-            *s = ((&*s * self.decay)? + (v.as_tensor() * (1.0 - self.decay))?)?;
+            *s = ((&*s * self.decay)? + (v.as_tensor().detach() * (1.0 - self.decay))?)?;
         }
         Ok(())
     }

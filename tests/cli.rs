@@ -1,0 +1,154 @@
+//! The `videoagent` binary end to end: the shipped default model plans, bad input gets a clear
+//! one-line error and a non-zero exit code, and nothing half-written is left behind.
+
+use std::process::Command;
+
+fn videoagent(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_videoagent"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("the binary runs")
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn plan_uses_the_shipped_default_model_and_is_reproducible() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let a = dir.path().join("a");
+    let b = dir.path().join("b");
+    for out in [&a, &b] {
+        let o = videoagent(&[
+            "plan",
+            "--task",
+            "push",
+            "--seed",
+            "1000000",
+            "--steps",
+            "2",
+            "--device",
+            "cpu",
+            "--out",
+            out.to_str().expect("utf-8"),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(a.join("plan.json")).expect("plan.json"))
+            .expect("json");
+    assert!(
+        record["model"]
+            .as_str()
+            .expect("model")
+            .contains("tabletop-cpu"),
+        "{record}"
+    );
+    assert_eq!(record["frames"].as_array().expect("frames").len(), 8);
+    for i in 0..8 {
+        let name = format!("frames/{i:02}.png");
+        assert_eq!(
+            std::fs::read(a.join(&name)).expect("frame"),
+            std::fs::read(b.join(&name)).expect("frame"),
+            "{name} differs between runs"
+        );
+    }
+    assert!(a.join("plan.gif").exists() && a.join("strip.png").exists());
+}
+
+#[test]
+fn bad_input_exits_non_zero_with_one_clear_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("d");
+    let out = out.to_str().expect("utf-8");
+    let cases: [(&[&str], &str); 6] = [
+        (
+            &["dataset", "--tasks", "fly", "--out", out],
+            "unknown task 'fly'",
+        ),
+        (
+            &["dataset", "--views", "top", "--out", out],
+            "unknown view 'top'",
+        ),
+        (
+            &["dataset", "--world", "mars", "--out", out],
+            "unknown world 'mars'",
+        ),
+        (
+            &["dataset", "--size", "9999", "--out", out],
+            "frame size 9999",
+        ),
+        (
+            &[
+                "plan",
+                "--task",
+                "push",
+                "--model",
+                "/nonexistent/model",
+                "--out",
+                out,
+            ],
+            "/nonexistent/model",
+        ),
+        (
+            &[
+                "train",
+                "--data",
+                "/nonexistent/data",
+                "--out",
+                out,
+                "--steps",
+                "1",
+            ],
+            "/nonexistent/data",
+        ),
+    ];
+    for (args, expected) in cases {
+        let o = videoagent(args);
+        let err = stderr(&o);
+        assert!(!o.status.success(), "{args:?} must fail");
+        assert!(err.contains(expected), "{args:?}: {err}");
+        assert_eq!(
+            err.trim().lines().count(),
+            1,
+            "{args:?}: one line expected, got {err}"
+        );
+    }
+    assert!(!std::path::Path::new(out).join("manifest.json").exists());
+}
+
+#[test]
+fn a_corrupt_model_file_is_named_in_the_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model = dir.path().join("model");
+    std::fs::create_dir(&model).expect("mkdir");
+    let shipped =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("sample_data/models/tabletop-cpu");
+    for f in ["config.json", "text_encoder.safetensors"] {
+        std::fs::copy(shipped.join(f), model.join(f)).expect("copy");
+    }
+    let weights = std::fs::read(shipped.join("model.safetensors")).expect("weights");
+    std::fs::write(
+        model.join("model.safetensors"),
+        &weights[..weights.len() / 2],
+    )
+    .expect("truncate");
+    let out = dir.path().join("plan");
+    let o = videoagent(&[
+        "plan",
+        "--task",
+        "push",
+        "--model",
+        model.to_str().expect("utf-8"),
+        "--out",
+        out.to_str().expect("utf-8"),
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("model.safetensors"), "{}", stderr(&o));
+    assert!(
+        !out.exists(),
+        "no plan folder may be written from a corrupt model"
+    );
+}
