@@ -84,14 +84,24 @@ impl VideoModel {
     ) -> Result<Self, ModelError> {
         let unet = UNet::new(&config.unet, vb.pp("unet"))?;
         let text = BuiltinTextEncoder::new(&config.text, vb.pp("text_encoder"))?;
-        Ok(Self {
+        Ok(Self::assemble(config, unet, text, device, PathBuf::new()))
+    }
+
+    fn assemble(
+        config: ModelConfig,
+        unet: UNet,
+        text: BuiltinTextEncoder,
+        device: &Device,
+        source: PathBuf,
+    ) -> Self {
+        Self {
             diffusion: Diffusion::cosine(config.timesteps),
             config,
             unet,
             text,
             device: device.clone(),
-            source: PathBuf::new(),
-        })
+            source,
+        }
     }
 
     /// Loads a model folder (see the module docs), validating every tensor.
@@ -111,14 +121,7 @@ impl VideoModel {
                 path: text_path,
             }
         })?;
-        Ok(Self {
-            diffusion: Diffusion::cosine(config.timesteps),
-            config,
-            unet,
-            text,
-            device: device.clone(),
-            source: dir.to_owned(),
-        })
+        Ok(Self::assemble(config, unet, text, device, dir.to_owned()))
     }
 
     /// Frames as a `(b, 3, h, w)` tensor in [0, 1], resized to the model's frame size.

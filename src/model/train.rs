@@ -69,25 +69,12 @@ pub enum TrainError {
     Dataset(#[from] DatasetError),
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
-    #[error("{what}: {source} ({path})")]
-    Io {
-        what: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] atomic::IoError),
     #[error("cannot resume: {problem} ({path})")]
     Resume { problem: String, path: PathBuf },
     #[error("the dataset has no successful episode to learn from ({path})")]
     NoData { path: PathBuf },
-}
-
-fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> TrainError + 'a {
-    move |source| TrainError::Io {
-        what,
-        path: path.to_owned(),
-        source,
-    }
 }
 
 /// One episode's frames at the model's size, as CHW floats in [0, 1].
@@ -320,8 +307,8 @@ impl Trainer {
     /// Continues the run saved in `out_dir`; `steps` (if given) replaces the target step count.
     pub fn resume(out_dir: &Path, steps: Option<u64>, device: &Device) -> Result<Self, TrainError> {
         let json_path = out_dir.join(STATE_JSON);
-        let bytes =
-            std::fs::read(&json_path).map_err(io("cannot read training state", &json_path))?;
+        let bytes = std::fs::read(&json_path)
+            .map_err(atomic::io_error("cannot read training state", &json_path))?;
         let saved: StateJson = serde_json::from_slice(&bytes).map_err(|e| TrainError::Resume {
             problem: format!("malformed state: {e}"),
             path: json_path.clone(),
@@ -456,7 +443,7 @@ impl Trainer {
     /// log into the run folder. The state JSON is written last: it is the commit point.
     pub fn save(&self) -> Result<(), TrainError> {
         let dir = &self.out_dir;
-        std::fs::create_dir_all(dir).map_err(io("cannot create run folder", dir))?;
+        std::fs::create_dir_all(dir).map_err(atomic::io_error("cannot create run folder", dir))?;
         let ema: HashMap<String, Tensor> = self.ema.tensors().iter().cloned().collect();
         let (unet, text): (HashMap<_, _>, HashMap<_, _>) =
             ema.into_iter().partition(|(n, _)| n.starts_with("unet."));
@@ -464,7 +451,7 @@ impl Trainer {
         save_tensors(&text, &dir.join(pipeline::TEXT_FILE))?;
         let config_path = dir.join(pipeline::CONFIG_FILE);
         atomic::write_json(&config_path, &self.model.config)
-            .map_err(io("cannot write config", &config_path))?;
+            .map_err(atomic::io_error("cannot write config", &config_path))?;
         let mut state = self.adam.state();
         for (name, var) in &self.vars {
             state.insert(format!("param.{name}"), var.as_tensor().clone());
@@ -482,14 +469,16 @@ impl Trainer {
             .collect();
         let csv_path = dir.join(LOSS_CSV);
         atomic::write_file(&csv_path, csv.as_bytes())
-            .map_err(io("cannot write loss log", &csv_path))?;
+            .map_err(atomic::io_error("cannot write loss log", &csv_path))?;
         let json = StateJson {
             step: self.step,
             train: self.config.clone(),
             model: self.model.config.clone(),
         };
         let json_path = dir.join(STATE_JSON);
-        atomic::write_json(&json_path, &json).map_err(io("cannot write training state", &json_path))
+        atomic::write_json(&json_path, &json)
+            .map_err(atomic::io_error("cannot write training state", &json_path))?;
+        Ok(())
     }
 }
 
@@ -514,7 +503,8 @@ fn save_tensors(tensors: &HashMap<String, Tensor>, path: &Path) -> Result<(), Tr
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
-    result.map_err(io("cannot write tensors", path))
+    result.map_err(atomic::io_error("cannot write tensors", path))?;
+    Ok(())
 }
 
 /// Reads `step,loss,grad_norm` rows; a missing or damaged log gives what could be read.

@@ -6,6 +6,25 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
+/// A failed file operation: what was being done, why it failed, and on which path.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {source} ({path})")]
+pub struct IoError {
+    pub what: &'static str,
+    pub path: PathBuf,
+    #[source]
+    pub source: io::Error,
+}
+
+/// `map_err` adapter naming the operation and the path: `.map_err(io_error("cannot read", p))`.
+pub fn io_error<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> IoError + 'a {
+    move |source| IoError {
+        what,
+        path: path.to_owned(),
+        source,
+    }
+}
+
 /// Writes `bytes` to `path` atomically (temp file + fsync + rename + directory fsync).
 pub fn write_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = temp_sibling(path);

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::atomic::{IoError, io_error};
 use crate::env::demo::{Demonstration, StateRecord};
 use crate::env::{Action, Rgb8Image};
 
@@ -26,13 +27,8 @@ pub const CLIP_FRAMES: usize = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DatasetError {
-    #[error("{what}: {source} ({path})")]
-    Io {
-        what: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Io(#[from] IoError),
     #[error("not a dataset: {problem} ({path})")]
     Invalid { problem: String, path: PathBuf },
     #[error("cannot read image: {source} ({path})")]
@@ -43,17 +39,6 @@ pub enum DatasetError {
     },
     #[error("output folder exists and is not empty; choose another or remove it ({path})")]
     NotEmpty { path: PathBuf },
-}
-
-fn io_err<'a>(
-    what: &'static str,
-    path: &'a Path,
-) -> impl FnOnce(std::io::Error) -> DatasetError + 'a {
-    move |source| DatasetError::Io {
-        what,
-        path: path.to_owned(),
-        source,
-    }
 }
 
 /// What the manifest says about one episode.
@@ -114,7 +99,7 @@ impl DatasetWriter {
     pub fn create(dest: &Path, world: &str, frame_size: u32) -> Result<Self, DatasetError> {
         if dest.exists() {
             let mut entries =
-                fs::read_dir(dest).map_err(io_err("cannot read output folder", dest))?;
+                fs::read_dir(dest).map_err(io_error("cannot read output folder", dest))?;
             if entries.next().is_some() {
                 return Err(DatasetError::NotEmpty {
                     path: dest.to_owned(),
@@ -122,7 +107,7 @@ impl DatasetWriter {
             }
         }
         let staged = super::atomic::StagedDir::new(dest)
-            .map_err(io_err("cannot create output folder", dest))?;
+            .map_err(io_error("cannot create output folder", dest))?;
         Ok(Self {
             staged,
             dest: dest.to_owned(),
@@ -153,10 +138,10 @@ impl DatasetWriter {
             .sort_by(|a, b| (&a.task, a.view, a.seed).cmp(&(&b.task, b.view, b.seed)));
         let path = self.staged.path().join("manifest.json");
         super::atomic::write_json(&path, &self.manifest)
-            .map_err(io_err("cannot write manifest", &path))?;
+            .map_err(io_error("cannot write manifest", &path))?;
         self.staged
             .commit()
-            .map_err(io_err("cannot move dataset into place", &self.dest))?;
+            .map_err(io_error("cannot move dataset into place", &self.dest))?;
         Ok(self.manifest)
     }
 }
@@ -172,16 +157,12 @@ pub fn write_episode(
     let dir = root.join(&rel);
     for sub in ["rgb", "seg"] {
         let p = dir.join(sub);
-        fs::create_dir_all(&p).map_err(io_err("cannot create episode folder", &p))?;
+        fs::create_dir_all(&p).map_err(io_error("cannot create episode folder", &p))?;
     }
     for (i, (frame, seg)) in demo.frames.iter().zip(&demo.segmentations).enumerate() {
         let p = dir.join(format!("rgb/{i:05}.png"));
         frame.to_image().save(&p).map_err(|source| match source {
-            image::ImageError::IoError(e) => DatasetError::Io {
-                what: "cannot write frame",
-                path: p.clone(),
-                source: e,
-            },
+            image::ImageError::IoError(e) => io_error("cannot write frame", &p)(e).into(),
             other => DatasetError::Image {
                 path: p.clone(),
                 source: other,
@@ -217,7 +198,8 @@ pub fn write_episode(
             problem: e.to_string(),
             path: p.clone(),
         })?;
-        fs::write(&p, bytes).map_err(io_err("cannot write episode file", &p))
+        fs::write(&p, bytes).map_err(io_error("cannot write episode file", &p))?;
+        Ok::<(), DatasetError>(())
     };
     write("meta.json", serde_json::to_vec_pretty(&meta))?;
     write("actions.json", serde_json::to_vec(&demo.actions))?;
@@ -242,7 +224,7 @@ impl Dataset {
                 path: root.to_owned(),
             });
         }
-        let bytes = fs::read(&path).map_err(io_err("cannot read manifest", &path))?;
+        let bytes = fs::read(&path).map_err(io_error("cannot read manifest", &path))?;
         let manifest: Manifest =
             serde_json::from_slice(&bytes).map_err(|e| DatasetError::Invalid {
                 problem: format!("malformed manifest: {e}"),
@@ -330,7 +312,7 @@ impl Dataset {
         let read = |name: &str| {
             let p = dir.join(name);
             fs::read(&p)
-                .map_err(io_err("cannot read episode file", &p))
+                .map_err(io_error("cannot read episode file", &p))
                 .map(|b| (b, p))
         };
         let (a, ap) = read("actions.json")?;

@@ -49,7 +49,7 @@ pub fn write_plan(
     plan: &[Rgb8Image],
 ) -> std::io::Result<()> {
     std::fs::create_dir_all(dir.join("frames"))?;
-    let mut all = vec![super::super::model::pipeline::resize(
+    let mut all = vec![crate::model::pipeline::resize(
         start,
         plan.first().map_or(start.width, |f| f.width),
     )];
