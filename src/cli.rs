@@ -12,7 +12,8 @@ use videoagent::store::collect::{CollectSpec, collect};
 
 /// VideoAgent Studio: video plans for robots, refined by a critic, executed and improved.
 ///
-/// Without a subcommand it opens the studio. Subcommands run the same library headless.
+/// Subcommands run the library headless; `videoagent` alone will open the studio once it
+/// exists (for now it prints this help).
 #[derive(Debug, Parser)]
 #[command(name = "videoagent", version, about, long_about = None, propagate_version = true)]
 pub struct Cli {
@@ -65,10 +66,13 @@ pub struct TrainArgs {
     /// Total optimiser steps of the run.
     #[arg(long, default_value_t = 3000)]
     pub steps: u64,
+    /// Clips per optimiser step.
     #[arg(long, default_value_t = 8)]
     pub batch: usize,
+    /// Adam learning rate.
     #[arg(long, default_value_t = 2e-4)]
     pub lr: f64,
+    /// Seed of the initial weights and of every batch (same seed, same run).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Save a checkpoint every this many steps.
@@ -94,8 +98,10 @@ pub struct QualityArgs {
     /// DDIM steps.
     #[arg(long, default_value_t = 10)]
     pub steps: usize,
+    /// auto, cpu, cuda or metal.
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// Also write the report (every plan's scores) as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
     /// Also draw the expert's video above the plan for the first start of each task (PNG).
@@ -105,8 +111,10 @@ pub struct QualityArgs {
 
 #[derive(Debug, Args)]
 pub struct PlanArgs {
+    /// World (see `videoagent tasks`).
     #[arg(long, default_value = "tabletop")]
     pub world: String,
+    /// Task name (see `videoagent tasks`).
     #[arg(long)]
     pub task: String,
     /// View index or name.
@@ -149,6 +157,7 @@ pub struct TasksArgs {
 
 #[derive(Debug, Args)]
 pub struct DatasetArgs {
+    /// World (see `videoagent tasks`).
     #[arg(long, default_value = "tabletop")]
     pub world: String,
     /// `all` or a comma-separated list of task names.
@@ -176,13 +185,16 @@ pub struct DatasetArgs {
 
 #[derive(Debug, Args)]
 pub struct SheetArgs {
+    /// World (see `videoagent tasks`).
     #[arg(long, default_value = "tabletop")]
     pub world: String,
     /// Output PNG.
     #[arg(long, default_value = "docs/tasks.png")]
     pub out: PathBuf,
+    /// Frame size in pixels (16 to 256).
     #[arg(long, default_value_t = 64)]
     pub size: u32,
+    /// Seed of the episodes drawn.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
 }
@@ -212,14 +224,17 @@ pub struct BenchModelArgs {
     /// auto, cpu, cuda or metal.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Also write the report as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
 pub struct BenchWorldArgs {
+    /// World (see `videoagent tasks`).
     #[arg(long, default_value = "tabletop")]
     pub world: String,
+    /// Frame size in pixels (16 to 256).
     #[arg(long, default_value_t = 64)]
     pub size: u32,
     /// Seconds of measurement per task.

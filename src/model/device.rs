@@ -11,7 +11,7 @@ pub const DEVICE_NAMES: [&str; 4] = ["auto", "cpu", "cuda", "metal"];
 pub fn select_device(name: &str) -> Result<(Device, String), ModelError> {
     let open_error = |name: &str, e: candle_core::Error| ModelError::Device {
         device: name.to_owned(),
-        reason: e.to_string(),
+        reason: first_line(&e),
     };
     match name {
         "cpu" => Ok((Device::Cpu, "device: CPU (requested)".to_owned())),
@@ -56,11 +56,50 @@ pub fn select_device(name: &str) -> Result<(Device, String), ModelError> {
     }
 }
 
+/// candle appends a backtrace to driver errors; users need the first line only.
+fn first_line(e: &candle_core::Error) -> String {
+    e.to_string()
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
 /// A short human name of a device.
 pub fn device_label(device: &Device) -> &'static str {
     match device {
         Device::Cpu => "CPU",
         Device::Cuda(_) => "CUDA",
         Device::Metal(_) => "Metal",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_always_gives_a_device_and_says_why() {
+        let (device, note) = select_device("auto").expect("auto never fails");
+        assert!(note.starts_with("device: "), "{note}");
+        assert!(note.contains("auto"), "{note}");
+        if !cfg!(any(feature = "cuda", feature = "metal")) {
+            assert!(device.is_cpu());
+        }
+    }
+
+    #[test]
+    fn unknown_and_unavailable_devices_are_one_line_errors() {
+        let err = select_device("tpu").expect_err("unknown");
+        assert!(
+            err.to_string().contains("valid: auto, cpu, cuda, metal"),
+            "{err}"
+        );
+        if !cfg!(feature = "cuda") {
+            let err = select_device("cuda").expect_err("no CUDA in this build");
+            assert_eq!(err.to_string().lines().count(), 1, "{err}");
+            assert!(err.to_string().contains("cuda"), "{err}");
+        }
     }
 }
