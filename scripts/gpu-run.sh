@@ -2,7 +2,8 @@
 # Runs on a GPU machine (see README "GPU"): unpacks the CUDA build of videoagent shipped in
 # runs/gpu/, generates the demonstrations there with our own binary, trains a model with
 # `videoagent train --device cuda` for a fixed wall-clock budget (Ctrl-C semantics: it saves and
-# stops), then benchmarks the model on the GPU. Everything it produces goes to $OUT.
+# stops), then benchmarks the model on the GPU. Results go to $OUT: logs, model.tar (the
+# trained model folder), benchmark JSON. Unpack with `tar -xf model.tar -C MODEL_DIR`.
 #
 #   TRAIN_SECONDS=420 IMAGE_SIZE=32 EPISODES=40 bash scripts/gpu-run.sh
 set -euo pipefail
@@ -37,12 +38,18 @@ if [ -f "$OUT/run/train_state.json" ]; then
   tr '\r' '\n' < "$OUT/train.txt" | tail -n 5
 fi
 ls -la "$OUT/run"
+# The device returns only a few files per call, and none as large as the optimiser state:
+# pack the model folder and the loss log into one archive and drop the rest.
+if [ -f "$OUT/run/model.safetensors" ]; then
+  tar -C "$OUT/run" -cf "$OUT/model.tar" config.json model.safetensors text_encoder.safetensors loss.csv
+fi
+mv "$OUT/run" "$WORK/run.keep"
 
 if [ -z "${SKIP_BENCH:-}" ]; then
 echo "== bench"
 CONFIGS=tabletop,ithor,metaworld
-[ -f "$OUT/run/config.json" ] && CONFIGS=default,ithor,metaworld
-VIDEOAGENT_MODEL="$OUT/run" timeout 120 "$BIN" bench model --device cuda --configs "$CONFIGS" \
+[ -f "$WORK/run.keep/config.json" ] && CONFIGS=default,ithor,metaworld
+VIDEOAGENT_MODEL="$WORK/run.keep" timeout 120 "$BIN" bench model --device cuda --configs "$CONFIGS" \
   --plan-steps 25 --train-steps 10 --json "$OUT/bench-cuda.json" 2>&1 | tee "$OUT/bench.txt" || true
 
 echo "== reference PyTorch U-Net, same GPU (optional: needs runs/gpu/ref with the reference code)"
