@@ -44,7 +44,7 @@ impl ResBlock {
 
     /// `x`: `((b f), c_in, h, w)`, `emb`: `(b, emb_dim)`.
     pub fn forward(&self, x: &Tensor, emb: &Tensor, frames: usize) -> Result<Tensor> {
-        let h = self.in_norm.forward(x, frames)?.silu()?;
+        let h = self.in_norm.forward_silu(x, frames)?;
         let h = self.in_conv.forward(&h, frames)?;
         let (n, c, height, width) = h.dims4()?;
         let emb_out = self.emb_proj.forward(&emb.silu()?)?;
@@ -52,7 +52,7 @@ impl ResBlock {
             .reshape((n / frames, frames, c, height * width))?
             .broadcast_add(&emb_out.reshape((n / frames, 1, c, 1))?)?
             .reshape((n, c, height, width))?;
-        let h = self.out_norm.forward(&h, frames)?.silu()?;
+        let h = self.out_norm.forward_silu(&h, frames)?;
         let h = self.out_conv.forward(&h, frames)?;
         match &self.skip {
             Some(skip) => skip.forward(x, frames)? + h,

@@ -1,8 +1,10 @@
 //! The reference's pseudo-3D convolution (`guided_diffusion/nn.py: Conv3d`): a 2D conv on every
 //! frame, then (for kernels > 1) a kernel-3 conv along frames at every pixel, zero-padded by
 //! one frame on each side. Activations stay frame-folded, `((b f), c, h, w)`, so the spatial
-//! part is one conv2d over all frames and the temporal part one matmul per frame of the
+//! part is one conv2d over all frames and the temporal part one matmul of the
 //! `(c_out, 3 c_out)` taps against the previous, same and next frame stacked on channels.
+//! Between the two parts the activation is channel-major, `(c, (b f), h w)`, so each part is a
+//! single 2D matmul (and its gradients single GEMMs) and only the result is transposed back.
 
 use candle_core::{D, DType, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
@@ -43,19 +45,20 @@ impl TemporalConv {
         Ok(Self { weight, bias })
     }
 
-    /// `x`: `((b f), c, h, w)`; returns the same shape.
+    /// `x`: channel-major `(c, (b f), h, w)`; returns the same shape.
     fn forward(&self, x: &Tensor, frames: usize) -> Result<Tensor> {
-        let (n, c, h, w) = x.dims4()?;
+        let (c, n, h, w) = x.dims4()?;
         // out[f] = W0 x[f-1] + W1 x[f] + W2 x[f+1]: (c_out, c_in, tap) -> (c_out, tap * c_in)
         // against the frames stacked as (tap * c_in) rows.
         let taps = self
             .weight
             .permute((0, 2, 1))?
             .reshape((c, Self::TAPS * c))?;
-        let stacked = im2col::frame_taps(&x.reshape((n, c, h * w))?, frames)?;
-        taps.broadcast_matmul(&stacked)?
-            .broadcast_add(&self.bias.reshape((1, c, 1))?)?
-            .reshape((n, c, h, w))
+        let stacked = im2col::frame_taps(&x.reshape((c, n, h * w))?, frames)?
+            .reshape((Self::TAPS * c, n * h * w))?;
+        taps.matmul(&stacked)?
+            .broadcast_add(&self.bias.reshape((c, 1))?)?
+            .reshape((c, n, h, w))
     }
 }
 
@@ -97,12 +100,18 @@ impl FactorizedConv {
     /// `x`: `((b f), c_in, h, w)` -> `((b f), c_out, h / stride, w / stride)`.
     pub fn forward(&self, x: &Tensor, frames: usize) -> Result<Tensor> {
         let padding = self.spatial_weight.dim(D::Minus1)? / 2;
-        let y = im2col::conv2d(x, &self.spatial_weight, padding, self.stride)?
-            .broadcast_add(&self.spatial_bias.reshape((1, (), 1, 1))?)?;
-        match &self.temporal {
-            Some(temporal) => temporal.forward(&y, frames),
-            None => Ok(y),
-        }
+        let y = im2col::conv2d_channel_major(
+            x,
+            &self.spatial_weight,
+            &self.spatial_bias,
+            padding,
+            self.stride,
+        )?;
+        let y = match &self.temporal {
+            Some(temporal) => temporal.forward(&y, frames)?,
+            None => y,
+        };
+        y.transpose(0, 1)?.contiguous()
     }
 }
 

@@ -1,10 +1,14 @@
 //! 2D convolution on the CPU as im2col + matmul. candle's CPU conv2d backward runs a direct
 //! (dot-product per output) kernel that made training several times slower than the forward
-//! pass; unfolding the input once and letting autograd see only matmuls fixes that. The two
-//! custom ops here are each other's gradient (`col2im` is the adjoint of `im2col`).
+//! pass; unfolding the input (im2col) and running GEMMs fixes that. The gradient of the input
+//! folds the column gradient back (col2im, the adjoint of im2col).
+//!
+//! Columns are channel-major, `(c k k, n out_h out_w)`: the whole batch is then one GEMM, as
+//! are both gradients, and the bias and weight gradients need no reduction over a broadcast
+//! batch axis (candle's strided sum is slow).
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor, WithDType};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, WithDType};
 
 /// Geometry shared by both directions: input `(n, c, h, w)`, square kernel, stride, padding.
 #[derive(Debug, Clone, Copy)]
@@ -25,10 +29,6 @@ impl Geometry {
     fn out_w(&self) -> usize {
         (self.w + 2 * self.padding - self.kernel) / self.stride + 1
     }
-    fn cols_shape(&self) -> Shape {
-        let rows = self.c * self.kernel * self.kernel;
-        (self.n, rows, self.out_h() * self.out_w()).into()
-    }
     fn image_shape(&self) -> Shape {
         (self.n, self.c, self.h, self.w).into()
     }
@@ -43,8 +43,8 @@ impl Geometry {
                 let image_base = (b * self.c + ci) * self.h * self.w;
                 for ky in 0..k {
                     for kx in 0..k {
-                        let row = (b * self.c * k + ci * k + ky) * k + kx;
-                        let cols_base = row * oh * ow;
+                        let row = (ci * k + ky) * k + kx;
+                        let cols_base = (row * self.n + b) * oh * ow;
                         // Output columns whose input column ox*s + kx - p lies inside [0, w).
                         let first_ox = p.saturating_sub(kx).div_ceil(s);
                         let Some(last_ix) = (self.w + p).checked_sub(kx + 1) else {
@@ -85,7 +85,7 @@ fn contiguous<'a, T: WithDType>(data: &'a [T], layout: &Layout) -> Result<&'a [T
 }
 
 fn unfold<T: WithDType>(image: &[T], g: &Geometry) -> Vec<T> {
-    let mut cols = vec![T::zero(); g.cols_shape().elem_count()];
+    let mut cols = vec![T::zero(); g.rows() * g.positions()];
     g.for_each_run(|src, dst, len| cols[dst..dst + len].copy_from_slice(&image[src..src + len]));
     cols
 }
@@ -100,57 +100,152 @@ fn fold<T: WithDType>(cols: &[T], g: &Geometry) -> Vec<T> {
     image
 }
 
-/// `(n, c, h, w)` -> `(n, c k k, out_h out_w)`, rows ordered like an OIHW kernel's `(c, ky, kx)`.
-struct Im2Col(Geometry);
-/// The adjoint: `(n, c k k, out_h out_w)` -> `(n, c, h, w)`, summing overlapping taps.
-struct Col2Im(Geometry);
+/// `(n, c, h, w)` -> `(c k k, n out_h out_w)` columns (rows ordered like an OIHW kernel's
+/// `(c, ky, kx)`) as storage, for either float dtype.
+fn unfold_storage(storage: &CpuStorage, layout: &Layout, g: &Geometry) -> Result<CpuStorage> {
+    Ok(match storage {
+        CpuStorage::F32(data) => CpuStorage::F32(unfold(contiguous(data, layout)?, g)),
+        CpuStorage::F64(data) => CpuStorage::F64(unfold(contiguous(data, layout)?, g)),
+        other => candle_core::bail!("conv2d: unsupported dtype {:?}", other.dtype()),
+    })
+}
 
-impl CustomOp1 for Im2Col {
-    fn name(&self) -> &'static str {
-        "im2col"
+/// The adjoint of [`unfold_storage`]: columns back to `(n, c, h, w)`, summing overlaps.
+fn fold_storage(cols: &CpuStorage, g: &Geometry) -> Result<CpuStorage> {
+    Ok(match cols {
+        CpuStorage::F32(data) => CpuStorage::F32(fold(data, g)),
+        CpuStorage::F64(data) => CpuStorage::F64(fold(data, g)),
+        other => candle_core::bail!("conv2d: unsupported dtype {:?}", other.dtype()),
+    })
+}
+
+impl Geometry {
+    fn rows(&self) -> usize {
+        self.c * self.kernel * self.kernel
     }
-
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let out = match storage {
-            CpuStorage::F32(data) => CpuStorage::F32(unfold(contiguous(data, layout)?, &self.0)),
-            CpuStorage::F64(data) => CpuStorage::F64(unfold(contiguous(data, layout)?, &self.0)),
-            other => candle_core::bail!("im2col: unsupported dtype {:?}", other.dtype()),
-        };
-        Ok((out, self.0.cols_shape()))
-    }
-
-    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(grad_res.contiguous()?.apply_op1(Col2Im(self.0))?))
+    fn positions(&self) -> usize {
+        self.n * self.out_h() * self.out_w()
     }
 }
 
-impl CustomOp1 for Col2Im {
+/// Channel-major conv2d without bias, `(x (n, c, h, w), weight (c_out, c k k))` ->
+/// `(c_out, n, out_h, out_w)`: im2col + one GEMM. The columns live only inside each call
+/// (recomputed for the weight gradient), so neither they nor their gradient ever reach the
+/// autograd graph, which would allocate, zero and accumulate several copies of them.
+struct Conv2d(Geometry);
+/// `(dy (c_out, n L), weight)` -> `dx (n, c, h, w)`: `col2im(weight^T dy)`.
+struct Conv2dGradInput(Geometry);
+/// `(x, dy (c_out, n L))` -> `dweight (c_out, c k k)`: `dy im2col(x)^T`.
+struct Conv2dGradWeight(Geometry);
+
+impl CustomOp2 for Conv2d {
     fn name(&self) -> &'static str {
-        "col2im"
+        "conv2d-channel-major"
     }
 
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let out = match storage {
-            CpuStorage::F32(data) => CpuStorage::F32(fold(contiguous(data, layout)?, &self.0)),
-            CpuStorage::F64(data) => CpuStorage::F64(fold(contiguous(data, layout)?, &self.0)),
-            other => candle_core::bail!("col2im: unsupported dtype {:?}", other.dtype()),
-        };
-        Ok((out, self.0.image_shape()))
+    fn cpu_fwd(
+        &self,
+        x: &CpuStorage,
+        x_layout: &Layout,
+        w: &CpuStorage,
+        w_layout: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = &self.0;
+        let (rows, positions) = (g.rows(), g.positions());
+        let c_out = w_layout.dims()[0];
+        let cols = unfold_storage(x, x_layout, g)?;
+        let y = w.matmul(
+            &cols,
+            (1, c_out, positions, rows),
+            w_layout,
+            &Layout::contiguous((rows, positions)),
+        )?;
+        Ok((y, (c_out, g.n, g.out_h(), g.out_w()).into()))
     }
 
-    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(grad_res.contiguous()?.apply_op1(Im2Col(self.0))?))
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let dy = grad_res.contiguous()?;
+        let dx = dy.apply_op2_no_bwd(w, &Conv2dGradInput(self.0))?;
+        let dw = x.apply_op2_no_bwd(&dy, &Conv2dGradWeight(self.0))?;
+        Ok((Some(dx), Some(dw)))
     }
 }
 
-/// `conv2d(x, weight, padding, stride)` without bias; im2col + matmul on the CPU, candle's
-/// kernel elsewhere. `x`: `(n, c_in, h, w)`, `weight`: OIHW with a square kernel.
-pub fn conv2d(x: &Tensor, weight: &Tensor, padding: usize, stride: usize) -> Result<Tensor> {
+impl CustomOp2 for Conv2dGradInput {
+    fn name(&self) -> &'static str {
+        "conv2d-grad-input"
+    }
+
+    fn cpu_fwd(
+        &self,
+        dy: &CpuStorage,
+        dy_layout: &Layout,
+        w: &CpuStorage,
+        w_layout: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = &self.0;
+        let (rows, positions) = (g.rows(), g.positions());
+        let c_out = w_layout.dims()[0];
+        let dcols = w.matmul(
+            dy,
+            (1, rows, positions, c_out),
+            &w_layout.transpose(0, 1)?,
+            &Layout::contiguous_with_offset((c_out, positions), dy_layout.start_offset()),
+        )?;
+        Ok((fold_storage(&dcols, g)?, g.image_shape()))
+    }
+}
+
+impl CustomOp2 for Conv2dGradWeight {
+    fn name(&self) -> &'static str {
+        "conv2d-grad-weight"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x: &CpuStorage,
+        x_layout: &Layout,
+        dy: &CpuStorage,
+        dy_layout: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = &self.0;
+        let (rows, positions) = (g.rows(), g.positions());
+        let c_out = dy_layout.dims()[0];
+        let cols = unfold_storage(x, x_layout, g)?;
+        let dw = dy.matmul(
+            &cols,
+            (1, c_out, rows, positions),
+            &Layout::contiguous_with_offset((c_out, positions), dy_layout.start_offset()),
+            &Layout::contiguous((rows, positions)).transpose(0, 1)?,
+        )?;
+        Ok((dw, (c_out, rows).into()))
+    }
+}
+
+/// `conv2d(x, weight, padding, stride) + bias` with a channel-major result: `x` `(n, c_in, h, w)`,
+/// `weight` OIHW with a square kernel, `bias` `(c_out,)` -> `(c_out, n, out_h, out_w)`.
+/// im2col + one matmul on the CPU, candle's kernel elsewhere.
+pub fn conv2d_channel_major(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    padding: usize,
+    stride: usize,
+) -> Result<Tensor> {
+    let (c_out, _, kernel, _) = weight.dims4()?;
     if !x.device().is_cpu() {
-        return x.conv2d(weight, padding, stride, 1, 1);
+        return x
+            .conv2d(weight, padding, stride, 1, 1)?
+            .broadcast_add(&bias.reshape((1, c_out, 1, 1))?)?
+            .transpose(0, 1);
     }
     let (n, c, h, w) = x.dims4()?;
-    let (c_out, _, kernel, _) = weight.dims4()?;
     let g = Geometry {
         n,
         c,
@@ -160,19 +255,17 @@ pub fn conv2d(x: &Tensor, weight: &Tensor, padding: usize, stride: usize) -> Res
         stride,
         padding,
     };
-    let cols = if kernel == 1 && stride == 1 && padding == 0 {
-        x.reshape((n, c, h * w))?
-    } else {
-        x.contiguous()?.apply_op1(Im2Col(g))?
-    };
-    weight
-        .reshape((c_out, c * kernel * kernel))?
-        .broadcast_matmul(&cols)?
-        .reshape((n, c_out, g.out_h(), g.out_w()))
+    let weight = weight.reshape((c_out, g.rows()))?.contiguous()?;
+    x.contiguous()?
+        .apply_op2(&weight, Conv2d(g))?
+        .reshape((c_out, g.positions()))?
+        .broadcast_add(&bias.reshape((c_out, 1))?)?
+        .reshape((c_out, n, g.out_h(), g.out_w()))
 }
 
-/// The three temporal taps side by side: `(b f, c, hw)` -> `(b f, 3 c, hw)` where block `k` of
-/// frame `j` holds frame `j + k - 1` of the same clip (zeros outside it).
+/// The three temporal taps stacked on channels, channel-major: `(c, b f, hw)` ->
+/// `(3 c, b f, hw)` where row `k c + ci` of frame `j` holds channel `ci` of frame `j + k - 1`
+/// of the same clip (zeros outside it).
 struct FrameUnfold {
     frames: usize,
 }
@@ -183,42 +276,55 @@ struct FrameFold {
 
 const TAPS: usize = 3;
 
-/// Calls `visit(frame_offset, stacked_offset)` for every (output frame, tap) whose source
-/// frame exists; each offset addresses a block of `block` values.
-fn for_each_tap(n: usize, frames: usize, block: usize, mut visit: impl FnMut(usize, usize)) {
-    for clip_frame in 0..n {
-        let (clip, j) = (clip_frame / frames, clip_frame % frames);
+/// Frame geometry of a channel-major `(c, n, len)` activation with `frames` frames per clip.
+#[derive(Debug, Clone, Copy)]
+struct Frames {
+    c: usize,
+    n: usize,
+    len: usize,
+    frames: usize,
+}
+
+impl Frames {
+    /// Calls `visit(frame_offset, stacked_offset)` for every (tap, channel, output frame)
+    /// whose source frame exists; each offset addresses a run of `len` values.
+    fn for_each_tap(&self, mut visit: impl FnMut(usize, usize)) {
+        let Self { c, n, len, frames } = *self;
         for k in 0..TAPS {
-            let Some(src) = (j + k).checked_sub(1).filter(|&s| s < frames) else {
-                continue;
-            };
-            visit(
-                (clip * frames + src) * block,
-                (clip_frame * TAPS + k) * block,
-            );
+            for ci in 0..c {
+                for clip_frame in 0..n {
+                    let (clip, j) = (clip_frame / frames, clip_frame % frames);
+                    let Some(src) = (j + k).checked_sub(1).filter(|&s| s < frames) else {
+                        continue;
+                    };
+                    visit(
+                        (ci * n + clip * frames + src) * len,
+                        ((k * c + ci) * n + clip_frame) * len,
+                    );
+                }
+            }
         }
     }
-}
 
-fn frame_unfold<T: WithDType>(x: &[T], n: usize, frames: usize, block: usize) -> Vec<T> {
-    let mut out = vec![T::zero(); n * TAPS * block];
-    for_each_tap(n, frames, block, |src, dst| {
-        out[dst..dst + block].copy_from_slice(&x[src..src + block]);
-    });
-    out
-}
+    fn unfold<T: WithDType>(&self, x: &[T]) -> Vec<T> {
+        let len = self.len;
+        let mut out = vec![T::zero(); TAPS * x.len()];
+        self.for_each_tap(|src, dst| {
+            out[dst..dst + len].copy_from_slice(&x[src..src + len]);
+        });
+        out
+    }
 
-fn frame_fold<T: WithDType>(stacked: &[T], n: usize, frames: usize, block: usize) -> Vec<T> {
-    let mut out = vec![T::zero(); n * block];
-    for_each_tap(n, frames, block, |dst, src| {
-        for (acc, &v) in out[dst..dst + block]
-            .iter_mut()
-            .zip(&stacked[src..src + block])
-        {
-            *acc += v;
-        }
-    });
-    out
+    fn fold<T: WithDType>(&self, stacked: &[T]) -> Vec<T> {
+        let len = self.len;
+        let mut out = vec![T::zero(); stacked.len() / TAPS];
+        self.for_each_tap(|dst, src| {
+            for (acc, &v) in out[dst..dst + len].iter_mut().zip(&stacked[src..src + len]) {
+                *acc += v;
+            }
+        });
+        out
+    }
 }
 
 impl CustomOp1 for FrameUnfold {
@@ -227,18 +333,19 @@ impl CustomOp1 for FrameUnfold {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (n, c, len) = layout.shape().dims3()?;
-        let f = self.frames;
+        let (c, n, len) = layout.shape().dims3()?;
+        let f = Frames {
+            c,
+            n,
+            len,
+            frames: self.frames,
+        };
         let out = match storage {
-            CpuStorage::F32(d) => {
-                CpuStorage::F32(frame_unfold(contiguous(d, layout)?, n, f, c * len))
-            }
-            CpuStorage::F64(d) => {
-                CpuStorage::F64(frame_unfold(contiguous(d, layout)?, n, f, c * len))
-            }
+            CpuStorage::F32(d) => CpuStorage::F32(f.unfold(contiguous(d, layout)?)),
+            CpuStorage::F64(d) => CpuStorage::F64(f.unfold(contiguous(d, layout)?)),
             other => candle_core::bail!("frame-unfold: unsupported dtype {:?}", other.dtype()),
         };
-        Ok((out, (n, TAPS * c, len).into()))
+        Ok((out, (TAPS * c, n, len).into()))
     }
 
     fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
@@ -255,14 +362,19 @@ impl CustomOp1 for FrameFold {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (n, c3, len) = layout.shape().dims3()?;
-        let (f, block) = (self.frames, c3 / TAPS * len);
+        let (c3, n, len) = layout.shape().dims3()?;
+        let f = Frames {
+            c: c3 / TAPS,
+            n,
+            len,
+            frames: self.frames,
+        };
         let out = match storage {
-            CpuStorage::F32(d) => CpuStorage::F32(frame_fold(contiguous(d, layout)?, n, f, block)),
-            CpuStorage::F64(d) => CpuStorage::F64(frame_fold(contiguous(d, layout)?, n, f, block)),
+            CpuStorage::F32(d) => CpuStorage::F32(f.fold(contiguous(d, layout)?)),
+            CpuStorage::F64(d) => CpuStorage::F64(f.fold(contiguous(d, layout)?)),
             other => candle_core::bail!("frame-fold: unsupported dtype {:?}", other.dtype()),
         };
-        Ok((out, (n, c3 / TAPS, len).into()))
+        Ok((out, (c3 / TAPS, n, len).into()))
     }
 
     fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
@@ -273,25 +385,26 @@ impl CustomOp1 for FrameFold {
     }
 }
 
-/// `(b f, c, len)` -> `(b f, 3 c, len)`: for each frame, the previous, same and next frame of
-/// its clip stacked on channels (zero-padded), so a kernel-3 temporal conv is one matmul.
+/// Channel-major `(c, b f, len)` -> `(3 c, b f, len)`: for each frame, the previous, same and
+/// next frame of its clip stacked on channels (zero-padded), so a kernel-3 temporal conv is
+/// one matmul.
 pub fn frame_taps(x: &Tensor, frames: usize) -> Result<Tensor> {
-    let (n, c, len) = x.dims3()?;
+    let (c, n, len) = x.dims3()?;
     if x.device().is_cpu() {
         return x.contiguous()?.apply_op1(FrameUnfold { frames });
     }
     let padded = x
-        .reshape((n / frames, frames, c * len))?
-        .pad_with_zeros(1, 1, 1)?;
-    let taps = [0, 1, 2].map(|k| padded.narrow(1, k, frames));
-    Tensor::stack(&taps.into_iter().collect::<Result<Vec<_>>>()?, 2)?.reshape((n, TAPS * c, len))
+        .reshape((c, n / frames, frames, len))?
+        .pad_with_zeros(2, 1, 1)?;
+    let taps = [0, 1, 2].map(|k| padded.narrow(2, k, frames));
+    Tensor::stack(&taps.into_iter().collect::<Result<Vec<_>>>()?, 0)?.reshape((TAPS * c, n, len))
 }
 
 #[cfg(test)]
 mod tests {
     use candle_core::{Device, Tensor, Var};
 
-    use super::{conv2d, frame_taps};
+    use super::{conv2d_channel_major, frame_taps};
 
     #[test]
     fn matches_candle_conv2d_and_its_gradients() -> candle_core::Result<()> {
@@ -301,8 +414,14 @@ mod tests {
         {
             let x = Var::randn(0f64, 1.0, (2, 3, size, size), &device)?;
             let w = Var::randn(0f64, 1.0, (4, 3, kernel, kernel), &device)?;
-            let ours = conv2d(x.as_tensor(), w.as_tensor(), padding, stride)?;
-            let theirs = x.as_tensor().conv2d(w.as_tensor(), padding, stride, 1, 1)?;
+            let b = Var::randn(0f64, 1.0, 4, &device)?;
+            let ours =
+                conv2d_channel_major(x.as_tensor(), w.as_tensor(), b.as_tensor(), padding, stride)?
+                    .transpose(0, 1)?;
+            let theirs = x
+                .as_tensor()
+                .conv2d(w.as_tensor(), padding, stride, 1, 1)?
+                .broadcast_add(&b.as_tensor().reshape((1, 4, 1, 1))?)?;
             let probe = Tensor::randn(0f64, 1.0, theirs.shape(), &device)?;
             let ours_grads = (ours.clone() * &probe)?.sum_all()?.backward()?;
             let theirs_grads = (theirs.clone() * &probe)?.sum_all()?.backward()?;
@@ -313,7 +432,7 @@ mod tests {
                 diff(&ours, &theirs)? < 1e-10,
                 "forward k{kernel} s{stride} n{size}"
             );
-            for var in [&x, &w] {
+            for var in [&x, &w, &b] {
                 let (a, b) = (ours_grads.get(var), theirs_grads.get(var));
                 let (Some(a), Some(b)) = (a, b) else {
                     panic!("missing gradient");
@@ -327,18 +446,15 @@ mod tests {
     #[test]
     fn frame_taps_shift_frames_and_fold_back() -> candle_core::Result<()> {
         let device = Device::Cpu;
-        // 2 clips x 3 frames, 1 channel, 1 pixel: frame j of clip b holds 10 b + j.
+        // 1 channel, 2 clips x 3 frames, 1 pixel: frame j of clip b holds 10 b + j.
         let x = Var::from_tensor(
-            &Tensor::new(&[0f64, 1., 2., 10., 11., 12.], &device)?.reshape((6, 1, 1))?,
+            &Tensor::new(&[0f64, 1., 2., 10., 11., 12.], &device)?.reshape((1, 6, 1))?,
         )?;
         let taps = frame_taps(x.as_tensor(), 3)?;
         let expected = [
-            [0., 0., 1.],
-            [0., 1., 2.],
-            [1., 2., 0.],
-            [0., 10., 11.],
-            [10., 11., 12.],
-            [11., 12., 0.],
+            [0., 0., 1., 0., 10., 11.],
+            [0., 1., 2., 10., 11., 12.],
+            [1., 2., 0., 11., 12., 0.],
         ];
         assert_eq!(taps.squeeze(2)?.to_vec2::<f64>()?, expected);
         // Each frame feeds up to three taps, so the gradient of the sum counts them.

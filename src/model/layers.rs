@@ -5,7 +5,7 @@
 use candle_core::{D, Module, Result, Tensor};
 use candle_nn::{Init, Linear, VarBuilder};
 
-use super::fused::group_standardize;
+use super::fused::group_norm;
 
 /// PyTorch's default init for conv/linear weights and biases: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
 pub fn torch_uniform(fan_in: usize) -> Init {
@@ -110,11 +110,23 @@ impl GroupNorm {
 
     /// Normalises `x` of shape `((b f), c, h, w)` with statistics over `frames` frames.
     pub fn forward(&self, x: &Tensor, frames: usize) -> Result<Tensor> {
-        let (n, c, h, w) = x.dims4()?;
-        let xs = x.reshape((n / frames, frames, self.groups, (c / self.groups) * h * w))?;
-        let normed = group_standardize(&xs, Self::EPS)?.reshape((n, c, h, w))?;
-        normed
-            .broadcast_mul(&self.weight.reshape((1, c, 1, 1))?)?
-            .broadcast_add(&self.bias.reshape((1, c, 1, 1))?)
+        self.apply(x, frames, false)
+    }
+
+    /// `silu(self.forward(x, frames))` in one fused step.
+    pub fn forward_silu(&self, x: &Tensor, frames: usize) -> Result<Tensor> {
+        self.apply(x, frames, true)
+    }
+
+    fn apply(&self, x: &Tensor, frames: usize, silu: bool) -> Result<Tensor> {
+        group_norm(
+            x,
+            &self.weight,
+            &self.bias,
+            self.groups,
+            frames,
+            Self::EPS,
+            silu,
+        )
     }
 }

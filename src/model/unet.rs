@@ -180,7 +180,7 @@ impl UNet {
             };
             h_act = block.forward(&Tensor::cat(&[&h_act, &skip], 1)?, &emb, frames)?;
         }
-        let h_act = self.out_norm.forward(&h_act, frames)?.silu()?;
+        let h_act = self.out_norm.forward_silu(&h_act, frames)?;
         let out = self.out_conv.forward(&h_act, frames)?;
         let out_channels = out.dim(1)?;
         out.reshape((b, frames, out_channels, h, w))?
