@@ -141,7 +141,9 @@ impl Ema {
     pub fn new(vars: &[(String, Var)], decay: f64) -> Result<Self> {
         let shadow = vars
             .iter()
-            .map(|(n, v)| Ok((n.clone(), v.as_tensor().copy()?)))
+            // `copy` records an op on the variable; detached, the averages form no graph (otherwise
+            // every update would keep the previous averages alive: ~50 MB a step here).
+            .map(|(n, v)| Ok((n.clone(), v.as_tensor().copy()?.detach())))
             .collect::<Result<_>>()?;
         Ok(Self { decay, shadow })
     }
