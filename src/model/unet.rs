@@ -45,20 +45,14 @@ impl UNet {
         for (level, &mult) in cfg.channel_mult.iter().enumerate() {
             for _ in 0..cfg.num_res_blocks {
                 let block_vb = input_vb.pp(input_blocks.len());
-                let mut layers = vec![Layer::Res(ResBlock::new(
+                let layers = res_then_attention(
                     ch,
                     mult * mc,
                     emb_dim,
-                    block_vb.pp("0"),
-                )?)];
+                    has_attention(ds).then_some(heads),
+                    &block_vb,
+                )?;
                 ch = mult * mc;
-                if has_attention(ds) {
-                    layers.push(Layer::Attention(AttentionBlock::new(
-                        ch,
-                        heads,
-                        block_vb.pp("1"),
-                    )?));
-                }
                 input_blocks.push(Sequential(layers));
                 skip_channels.push(ch);
             }
@@ -86,20 +80,14 @@ impl UNet {
                 let Some(skip) = skip_channels.pop() else {
                     candle_core::bail!("U-Net decoder has more blocks than encoder outputs");
                 };
-                let mut layers = vec![Layer::Res(ResBlock::new(
+                let mut layers = res_then_attention(
                     ch + skip,
                     mult * mc,
                     emb_dim,
-                    block_vb.pp("0"),
-                )?)];
+                    has_attention(ds).then_some(heads),
+                    &block_vb,
+                )?;
                 ch = mult * mc;
-                if has_attention(ds) {
-                    layers.push(Layer::Attention(AttentionBlock::new(
-                        ch,
-                        heads,
-                        block_vb.pp("1"),
-                    )?));
-                }
                 if level > 0 && i == cfg.num_res_blocks {
                     let conv_vb = block_vb.pp(layers.len()).pp("conv");
                     layers.push(Layer::Upsample(FactorizedConv::new(ch, ch, 3, 1, conv_vb)?));
@@ -187,6 +175,31 @@ impl UNet {
             .permute((0, 2, 1, 3, 4))?
             .contiguous()
     }
+}
+
+/// A ResBlock (`<block>.0`) followed, at levels with attention, by an attention block
+/// (`<block>.1`): the body of every encoder and decoder block.
+fn res_then_attention(
+    c_in: usize,
+    c_out: usize,
+    emb_dim: usize,
+    attention_heads: Option<usize>,
+    block_vb: &VarBuilder,
+) -> Result<Vec<Layer>> {
+    let mut layers = vec![Layer::Res(ResBlock::new(
+        c_in,
+        c_out,
+        emb_dim,
+        block_vb.pp("0"),
+    )?)];
+    if let Some(heads) = attention_heads {
+        layers.push(Layer::Attention(AttentionBlock::new(
+            c_out,
+            heads,
+            block_vb.pp("1"),
+        )?));
+    }
+    Ok(layers)
 }
 
 #[cfg(test)]
