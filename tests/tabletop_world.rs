@@ -33,6 +33,15 @@ fn seeds_and_views_change_the_start() {
     let f0 = w.reset("push", 0, 1).expect("reset").rgb;
     let f1 = w.reset("push", 0, 2).expect("reset").rgb;
     let v1 = w.reset("push", 1, 1).expect("reset").rgb;
+    let stepped = w
+        .step(videoagent::env::Action::new(1.0, 0.0, 0.0, 0.0))
+        .expect("step")
+        .observation;
+    assert_eq!(
+        w.observe().expect("observe").rgb,
+        stepped.rgb,
+        "observe shows the current state"
+    );
     assert_ne!(f0, f1, "seed must move objects");
     assert_ne!(f0, v1, "views must differ");
 }

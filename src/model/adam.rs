@@ -57,10 +57,6 @@ impl Adam {
         })
     }
 
-    pub fn vars(&self) -> &[(String, Var)] {
-        &self.vars
-    }
-
     /// Clips the gradients to the configured global norm and applies one update.
     /// Returns the gradient norm before clipping.
     pub fn step(&mut self, grads: &GradStore) -> Result<f64> {
@@ -99,10 +95,6 @@ impl Adam {
             var.set(&(var.as_tensor() - (update * c.lr)?)?)?;
         }
         Ok(norm)
-    }
-
-    pub fn steps_taken(&self) -> u64 {
-        self.step
     }
 
     /// Moments as named tensors (`adam.m.<name>`, `adam.v.<name>`).

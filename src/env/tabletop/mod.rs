@@ -52,15 +52,6 @@ impl Tabletop {
         self.episode.as_ref().ok_or(WorldError::NotReset)
     }
 
-    /// The physical scene of the current episode (for tests and tools that need truth).
-    pub fn scene(&self) -> Option<&Scene> {
-        self.episode.as_ref().map(|e| &e.scene)
-    }
-
-    pub fn task(&self) -> Option<TaskKind> {
-        self.episode.as_ref().map(|e| e.task)
-    }
-
     fn observation(&self, ep: &Episode) -> Result<Observation, WorldError> {
         let camera = &CAMERAS[ep.camera];
         let scene = &ep.scene;
