@@ -37,7 +37,7 @@ pub struct UNetConfig {
 
 impl UNetConfig {
     /// Names accepted by [`UNetConfig::by_name`].
-    pub const PRESETS: [&'static str; 3] = ["metaworld", "ithor", "tabletop"];
+    pub const PRESETS: [&'static str; 4] = ["metaworld", "ithor", "tabletop", "tabletop-gpu"];
 
     /// The MetaWorld network of the paper (128x128, ~200M parameters).
     pub fn metaworld() -> Self {
@@ -81,12 +81,25 @@ impl UNetConfig {
         }
     }
 
+    /// The embedded world at 64x64 for a GPU: one level deeper and twice the residual blocks
+    /// of [`UNetConfig::tabletop`], attention only at the coarse levels, small enough to ship.
+    pub fn tabletop_gpu() -> Self {
+        Self {
+            image_size: (64, 64),
+            num_res_blocks: 2,
+            attention_resolutions: vec![4, 8],
+            channel_mult: vec![1, 2, 4, 4],
+            ..Self::tabletop()
+        }
+    }
+
     /// Looks a preset up by name.
     pub fn by_name(name: &str) -> Result<Self, ModelError> {
         match name {
             "metaworld" => Ok(Self::metaworld()),
             "ithor" => Ok(Self::ithor()),
             "tabletop" => Ok(Self::tabletop()),
+            "tabletop-gpu" => Ok(Self::tabletop_gpu()),
             _ => Err(ModelError::UnknownPreset {
                 name: name.to_string(),
                 valid: Self::PRESETS.join(", "),
@@ -214,6 +227,7 @@ mod tests {
             UNetConfig::metaworld(),
             UNetConfig::ithor(),
             UNetConfig::tabletop(),
+            UNetConfig::tabletop_gpu(),
             UNetConfig::tiny_for_tests(),
         ] {
             let shapes: HashMap<String, Vec<usize>> = expected_shapes(&cfg)
@@ -236,6 +250,19 @@ mod tests {
                 ..cfg
             };
             assert_eq!(inferred, effective);
+        }
+    }
+
+    #[test]
+    fn shipped_presets_fit_the_40_mb_budget() {
+        for cfg in [UNetConfig::tabletop(), UNetConfig::tabletop_gpu()] {
+            let params: usize = expected_shapes(&cfg)
+                .expect("shape walk")
+                .iter()
+                .map(|(_, shape)| shape.iter().product::<usize>())
+                .sum();
+            println!("{:?}: {params} parameters", cfg.image_size);
+            assert!(params * 4 < 40_000_000, "{params} f32 parameters exceed 40 MB");
         }
     }
 

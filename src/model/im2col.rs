@@ -230,7 +230,8 @@ impl CustomOp2 for Conv2dGradWeight {
 
 /// `conv2d(x, weight, padding, stride) + bias` with a channel-major result: `x` `(n, c_in, h, w)`,
 /// `weight` OIHW with a square kernel, `bias` `(c_out,)` -> `(c_out, n, out_h, out_w)`.
-/// im2col + one matmul on the CPU, candle's kernel elsewhere.
+/// im2col + one matmul on the CPU (a custom op), im2col from tensor ops elsewhere
+/// ([`conv2d_unfolded`]).
 pub fn conv2d_channel_major(
     x: &Tensor,
     weight: &Tensor,
@@ -240,10 +241,13 @@ pub fn conv2d_channel_major(
 ) -> Result<Tensor> {
     let (c_out, _, kernel, _) = weight.dims4()?;
     if !x.device().is_cpu() {
-        return x
-            .conv2d(weight, padding, stride, 1, 1)?
-            .broadcast_add(&bias.reshape((1, c_out, 1, 1))?)?
-            .transpose(0, 1);
+        return match conv2d_unfolded(x, weight, bias, padding, stride)? {
+            Some(y) => Ok(y),
+            None => x
+                .conv2d(weight, padding, stride, 1, 1)?
+                .broadcast_add(&bias.reshape((1, c_out, 1, 1))?)?
+                .transpose(0, 1),
+        };
     }
     let (n, c, h, w) = x.dims4()?;
     let g = Geometry {
@@ -261,6 +265,59 @@ pub fn conv2d_channel_major(
         .reshape((c_out, g.positions()))?
         .broadcast_add(&bias.reshape((c_out, 1))?)?
         .reshape((c_out, n, g.out_h(), g.out_w()))
+}
+
+/// [`conv2d_channel_major`] from pad, narrow, stack and one matmul, so that its gradients are
+/// the same few ops. On CUDA this replaces candle's conv2d, whose input gradient goes through a
+/// direct (unblocked) transposed-convolution kernel that dominated a training step. `None` when
+/// a strided window does not tile the padded input (odd sizes): the caller falls back.
+pub fn conv2d_unfolded(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    padding: usize,
+    stride: usize,
+) -> Result<Option<Tensor>> {
+    let (n, c, h, w) = x.dims4()?;
+    let (c_out, _, kernel, _) = weight.dims4()?;
+    let (padded_h, padded_w) = (h + 2 * padding, w + 2 * padding);
+    let (out_h, out_w) = (
+        (padded_h - kernel) / stride + 1,
+        (padded_w - kernel) / stride + 1,
+    );
+    if kernel - 1 + out_h * stride > padded_h || kernel - 1 + out_w * stride > padded_w {
+        return Ok(None);
+    }
+    let xt = x.transpose(0, 1)?.contiguous()?;
+    let padded = xt
+        .pad_with_zeros(2, padding, padding)?
+        .pad_with_zeros(3, padding, padding)?;
+    let mut taps = Vec::with_capacity(kernel * kernel);
+    for ky in 0..kernel {
+        for kx in 0..kernel {
+            let window = padded
+                .narrow(2, ky, out_h * stride)?
+                .narrow(3, kx, out_w * stride)?;
+            let window = if stride == 1 {
+                window
+            } else {
+                window
+                    .reshape((c, n, out_h, stride, out_w, stride))?
+                    .narrow(3, 0, 1)?
+                    .narrow(5, 0, 1)?
+                    .reshape((c, n, out_h, out_w))?
+            };
+            taps.push(window);
+        }
+    }
+    // Rows `ci * k * k + ky * k + kx`, the order of an OIHW weight flattened per output.
+    let columns = Tensor::stack(&taps, 1)?.reshape((c * kernel * kernel, n * out_h * out_w))?;
+    let y = weight
+        .reshape((c_out, c * kernel * kernel))?
+        .matmul(&columns)?
+        .broadcast_add(&bias.reshape((c_out, 1))?)?
+        .reshape((c_out, n, out_h, out_w))?;
+    Ok(Some(y))
 }
 
 /// The three temporal taps stacked on channels, channel-major: `(c, b f, hw)` ->
@@ -404,41 +461,61 @@ pub fn frame_taps(x: &Tensor, frames: usize) -> Result<Tensor> {
 mod tests {
     use candle_core::{Device, Tensor, Var};
 
-    use super::{conv2d_channel_major, frame_taps};
+    use super::{conv2d_channel_major, conv2d_unfolded, frame_taps};
 
     #[test]
     fn matches_candle_conv2d_and_its_gradients() -> candle_core::Result<()> {
         let device = Device::Cpu;
-        for (kernel, stride, padding, size) in
-            [(3, 1, 1, 7), (3, 2, 1, 8), (3, 2, 1, 7), (1, 1, 0, 5)]
-        {
-            let x = Var::randn(0f64, 1.0, (2, 3, size, size), &device)?;
-            let w = Var::randn(0f64, 1.0, (4, 3, kernel, kernel), &device)?;
-            let b = Var::randn(0f64, 1.0, 4, &device)?;
-            let ours =
-                conv2d_channel_major(x.as_tensor(), w.as_tensor(), b.as_tensor(), padding, stride)?
-                    .transpose(0, 1)?;
-            let theirs = x
-                .as_tensor()
-                .conv2d(w.as_tensor(), padding, stride, 1, 1)?
-                .broadcast_add(&b.as_tensor().reshape((1, 4, 1, 1))?)?;
-            let probe = Tensor::randn(0f64, 1.0, theirs.shape(), &device)?;
-            let ours_grads = (ours.clone() * &probe)?.sum_all()?.backward()?;
-            let theirs_grads = (theirs.clone() * &probe)?.sum_all()?.backward()?;
-            let diff = |a: &Tensor, b: &Tensor| -> candle_core::Result<f64> {
-                (a - b)?.abs()?.max_all()?.to_scalar::<f64>()
-            };
-            assert!(
-                diff(&ours, &theirs)? < 1e-10,
-                "forward k{kernel} s{stride} n{size}"
-            );
-            for var in [&x, &w, &b] {
-                let (a, b) = (ours_grads.get(var), theirs_grads.get(var));
-                let (Some(a), Some(b)) = (a, b) else {
-                    panic!("missing gradient");
-                };
-                assert!(diff(a, b)? < 1e-9, "gradient k{kernel} s{stride} n{size}");
+        for unfolded in [false, true] {
+            for (kernel, stride, padding, size) in
+                [(3, 1, 1, 7), (3, 2, 1, 8), (3, 2, 1, 7), (1, 1, 0, 5)]
+            {
+                let x = Var::randn(0f64, 1.0, (2, 3, size, size), &device)?;
+                let w = Var::randn(0f64, 1.0, (4, 3, kernel, kernel), &device)?;
+                let b = Var::randn(0f64, 1.0, 4, &device)?;
+                let (xt, wt, bt) = (x.as_tensor(), w.as_tensor(), b.as_tensor());
+                let ours = if unfolded {
+                    match conv2d_unfolded(xt, wt, bt, padding, stride)? {
+                        Some(y) => y,
+                        None => {
+                            assert!(size % 2 == 1 && stride == 2, "declined k{kernel} n{size}");
+                            continue;
+                        }
+                    }
+                } else {
+                    conv2d_channel_major(xt, wt, bt, padding, stride)?
+                }
+                .transpose(0, 1)?;
+                check_against_candle(&ours, (&x, &w, &b), (kernel, stride, padding, size))?;
             }
+        }
+        Ok(())
+    }
+
+    fn check_against_candle(
+        ours: &Tensor,
+        (x, w, b): (&Var, &Var, &Var),
+        (kernel, stride, padding, size): (usize, usize, usize, usize),
+    ) -> candle_core::Result<()> {
+        let theirs = x
+            .as_tensor()
+            .conv2d(w.as_tensor(), padding, stride, 1, 1)?
+            .broadcast_add(&b.as_tensor().reshape((1, 4, 1, 1))?)?;
+        let probe = Tensor::randn(0f64, 1.0, theirs.shape(), &Device::Cpu)?;
+        let ours_grads = (ours.clone() * &probe)?.sum_all()?.backward()?;
+        let theirs_grads = (theirs.clone() * &probe)?.sum_all()?.backward()?;
+        let diff = |a: &Tensor, b: &Tensor| -> candle_core::Result<f64> {
+            (a - b)?.abs()?.max_all()?.to_scalar::<f64>()
+        };
+        assert!(
+            diff(ours, &theirs)? < 1e-10,
+            "forward k{kernel} s{stride} n{size}"
+        );
+        for var in [x, w, b] {
+            let (Some(a), Some(b)) = (ours_grads.get(var), theirs_grads.get(var)) else {
+                panic!("missing gradient");
+            };
+            assert!(diff(a, b)? < 1e-9, "gradient k{kernel} s{stride} n{size}");
         }
         Ok(())
     }
