@@ -6,6 +6,7 @@ pub mod atomic;
 pub mod collect;
 pub mod dataset;
 pub mod db;
+pub mod export;
 pub mod plan_record;
 
 pub use dataset::{Clip, Dataset, DatasetError, EpisodeMeta, Manifest};

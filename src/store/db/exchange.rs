@@ -185,7 +185,9 @@ pub fn read_export(dir: &Path) -> Result<StoreExport> {
 
 fn load_export_frame(dir: &Path, hash: &str) -> Result<EncodedFrame> {
     if !is_hash(hash) {
-        return Err(StoreError::Invalid(format!("frame name {hash:?} is not a hash")));
+        return Err(StoreError::Invalid(format!(
+            "frame name {hash:?} is not a hash"
+        )));
     }
     let path = dir.join("frames").join(format!("{hash}.png"));
     let bytes = std::fs::read(&path).map_err(|_| StoreError::MissingFrame {

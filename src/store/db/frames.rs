@@ -55,7 +55,9 @@ pub(crate) fn hash_bytes(bytes: &[u8]) -> String {
 
 /// True for a well-formed content hash (64 lower-case hex digits).
 pub(crate) fn is_hash(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// The file of a frame.
@@ -97,7 +99,11 @@ pub(crate) fn read_frame(root: &Path, hash: &str) -> Result<Rgb8Image, StoreErro
 }
 
 /// Decodes PNG bytes that must hash to `hash`.
-pub(crate) fn decode_checked(bytes: &[u8], hash: &str, path: &Path) -> Result<Rgb8Image, StoreError> {
+pub(crate) fn decode_checked(
+    bytes: &[u8],
+    hash: &str,
+    path: &Path,
+) -> Result<Rgb8Image, StoreError> {
     if hash_bytes(bytes) != hash {
         return Err(StoreError::CorruptFrame {
             hash: hash.to_owned(),

@@ -18,9 +18,18 @@ use crate::store::db::types::Annotation;
 /// Which label a change touches.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum Target {
-    Annotation { plan: PlanId, annotator: String },
-    Preference { a: PlanId, b: PlanId, annotator: String },
-    Curation { plan: PlanId },
+    Annotation {
+        plan: PlanId,
+        annotator: String,
+    },
+    Preference {
+        a: PlanId,
+        b: PlanId,
+        annotator: String,
+    },
+    Curation {
+        plan: PlanId,
+    },
 }
 
 impl Target {
@@ -111,12 +120,11 @@ fn write_state(conn: &Connection, target: &Target, state: Option<&Value>, now: i
             )?;
         }
         (Target::Annotation { plan, annotator }, Some(v)) => {
-            let ann: Annotation = serde_json::from_value(v.clone()).map_err(|source| {
-                StoreError::Json {
+            let ann: Annotation =
+                serde_json::from_value(v.clone()).map_err(|source| StoreError::Json {
                     what: "annotation".into(),
                     source,
-                }
-            })?;
+                })?;
             conn.execute(
                 "INSERT INTO annotations (plan_id, annotator, body, verdict, rating, updated_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)
@@ -300,9 +308,7 @@ fn step(conn: &mut Connection, actor: &str, undo: bool) -> Result<Option<Reverte
         .ok_or_else(|| StoreError::Invalid(format!("audit entry {id} has kind {kind}")))?;
     let target = Target::from_row(kind, plan, other, subject);
     let wanted = if undo { before } else { after };
-    let wanted: Option<Value> = wanted
-        .map(|s| from_json(&s, "audit state"))
-        .transpose()?;
+    let wanted: Option<Value> = wanted.map(|s| from_json(&s, "audit state")).transpose()?;
     let current = read_state(&tx, &target)?;
     let now = now_ms();
     // The plan may have been deleted since; the label then cannot come back.

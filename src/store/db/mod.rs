@@ -74,7 +74,9 @@ pub enum StoreError {
     Sql(#[from] rusqlite::Error),
     #[error(transparent)]
     Io(#[from] IoError),
-    #[error("the store has schema version {found}, this videoagent knows up to {supported}: upgrade videoagent")]
+    #[error(
+        "the store has schema version {found}, this videoagent knows up to {supported}: upgrade videoagent"
+    )]
     NewerSchema { found: u32, supported: u32 },
     #[error("no {what} {id}")]
     NotFound { what: &'static str, id: String },
@@ -123,6 +125,11 @@ fn new_uid() -> String {
     format!("{v:032x}")
 }
 
+/// The content hash the store names frame files by (SHA-256 of the file, lower-case hex).
+pub fn hash_of(bytes: &[u8]) -> String {
+    frames::hash_bytes(bytes)
+}
+
 /// An open store. See the module docs.
 pub struct Store {
     dir: PathBuf,
@@ -137,8 +144,10 @@ impl std::fmt::Debug for Store {
 
 /// Opens the SQLite connection with the store's settings (no migration, no check).
 pub(crate) fn connect(dir: &Path) -> Result<Connection> {
-    std::fs::create_dir_all(dir)
-        .map_err(crate::store::atomic::io_error("cannot create store folder", dir))?;
+    std::fs::create_dir_all(dir).map_err(crate::store::atomic::io_error(
+        "cannot create store folder",
+        dir,
+    ))?;
     let conn = Connection::open(dir.join(DB_FILE))?;
     conn.busy_timeout(Duration::from_secs(30))?;
     // journal_mode needs the lock briefly; busy_timeout covers a concurrent opener.

@@ -99,8 +99,14 @@ impl std::fmt::Display for RecoveryReport {
         let counts = [
             (self.foreign_key_problems.len(), "dangling reference(s)"),
             (self.missing_frames.len(), "missing frame file(s)"),
-            (self.corrupt_frames.len(), "corrupt frame file(s) moved to lost+found"),
-            (self.restored_frames.len(), "frame file(s) restored from lost+found"),
+            (
+                self.corrupt_frames.len(),
+                "corrupt frame file(s) moved to lost+found",
+            ),
+            (
+                self.restored_frames.len(),
+                "frame file(s) restored from lost+found",
+            ),
             (
                 self.orphan_files_removed.len(),
                 "unreferenced frame file(s) from interrupted writes removed",
@@ -122,7 +128,10 @@ impl std::fmt::Display for RecoveryReport {
 /// What a file in `frames/` is.
 enum Scanned {
     /// A `<hash>.png` file whose content hashes to `ok == true` its name.
-    Frame { hash: String, intact: bool },
+    Frame {
+        hash: String,
+        intact: bool,
+    },
     Temp,
     Other,
 }

@@ -167,7 +167,10 @@ fn plans_iterations_and_frames_round_trip() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = open(dir.path());
     let id = store.add_plan(&new_plan("push", 3)).expect("add");
-    assert_eq!(store.load_frames(id, None).expect("frames"), vec![frame(3, 8)]);
+    assert_eq!(
+        store.load_frames(id, None).expect("frames"),
+        vec![frame(3, 8)]
+    );
     assert_eq!(
         store
             .add_iteration(id, &iteration(10, Verdict::Reject))
@@ -208,7 +211,12 @@ fn plans_iterations_and_frames_round_trip() {
             },
         )
         .expect("exec");
-    assert_eq!(store.plan(id).expect("detail").executions[0].execution.steps, 42);
+    assert_eq!(
+        store.plan(id).expect("detail").executions[0]
+            .execution
+            .steps,
+        42
+    );
     assert!(matches!(
         store.add_iteration(PlanId(999), &iteration(1, Verdict::Accept)),
         Err(StoreError::NotFound { .. })
@@ -217,7 +225,10 @@ fn plans_iterations_and_frames_round_trip() {
 
 fn recovery_files(root: &Path) -> usize {
     let mut n = 0;
-    for shard in std::fs::read_dir(root.join("frames")).expect("ls").flatten() {
+    for shard in std::fs::read_dir(root.join("frames"))
+        .expect("ls")
+        .flatten()
+    {
         n += std::fs::read_dir(shard.path()).expect("ls").count();
     }
     n
@@ -235,7 +246,10 @@ fn annotate_undo_redo_walk_the_audit_log() {
         ..Annotation::default()
     };
     assert!(store.annotate(p, &first, "ann").expect("a1").is_some());
-    assert!(store.annotate(p, &first, "ann").expect("same").is_none(), "no-op not logged");
+    assert!(
+        store.annotate(p, &first, "ann").expect("same").is_none(),
+        "no-op not logged"
+    );
     store.annotate(p, &second, "ann").expect("a2");
     store.annotate(p, &accept(), "bob").expect("bob");
     let now = |s: &Store| s.annotation(p, "ann").expect("get").map(|a| a.annotation);
@@ -318,9 +332,15 @@ fn preferences_are_labels_with_undo() {
     store
         .prefer(a, b, Some(Preference::BothBad), "ann")
         .expect("pref");
-    assert_eq!(store.preferences().expect("prefs")[0].choice, Preference::BothBad);
+    assert_eq!(
+        store.preferences().expect("prefs")[0].choice,
+        Preference::BothBad
+    );
     store.undo("ann").expect("undo");
-    assert_eq!(store.preferences().expect("prefs")[0].choice, Preference::AOverB);
+    assert_eq!(
+        store.preferences().expect("prefs")[0].choice,
+        Preference::AOverB
+    );
     store.undo("ann").expect("undo");
     assert!(store.preferences().expect("prefs").is_empty());
 }
@@ -437,16 +457,24 @@ fn recovery_restores_reports_and_cleans() {
     assert_eq!(report.corrupt_frames, vec![it_hash.clone()]);
     assert_eq!(report.missing_frames, vec![it_hash.clone()]);
     assert!(report.has_unrepaired());
-    assert!(report.to_string().contains("1 missing frame file"), "{report}");
+    assert!(
+        report.to_string().contains("1 missing frame file"),
+        "{report}"
+    );
     // Nothing was dropped: the plan and its iteration are still there.
     let d = store.plan(p).expect("detail");
     assert_eq!(d.iterations[0].frames[0], it_hash);
     assert!(store.load_frames(p, Some(0)).is_err());
-    assert_eq!(store.load_frames(p, None).map(|_| ()).is_err(), true);
+    assert!(matches!(
+        store.load_frames(p, None),
+        Err(StoreError::MissingFrame { .. })
+    ));
     assert!(!frames::frame_path(root, &orphan.hash).exists());
     let flagged: i64 = store
         .conn()
-        .query_row("SELECT count(*) FROM frames WHERE missing = 1", [], |r| r.get(0))
+        .query_row("SELECT count(*) FROM frames WHERE missing = 1", [], |r| {
+            r.get(0)
+        })
         .expect("q");
     assert_eq!(flagged, 1);
     // The corrupt file was kept in lost+found.
@@ -520,7 +548,10 @@ fn concurrent_writers_on_separate_connections_lose_nothing() {
     for t in 0..threads {
         let me = format!("annotator-{t}");
         for (k, plan) in base.iter().enumerate() {
-            let last_i = (0..per_thread).filter(|i| i % base.len() == k).max().expect("i");
+            let last_i = (0..per_thread)
+                .filter(|i| i % base.len() == k)
+                .max()
+                .expect("i");
             let got = store.annotation(*plan, &me).expect("get").expect("label");
             assert_eq!(got.annotation.note, format!("{me} {last_i}"));
         }
