@@ -44,7 +44,7 @@ pub enum Command {
     #[command(subcommand)]
     Bench(BenchCommand),
     // --- plan store (issue 5) ---
-    /// Export plans from a store: json (re-importable), gif, png-strip, mp4, reference.
+    /// Export plans: json (re-importable), gif, png-strip, mp4, reference, lerobot.
     Export(ExportArgs),
     /// Import plans and labels from a JSON export, or a folder of first-frame images.
     Import(ImportArgs),
@@ -817,6 +817,8 @@ mod store_cli {
         Mp4,
         /// The curated set in the reference PyTorch trainer's folder layout.
         Reference,
+        /// The curated set as a LeRobot-style dataset (Parquet + meta/info.json).
+        Lerobot,
     }
 
     #[derive(Debug, Args)]
@@ -941,7 +943,7 @@ mod store_cli {
 
     pub fn export(args: &ExportArgs) -> Result<()> {
         let store = open(&args.store)?;
-        let default = if args.format == ExportFormat::Reference {
+        let default = if matches!(args.format, ExportFormat::Reference | ExportFormat::Lerobot) {
             "curated"
         } else {
             "all"
@@ -960,6 +962,13 @@ mod store_cli {
                 println!(
                     "exported {} trajectories in the reference layout to {}",
                     m.trajectories.len(),
+                    args.out.display()
+                );
+            }
+            ExportFormat::Lerobot => {
+                let n = videoagent::store::lerobot::export_lerobot(&store, &plans, &args.out)?;
+                println!(
+                    "exported {n} episodes as a LeRobot dataset to {}",
                     args.out.display()
                 );
             }

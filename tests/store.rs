@@ -551,3 +551,74 @@ fn kill_9_harness_ten_kills_loses_nothing() {
     let (_, report) = Store::open(&st).expect("the store opens");
     assert!(!report.has_unrepaired(), "{report}");
 }
+
+#[test]
+fn lerobot_export_is_readable_with_a_parquet_reader() {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    use parquet::record::RowAccessor;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let st = dir.path().join("st");
+    sample_store(&st);
+    let out = dir.path().join("lerobot");
+    let o = videoagent(&[
+        "export",
+        "--store",
+        s(&st),
+        "--format",
+        "lerobot",
+        "--out",
+        s(&out),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("2 episodes"), "{}", text(&o));
+    let info: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("meta/info.json")).expect("info"))
+            .expect("json");
+    assert_eq!(info["total_episodes"], 2);
+    assert_eq!(info["total_frames"], 16);
+    assert_eq!(info["features"]["observation.image"]["dtype"], "image");
+    let tasks = std::fs::read_to_string(out.join("meta/tasks.jsonl")).expect("tasks");
+    assert_eq!(tasks.lines().count(), 2);
+    assert_eq!(
+        std::fs::read_to_string(out.join("meta/episodes_stats.jsonl"))
+            .expect("stats")
+            .lines()
+            .count(),
+        2
+    );
+    let file =
+        std::fs::File::open(out.join("data/chunk-000/episode_000000.parquet")).expect("episode 0");
+    let reader = SerializedFileReader::new(file).expect("a Parquet file");
+    let meta = reader.metadata().file_metadata();
+    assert_eq!(meta.num_rows(), 8);
+    let hf = meta
+        .key_value_metadata()
+        .and_then(|kv| kv.iter().find(|k| k.key == "huggingface"))
+        .and_then(|k| k.value.clone())
+        .expect("huggingface metadata");
+    assert!(hf.contains("\"Image\""), "{hf}");
+    let rows: Vec<_> = reader
+        .get_row_iter(None)
+        .expect("rows")
+        .collect::<Result<_, _>>()
+        .expect("decode rows");
+    assert_eq!(rows.len(), 8);
+    for (i, row) in rows.iter().enumerate() {
+        let image = row.get_group(0).expect("image struct");
+        let png = image::load_from_memory(image.get_bytes(0).expect("bytes").data())
+            .expect("png")
+            .to_rgb8();
+        // Episode 0 is the first curated plan: its start frame, then its last iteration.
+        let want = if i == 0 {
+            frame(1)
+        } else {
+            frame(20 + i as u8)
+        };
+        assert_eq!(png.into_raw(), want.pixels, "frame {i}");
+        assert_eq!(row.get_float(1).expect("timestamp"), i as f32 / 4.0);
+        assert_eq!(row.get_long(2).expect("frame_index"), i as i64);
+        assert_eq!(row.get_long(3).expect("episode_index"), 0);
+        assert_eq!(row.get_long(4).expect("index"), i as i64);
+        assert_eq!(row.get_long(5).expect("task_index"), 0);
+    }
+}

@@ -1,6 +1,7 @@
 //! Plans out of the store in formats other tools read: an animated GIF, a PNG strip (one row
 //! per refinement iteration), an MP4 (through a system `ffmpeg`), and the curated set in the
-//! folder layout of the reference PyTorch trainer. The JSON export/import that round-trips a
+//! folder layout of the reference PyTorch trainer. LeRobot datasets are in
+//! [`crate::store::lerobot`]. The JSON export/import that round-trips a
 //! store lives in [`crate::store::db`]. Every file is written atomically; folders are staged.
 //!
 //! Reference layout (what `SequentialDatasetv2` in the reference `flowdiffusion/datasets.py`
@@ -37,6 +38,8 @@ pub enum ExportError {
     FfmpegMissing,
     #[error("ffmpeg failed ({status}): {stderr}")]
     Ffmpeg { status: String, stderr: String },
+    #[error("cannot write Parquet: {0}")]
+    Parquet(String),
     #[error("plan {0} has no generated frames yet")]
     NoFrames(PlanId),
 }
