@@ -563,3 +563,28 @@ fn concurrent_writers_on_separate_connections_lose_nothing() {
         elapsed.as_secs_f64()
     );
 }
+
+#[test]
+fn one_store_shared_by_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Store>();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = std::sync::Arc::new(open(dir.path()));
+    let p = store.add_plan(&new_plan("push", 1)).expect("add");
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let store = std::sync::Arc::clone(&store);
+            s.spawn(move || {
+                for i in 0..10u8 {
+                    let ann = Annotation {
+                        rating: Some(i % 5 + 1),
+                        ..Annotation::default()
+                    };
+                    store.annotate(p, &ann, &format!("t{t}")).expect("annotate");
+                }
+            });
+        }
+    });
+    assert_eq!(store.plan(p).expect("detail").annotations.len(), 4);
+    assert_eq!(store.audit_log(None).expect("log").len(), 40);
+}
