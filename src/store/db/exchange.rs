@@ -209,9 +209,12 @@ fn load_export_frame(dir: &Path, hash: &str) -> Result<EncodedFrame> {
 /// by `actor`. Frames are checked against their hashes before anything is written.
 pub fn import_json(store: &Store, dir: &Path, actor: &str) -> Result<ImportReport> {
     let doc = read_export(dir)?;
-    // Check every frame first, so a damaged export imports nothing rather than half.
+    // Check every frame and label first, so a damaged export imports nothing rather than half.
     let mut checked = std::collections::BTreeSet::new();
     for p in &doc.plans {
+        for a in &p.annotations {
+            super::labels::validate(&a.annotation)?;
+        }
         let hashes =
             std::iter::once(&p.start_frame).chain(p.iterations.iter().flat_map(|i| &i.frames));
         for h in hashes {

@@ -372,7 +372,7 @@ pub(crate) fn annotations_of(conn: &Connection, plan: PlanId) -> Result<Vec<Anno
     Ok(out)
 }
 
-fn validate(ann: &Annotation) -> Result<()> {
+pub(crate) fn validate(ann: &Annotation) -> Result<()> {
     if let Some(r) = ann.rating
         && !(1..=5).contains(&r)
     {
