@@ -952,6 +952,18 @@ mod store_cli {
         if plans.is_empty() {
             bail!("no plans to export (the selection is empty)");
         }
+        let folder_export = matches!(
+            args.format,
+            ExportFormat::Json | ExportFormat::Reference | ExportFormat::Lerobot
+        );
+        let occupied = args.out.is_file()
+            || std::fs::read_dir(&args.out).is_ok_and(|mut d| d.next().is_some());
+        if folder_export && occupied {
+            bail!(
+                "{} already exists and is not empty: choose a new folder",
+                args.out.display()
+            );
+        }
         match args.format {
             ExportFormat::Json => {
                 let n = export_json(&store, &plans, &args.out)?;

@@ -717,3 +717,35 @@ fn malformed_exports_are_refused_without_panicking() {
     assert!(!report.has_unrepaired(), "{report}");
     eprintln!("{cases} mutated exports: {accepted} imported, the rest refused, no panic");
 }
+
+#[test]
+fn folder_exports_refuse_an_occupied_folder() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let st = dir.path().join("st");
+    sample_store(&st);
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).expect("mkdir");
+    std::fs::write(out.join("keep.txt"), "mine").expect("write");
+    for format in ["json", "reference", "lerobot"] {
+        let o = videoagent(&[
+            "export",
+            "--store",
+            s(&st),
+            "--format",
+            format,
+            "--out",
+            s(&out),
+        ]);
+        assert!(!o.status.success(), "{format}");
+        assert!(text(&o).contains("not empty"), "{}", text(&o));
+    }
+    assert_eq!(
+        std::fs::read_to_string(out.join("keep.txt")).expect("kept"),
+        "mine"
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path()).expect("ls").count(),
+        2,
+        "no staging left"
+    );
+}

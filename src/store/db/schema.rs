@@ -121,9 +121,8 @@ pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 /// The version of the database (0 for a new file).
 pub(crate) fn version(conn: &Connection) -> Result<u32, StoreError> {
     conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")?;
-    let v: Option<u32> = conn
-        .query_row("SELECT max(version) FROM schema_version", [], |r| r.get(0))
-        .unwrap_or(None);
+    let v: Option<u32> =
+        conn.query_row("SELECT max(version) FROM schema_version", [], |r| r.get(0))?;
     Ok(v.unwrap_or(0))
 }
 
