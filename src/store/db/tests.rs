@@ -621,3 +621,31 @@ fn a_damaged_index_is_found_and_rebuilt_without_losing_rows() {
     assert_eq!(store.plans(&Filter::default()).expect("plans").len(), 20);
     assert!(store.check().expect("check").integrity_problems.is_empty());
 }
+
+#[test]
+fn undo_survives_closing_the_store() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = {
+        let store = open(dir.path());
+        let p = store.add_plan(&new_plan("push", 1)).expect("add");
+        store.annotate(p, &accept(), "ann").expect("label");
+        store.curate(p, true, "ann").expect("curate");
+        p
+    };
+    let store = open(dir.path());
+    let r = store.undo("ann").expect("undo").expect("the curation");
+    assert_eq!(r.kind, ChangeKind::Curation);
+    assert!(store.curated().expect("curated").is_empty());
+    store.undo("ann").expect("undo").expect("the label");
+    assert!(store.annotation(p, "ann").expect("get").is_none());
+    drop(store);
+    let store = open(dir.path());
+    store.redo("ann").expect("redo").expect("the label again");
+    assert_eq!(
+        store
+            .annotation(p, "ann")
+            .expect("get")
+            .map(|a| a.annotation),
+        Some(accept())
+    );
+}
