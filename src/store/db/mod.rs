@@ -29,6 +29,22 @@
 //! let frames = store.load_frames(plan, None)?;                 // start + last iteration
 //! # Ok(()) }
 //! ```
+//! | call | what |
+//! |---|---|
+//! | `Store::open(dir) -> Result<(Store, RecoveryReport)>` | create/migrate/check; `check()` re-runs the check |
+//! | `add_plan(&NewPlan) -> PlanId`, `add_iteration(plan, &NewIteration) -> usize`, `add_execution(plan, &NewExecution)` | record generation, refinement, execution |
+//! | `plans(&Filter) -> Vec<PlanSummary>`, `plan(id) -> PlanDetail`, `plan_by_uid(uid)` | browse (task, view, model, label, tag, curated, paging) |
+//! | `next_unlabeled(annotator, &Filter) -> Option<PlanSummary>` | the review queue's auto-advance |
+//! | `annotate(plan, &Annotation, annotator)`, `clear_annotation`, `annotation(plan, annotator)` | labels: verdict, 1-5 rating, tags, note, frame marks |
+//! | `prefer(a, b, Option<Preference>, annotator)`, `preferences()` | pairwise A>B, B>A, both good, both bad |
+//! | `curate(plan, bool, annotator)`, `curated()` | the curated set |
+//! | `undo(annotator)`, `redo(annotator) -> Option<Reverted>` | Ctrl+Z / Ctrl+Shift+Z, persistent across restarts |
+//! | `audit_log(Option<PlanId>) -> Vec<AuditEntry>` | who changed what, when, before/after |
+//! | `load_frames(plan, Option<iteration>) -> Vec<Rgb8Image>` | start frame + an iteration's frames, hash-checked |
+//! | `add_training_run`, `finish_training_run`, `training_runs` | fine-tunes and the plans they used |
+//! | `export_json`, `import_json`, `import_images` | moving plans between stores |
+//!
+//! Label writers return `Option<AuditId>`: None when the label already had that value.
 //! Every method takes `&self`; a `Store` is `Send + Sync` (one connection behind a mutex), so
 //! the studio can share an `Arc<Store>` with its background threads, or open one per thread.
 //!
@@ -94,7 +110,8 @@ pub enum StoreError {
     },
 }
 
-pub(crate) type Result<T> = std::result::Result<T, StoreError>;
+/// The store's result type.
+pub type Result<T> = std::result::Result<T, StoreError>;
 
 /// Milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> i64 {
