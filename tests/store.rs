@@ -534,8 +534,10 @@ fn kill_9_harness_ten_kills_loses_nothing() {
         s(&st),
         "--iterations",
         "10",
+        "--min-delay-ms",
+        "60",
         "--max-delay-ms",
-        "150",
+        "300",
         "--json",
         s(&json),
     ]);
@@ -544,8 +546,8 @@ fn kill_9_harness_ten_kills_loses_nothing() {
         serde_json::from_slice(&std::fs::read(&json).expect("report")).expect("json");
     let kills = r["kills"].as_u64().expect("kills");
     let early = r["early_exits"].as_u64().expect("early");
-    assert_eq!(kills + early, 10);
-    assert!(kills >= 8, "the workers run until killed: {r}");
+    assert_eq!(early, 0, "the workers run until killed: {r}");
+    assert_eq!(kills, 10);
     assert_eq!(r["failures"].as_array().map(Vec::len), Some(0));
     assert!(r["acknowledged_checked"].as_u64().expect("acks") > 0, "{r}");
     let (_, report) = Store::open(&st).expect("the store opens");

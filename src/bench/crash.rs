@@ -44,7 +44,8 @@ pub enum Ack {
 pub struct CrashReport {
     /// Children killed with SIGKILL while working.
     pub kills: usize,
-    /// Children that had exited on their own (error) before their kill came.
+    /// Children that had exited on their own (an error, also listed in `failures`) before
+    /// their kill came.
     pub early_exits: usize,
     /// Acknowledged changes verified present after the kills.
     pub acknowledged_checked: usize,
@@ -202,7 +203,12 @@ pub fn worker(
             store.undo(&me)?.map(|r| (r.audit.0, r.state))
         } else {
             let dir = store_dir.join("exports").join(format!("{me}-{n}"));
-            let k = export_json(&store, &[], &dir)?;
+            // A few plans, so exports finish often enough to be verified, and are killed too.
+            let mut some = vec![plan];
+            some.extend((0..2).map(|_| plans[rng.random_range(0..plans.len())]));
+            some.sort();
+            some.dedup();
+            let k = export_json(&store, &some, &dir)?;
             ack(&Ack::Export { dir, plans: k })?;
             continue;
         };
@@ -370,15 +376,28 @@ pub fn run(
     for i in 0..spec.iterations {
         let seed = spec.seed * 100_000 + i as u64;
         let journal = journals_dir.join(format!("{seed}.jsonl"));
+        let errors = journals_dir.join(format!("{seed}.stderr"));
+        let stderr = std::fs::File::create(&errors).map_err(|source| CrashError::Journal {
+            path: errors.clone(),
+            source,
+        })?;
         let mut child = worker_command(&spec.store, &journal, seed)
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(stderr)
             .spawn()
             .map_err(CrashError::Spawn)?;
         let delay = rng.random_range(spec.min_delay_ms..=spec.max_delay_ms.max(spec.min_delay_ms));
         std::thread::sleep(Duration::from_millis(delay));
         match child.try_wait() {
-            Ok(Some(_)) => report.early_exits += 1,
+            Ok(Some(status)) => {
+                // Workers loop until killed: exiting by itself means an error.
+                report.early_exits += 1;
+                let said = std::fs::read_to_string(&errors).unwrap_or_default();
+                report.failures.push(format!(
+                    "worker {seed} exited by itself ({status}): {}",
+                    said.trim()
+                ));
+            }
             _ => {
                 // Child::kill sends SIGKILL on Unix.
                 let _ = child.kill();
