@@ -1,6 +1,7 @@
 //! Performance benchmarks behind `videoagent bench`: each returns a serialisable report that
 //! the CLI prints as a table and as JSON. Timings come from real runs, never from tests.
 
+pub mod crash;
 pub mod model;
 pub mod world;
 
