@@ -14,8 +14,8 @@ use store_cli::{BenchCrashArgs, CrashWorkerArgs, ExportArgs, ImportArgs, StoreCo
 
 /// VideoAgent Studio: video plans for robots, refined by a critic, executed and improved.
 ///
-/// Subcommands run the library headless; `videoagent` alone will open the studio once it
-/// exists (for now it prints this help).
+/// `videoagent` alone opens the studio (a window) on the embedded world with the shipped model;
+/// subcommands run the library headless.
 #[derive(Debug, Parser)]
 #[command(name = "videoagent", version, about, long_about = None, propagate_version = true)]
 pub struct Cli {
@@ -26,8 +26,29 @@ pub struct Cli {
     pub log: String,
 }
 
+#[derive(Debug, Args, Default)]
+pub struct StudioArgs {
+    /// Model folder (default: $VIDEOAGENT_MODEL, else the shipped CPU model)
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// auto, cpu, cuda or metal
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// Folder of plan folders to open at start (default: the shipped samples)
+    #[arg(long)]
+    plans: Option<PathBuf>,
+    /// Name recorded with every label (default: $USER)
+    #[arg(long)]
+    annotator: Option<String>,
+    /// Plan store folder: plans and labels are saved there (default: runs/studio-store)
+    #[arg(long)]
+    store: Option<PathBuf>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Open the studio (the default without a subcommand), with options.
+    Studio(StudioArgs),
     /// List worlds, their tasks (difficulty, instructions) and camera views.
     Tasks(TasksArgs),
     /// Run the scripted experts and write a demonstration dataset.
@@ -262,12 +283,8 @@ pub struct BenchWorldArgs {
 
 pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        None => {
-            use clap::CommandFactory;
-            Cli::command().print_help()?;
-            println!("\nThe studio is not part of this build yet; use a subcommand.");
-            Ok(())
-        }
+        None => studio(&StudioArgs::default()),
+        Some(Command::Studio(a)) => studio(&a),
         Some(Command::Tasks(a)) => tasks(&a),
         Some(Command::Dataset(a)) => dataset(&a),
         Some(Command::Sheet(a)) => sheet(&a),
@@ -460,6 +477,35 @@ fn interrupt_flag() -> Result<std::sync::Arc<AtomicBool>> {
     ctrlc::set_handler(move || f.store(true, std::sync::atomic::Ordering::SeqCst))
         .context("installing the Ctrl-C handler")?;
     Ok(flag)
+}
+
+fn studio(args: &StudioArgs) -> Result<()> {
+    use videoagent::app::{StudioOptions, run_native};
+    let options = StudioOptions {
+        model_dir: args
+            .model
+            .clone()
+            .unwrap_or_else(videoagent::model::pipeline::default_model_dir),
+        device: if args.device.is_empty() {
+            "auto".into()
+        } else {
+            args.device.clone()
+        },
+        sample_plans: Some(args.plans.clone().unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sample_data/plans")
+        })),
+        annotator: args
+            .annotator
+            .clone()
+            .or_else(|| std::env::var("USER").ok())
+            .unwrap_or_else(|| "annotator".into()),
+        store_dir: Some(
+            args.store
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("runs/studio-store")),
+        ),
+    };
+    run_native(options).map_err(|e| anyhow::anyhow!("the studio window could not open: {e}"))
 }
 
 fn train(args: &TrainArgs) -> Result<()> {

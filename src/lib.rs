@@ -2,9 +2,10 @@
 //!
 //! Modules follow the data flow of VideoAgent (arXiv 2410.10076):
 //! [`env`] simulates worlds and runs experts, [`model`] is the video diffusion model,
-//! [`store`] keeps datasets and other artefacts on disk.
+//! [`store`] keeps datasets and other artefacts on disk, [`app`] is the egui studio on top.
 
 pub mod agent;
+pub mod app;
 pub mod bench;
 pub mod env;
 pub mod model;

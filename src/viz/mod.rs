@@ -1,5 +1,7 @@
 //! Pictures for people: frame strips, grids and animated GIFs of plans and demonstrations.
 
+pub mod gpu_difference;
+
 use std::path::Path;
 
 use crate::env::Rgb8Image;
@@ -105,4 +107,64 @@ pub fn loss_plot(log: &[(u64, f32, f64)], width: u32, height: u32) -> image::Rgb
         }
     }
     img
+}
+
+/// Per-pixel difference of two frames of the same size as a heatmap (black: equal, through red
+/// and yellow to white: maximal). The CPU path of the studio's difference view, which computes
+/// the same map in `shaders/difference.wgsl` when a GPU is present.
+pub fn difference_heatmap(a: &Rgb8Image, b: &Rgb8Image) -> Rgb8Image {
+    let pixels = a
+        .pixels
+        .chunks_exact(3)
+        .zip(b.pixels.chunks_exact(3))
+        .flat_map(|(p, q)| {
+            let d: f32 = p
+                .iter()
+                .zip(q)
+                .map(|(&x, &y)| (f32::from(x) - f32::from(y)).abs())
+                .sum::<f32>()
+                / (3.0 * 255.0);
+            heat(d)
+        })
+        .collect();
+    Rgb8Image {
+        width: a.width.min(b.width),
+        height: a.height.min(b.height),
+        pixels,
+    }
+}
+
+/// Black -> red -> yellow -> white for `t` in 0..1 (amplified so small errors show).
+fn heat(t: f32) -> [u8; 3] {
+    let t = (t * 3.0).clamp(0.0, 1.0) * 3.0;
+    let channel = |from: f32| ((t - from).clamp(0.0, 1.0) * 255.0).round() as u8;
+    [channel(0.0), channel(1.0), channel(2.0)]
+}
+
+#[cfg(test)]
+mod difference_tests {
+    use super::*;
+
+    #[test]
+    fn equal_frames_are_black_and_opposites_white() {
+        let black = Rgb8Image {
+            width: 2,
+            height: 1,
+            pixels: vec![0; 6],
+        };
+        let mixed = Rgb8Image {
+            width: 2,
+            height: 1,
+            pixels: vec![0, 0, 0, 255, 255, 255],
+        };
+        let map = difference_heatmap(&black, &mixed);
+        assert_eq!(map.pixels, vec![0, 0, 0, 255, 255, 255]);
+        let small = Rgb8Image {
+            width: 1,
+            height: 1,
+            pixels: vec![40, 0, 0],
+        };
+        let tiny = difference_heatmap(&small, &Rgb8Image { pixels: vec![0; 3], ..small.clone() });
+        assert!(tiny.pixels[0] > 0 && tiny.pixels[2] == 0, "small errors show as red");
+    }
 }

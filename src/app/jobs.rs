@@ -1,0 +1,302 @@
+//! Background work for the studio: each job runs on its own thread and reports over a bounded
+//! channel; the UI thread drains the channel once per frame and never waits. Progress messages
+//! are dropped when the channel is full (the next one supersedes them); results never are.
+
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::time::Instant;
+
+use crate::env::{self, Rgb8Image};
+use crate::model::{SampleConfig, VideoModel};
+
+use super::state::{IterationView, PlanId, PlanOrigin, PlanView};
+
+/// Wakes the UI when a message arrives (egui's `request_repaint`).
+pub type Repaint = Arc<dyn Fn() + Send + Sync>;
+
+const CHANNEL_CAPACITY: usize = 64;
+
+/// The worker's end of a job.
+pub struct Reporter<E> {
+    tx: SyncSender<E>,
+    cancel: Arc<AtomicBool>,
+    repaint: Repaint,
+}
+
+impl<E> Reporter<E> {
+    /// Delivers a result; waits while the channel is full. `false` once the UI is gone.
+    pub fn send(&self, event: E) -> bool {
+        let delivered = self.tx.send(event).is_ok();
+        (self.repaint)();
+        delivered
+    }
+
+    /// Delivers a progress update unless the channel is full.
+    pub fn progress(&self, event: E) {
+        match self.tx.try_send(event) {
+            Ok(()) => (self.repaint)(),
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {}
+        }
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+}
+
+/// The UI's end of a job.
+pub struct Job<E> {
+    pub name: String,
+    pub started: Instant,
+    rx: Receiver<E>,
+    cancel: Arc<AtomicBool>,
+    finished: bool,
+}
+
+impl<E: Send + 'static> Job<E> {
+    /// Runs `work` on a new thread.
+    pub fn spawn(
+        name: impl Into<String>,
+        repaint: Repaint,
+        work: impl FnOnce(Reporter<E>) + Send + 'static,
+    ) -> Self {
+        let (tx, rx) = sync_channel(CHANNEL_CAPACITY);
+        let cancel = Arc::new(AtomicBool::new(false));
+        let reporter = Reporter {
+            tx,
+            cancel: cancel.clone(),
+            repaint,
+        };
+        std::thread::spawn(move || work(reporter));
+        Self {
+            name: name.into(),
+            started: Instant::now(),
+            rx,
+            cancel,
+            finished: false,
+        }
+    }
+
+    /// Every message that has arrived, without waiting.
+    pub fn drain(&mut self) -> Vec<E> {
+        let mut events = Vec::new();
+        loop {
+            match self.rx.try_recv() {
+                Ok(e) => events.push(e),
+                Err(std::sync::mpsc::TryRecvError::Empty) => break,
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                    self.finished = true;
+                    break;
+                }
+            }
+        }
+        events
+    }
+
+    /// The worker has ended and every message was drained.
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    pub fn cancel(&self) {
+        self.cancel.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_cancelling(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
+}
+
+/// What to generate.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GenerateRequest {
+    pub id: PlanId,
+    pub origin: PlanOrigin,
+    /// Empty: the task's own instruction.
+    pub instruction: String,
+    pub max_refinements: usize,
+    pub sampler_steps: usize,
+    pub guidance: f64,
+    pub sample_seed: u64,
+}
+
+/// Messages of a generation job.
+#[derive(Debug)]
+pub enum GenerateEvent {
+    /// The start frame is known: the plan exists (without iterations yet).
+    Started(Box<PlanView>),
+    Step {
+        iteration: usize,
+        step: usize,
+        total: usize,
+    },
+    Iteration(Box<IterationView>),
+    Finished {
+        chosen: usize,
+    },
+    Failed(String),
+    /// Something went wrong that does not stop the plan (e.g. the store could not save it).
+    Warning(String),
+    Cancelled,
+}
+
+/// Resets the world to the request's start and generates the plan.
+pub fn generate(
+    model: Arc<VideoModel>,
+    store: Option<Arc<crate::store::db::Store>>,
+    request: GenerateRequest,
+    report: Reporter<GenerateEvent>,
+) {
+    match run_generate(&model, store.as_deref(), &request, &report) {
+        Ok(Some(chosen)) => report.send(GenerateEvent::Finished { chosen }),
+        Ok(None) => report.send(GenerateEvent::Cancelled),
+        Err(message) => report.send(GenerateEvent::Failed(message)),
+    };
+}
+
+fn run_generate(
+    model: &VideoModel,
+    store: Option<&crate::store::db::Store>,
+    request: &GenerateRequest,
+    report: &Reporter<GenerateEvent>,
+) -> Result<Option<usize>, String> {
+    let origin = &request.origin;
+    let mut world = env::open_world(&origin.world, 64).map_err(|e| e.to_string())?;
+    let task = world
+        .tasks()
+        .into_iter()
+        .find(|t| t.name == origin.task)
+        .ok_or_else(|| format!("unknown task {}", origin.task))?;
+    let instruction = if request.instruction.trim().is_empty() {
+        task.instruction().to_owned()
+    } else {
+        request.instruction.clone()
+    };
+    let first = world
+        .reset(&origin.task, origin.view, origin.seed)
+        .map_err(|e| e.to_string())?
+        .rgb;
+    let size = model.config.frame_size() as u32;
+    let start_frame = crate::model::pipeline::resize(&first, size);
+    let mut plan = PlanView {
+        id: request.id,
+        origin: origin.clone(),
+        instruction: instruction.clone(),
+        iterations: Vec::new(),
+        chosen: 0,
+        rollout: None,
+    };
+    let stored = store.and_then(|s| {
+        match super::persist::add_plan(s, &plan, start_frame.clone()) {
+            Ok(id) => Some((s, id)),
+            Err(e) => {
+                report.send(GenerateEvent::Warning(format!("the plan is not stored: {e}")));
+                None
+            }
+        }
+    });
+    if let Some((_, id)) = stored {
+        plan.id = super::persist::studio_id(id);
+    }
+    report.send(GenerateEvent::Started(Box::new(plan)));
+    let sample = SampleConfig {
+        guidance_weight: request.guidance,
+        ..SampleConfig::ddim(request.sampler_steps.max(1))
+    };
+    let started = Instant::now();
+    let frames = model
+        .plan(
+            &first,
+            None,
+            &instruction,
+            &sample,
+            request.sample_seed,
+            |step| {
+                report.progress(GenerateEvent::Step {
+                    iteration: 0,
+                    step: step.index + 1,
+                    total: step.total,
+                });
+                if report.is_cancelled() {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            },
+        )
+        .map_err(|e| format!("sampling failed: {e}"))?;
+    let Some(frames) = frames else {
+        return Ok(None);
+    };
+    let mut all: Vec<Rgb8Image> = vec![start_frame];
+    all.extend(frames);
+    let iteration = IterationView {
+        frames: all,
+        critique: None,
+        sample_ms: started.elapsed().as_secs_f64() * 1e3,
+    };
+    if let Some((store, id)) = stored
+        && let Err(e) = super::persist::add_iteration(store, id, &iteration)
+    {
+        report.send(GenerateEvent::Warning(format!("an iteration is not stored: {e}")));
+    }
+    report.send(GenerateEvent::Iteration(Box::new(iteration)));
+    Ok(Some(0))
+}
+
+/// Loads a model folder on a worker thread (the studio shows the UI meanwhile).
+pub fn load_model(
+    dir: PathBuf,
+    device: String,
+) -> poll_promise::Promise<Result<(Arc<VideoModel>, String), String>> {
+    poll_promise::Promise::spawn_thread("load model", move || {
+        let (device, note) =
+            crate::model::device::select_device(&device).map_err(|e| e.to_string())?;
+        let model = VideoModel::load(&dir, &device)
+            .map_err(|e| format!("cannot load the model in {}: {e}", dir.display()))?;
+        Ok((Arc::new(model), note))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_repaint() -> Repaint {
+        Arc::new(|| {})
+    }
+
+    #[test]
+    fn results_arrive_and_the_job_finishes() {
+        let mut job = Job::spawn("count", no_repaint(), |r: Reporter<u32>| {
+            for i in 0..200 {
+                r.send(i);
+            }
+        });
+        let mut got = Vec::new();
+        while !job.is_finished() {
+            got.extend(job.drain());
+            std::thread::yield_now();
+        }
+        assert_eq!(got, (0..200).collect::<Vec<_>>(), "no result is dropped");
+    }
+
+    #[test]
+    fn cancel_reaches_the_worker() {
+        let mut job = Job::spawn("spin", no_repaint(), |r: Reporter<&'static str>| {
+            while !r.is_cancelled() {
+                std::thread::yield_now();
+            }
+            r.send("stopped");
+        });
+        job.cancel();
+        let mut got = Vec::new();
+        while !job.is_finished() {
+            got.extend(job.drain());
+        }
+        assert_eq!(got, vec!["stopped"]);
+    }
+}

@@ -1,0 +1,517 @@
+//! The studio: an egui/eframe desktop app to generate plans, inspect every refinement iteration
+//! beside its critique, compare, label and curate. It drives the library and holds no ML logic.
+//!
+//! Layout (Rerun's names): the left *browser* (make a plan; the list of plans), the central
+//! *viewport* (one row per iteration, the compare view), the right *inspector* (labels), the
+//! bottom *time panel* (playback, jobs) and a status bar. Panels read [`command::Studio`] and
+//! push [`command::Command`]s; [`StudioApp::logic`] drains background jobs and applies them.
+
+pub mod command;
+mod compare;
+pub mod jobs;
+mod panels;
+pub mod persist;
+pub mod playback;
+pub mod samples;
+pub mod shortcuts;
+pub mod state;
+pub mod textures;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::env::{self, TaskInfo, ViewInfo};
+use crate::model::VideoModel;
+
+use command::{Command, JobCommand, Studio};
+use jobs::{GenerateEvent, GenerateRequest, Job, Repaint};
+use state::PlanOrigin;
+use textures::TextureCache;
+
+/// How the studio starts.
+#[derive(Clone, Debug)]
+pub struct StudioOptions {
+    pub model_dir: PathBuf,
+    /// `auto`, `cpu`, `cuda` or `metal`.
+    pub device: String,
+    /// Plan folders to open at start (the shipped samples); with a store, they are imported
+    /// into it when it is empty.
+    pub sample_plans: Option<PathBuf>,
+    /// The plan store (labels are saved there); `None` keeps everything in memory.
+    pub store_dir: Option<PathBuf>,
+    pub annotator: String,
+}
+
+/// The form of the browser's "Make a plan" section.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GenerateSettings {
+    pub world: String,
+    pub task: String,
+    pub view: usize,
+    pub seed: u64,
+    /// Empty: the task's own instruction.
+    pub instruction: String,
+    pub max_refinements: usize,
+    pub sampler_steps: usize,
+    pub guidance: f64,
+}
+
+impl Default for GenerateSettings {
+    fn default() -> Self {
+        Self {
+            world: "tabletop".into(),
+            task: "push".into(),
+            view: 0,
+            seed: 0,
+            instruction: String::new(),
+            max_refinements: 2,
+            sampler_steps: 10,
+            guidance: 0.0,
+        }
+    }
+}
+
+/// The model, once its folder has been read on a worker thread.
+enum ModelSlot {
+    Loading(poll_promise::Promise<Result<(Arc<VideoModel>, String), String>>),
+    Ready {
+        model: Arc<VideoModel>,
+        device_note: String,
+    },
+    Failed(String),
+}
+
+/// The plan store, once opened on a worker thread.
+enum StoreSlot {
+    Opening(poll_promise::Promise<Result<persist::OpenedStore, String>>),
+    Open {
+        store: Arc<crate::store::db::Store>,
+        writer: persist::LabelWriter,
+    },
+    /// In memory only, with the reason.
+    Unavailable(String),
+}
+
+/// A message shown for a few seconds in the corner.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Toast {
+    pub text: String,
+    pub is_error: bool,
+    pub shown_at_secs: Option<f64>,
+}
+
+/// Progress of the running generation.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct GenerateProgress {
+    pub iteration: usize,
+    pub step: usize,
+    pub total: usize,
+}
+
+pub struct StudioApp {
+    pub studio: Studio,
+    pub settings: GenerateSettings,
+    pub options: StudioOptions,
+    model: ModelSlot,
+    store: StoreSlot,
+    generate: Option<(Job<GenerateEvent>, GenerateProgress)>,
+    textures: TextureCache,
+    pub toasts: Vec<Toast>,
+    tasks: Vec<TaskInfo>,
+    views: Vec<ViewInfo>,
+    repaint: Option<Repaint>,
+    show_shortcuts: bool,
+}
+
+impl StudioApp {
+    /// Starts loading the model and opens the sample plans.
+    pub fn new(options: StudioOptions) -> Self {
+        let mut studio = Studio::new(options.annotator.clone());
+        let mut toasts = Vec::new();
+        let store = match &options.store_dir {
+            Some(dir) => StoreSlot::Opening(persist::open_store(
+                dir.clone(),
+                options.sample_plans.clone(),
+                options.annotator.clone(),
+            )),
+            None => StoreSlot::Unavailable("no store folder given".into()),
+        };
+        let samples_in_memory = options.store_dir.is_none();
+        if let (true, Some(dir)) = (samples_in_memory, &options.sample_plans) {
+            match samples::load_plan_folders(dir, &mut studio) {
+                Ok(warnings) => toasts.extend(warnings.into_iter().map(|w| Toast {
+                    text: w,
+                    is_error: true,
+                    shown_at_secs: None,
+                })),
+                Err(e) => toasts.push(Toast {
+                    text: format!("cannot open the sample plans: {e}"),
+                    is_error: true,
+                    shown_at_secs: None,
+                }),
+            }
+        }
+        let (tasks, views) = env::open_world("tabletop", 64)
+            .map(|w| (w.tasks(), w.views()))
+            .unwrap_or_default();
+        Self {
+            model: ModelSlot::Loading(jobs::load_model(
+                options.model_dir.clone(),
+                options.device.clone(),
+            )),
+            studio,
+            store,
+            settings: GenerateSettings::default(),
+            options,
+            generate: None,
+            textures: TextureCache::default(),
+            toasts,
+            tasks,
+            views,
+            repaint: None,
+            show_shortcuts: false,
+        }
+    }
+
+    /// Blocks until the model has loaded (tests and benchmarks; the UI never calls it).
+    pub fn wait_for_model(&mut self) -> Result<(), String> {
+        if let ModelSlot::Loading(promise) = &self.model {
+            while promise.ready().is_none() {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
+        self.poll_model();
+        match &self.model {
+            ModelSlot::Failed(e) => Err(e.clone()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Blocks until the store has opened and every label change was saved (tests).
+    pub fn flush_store(&mut self) -> Result<(), String> {
+        loop {
+            self.poll_store();
+            self.save_labels();
+            match &self.store {
+                StoreSlot::Opening(_) => {}
+                StoreSlot::Open { writer, .. } => {
+                    if writer.pending() == 0 && self.studio.unsaved.is_empty() {
+                        return Ok(());
+                    }
+                }
+                StoreSlot::Unavailable(reason) => return Err(reason.clone()),
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    /// What the status bar says about the store.
+    pub fn store_status(&self) -> String {
+        match &self.store {
+            StoreSlot::Opening(_) => "opening store…".into(),
+            StoreSlot::Open { store, .. } => format!("store {}", store.dir().display()),
+            StoreSlot::Unavailable(reason) => format!("labels not saved ({reason})"),
+        }
+    }
+
+    fn poll_store(&mut self) {
+        let StoreSlot::Opening(promise) = &self.store else {
+            return;
+        };
+        let Some(result) = promise.ready() else {
+            return;
+        };
+        let (slot, messages) = match result {
+            Ok(opened) => {
+                for plan in &opened.plans {
+                    self.studio.upsert_plan(plan.clone());
+                }
+                self.studio.load_labels(opened.labels.clone());
+                let mut messages = vec![(opened.report.clone(), false)];
+                messages.extend(opened.warnings.iter().map(|w| (w.clone(), true)));
+                (
+                    StoreSlot::Open {
+                        store: opened.store.clone(),
+                        writer: persist::LabelWriter::spawn(opened.store.clone()),
+                    },
+                    messages,
+                )
+            }
+            Err(e) => (
+                StoreSlot::Unavailable(e.clone()),
+                vec![(format!("the store could not open, labels stay in memory: {e}"), true)],
+            ),
+        };
+        self.store = slot;
+        for (text, is_error) in messages {
+            self.toast(text, is_error);
+        }
+    }
+
+    /// Hands changed labels to the store's writer (what does not fit waits for the next frame).
+    fn save_labels(&mut self) {
+        let StoreSlot::Open { writer, .. } = &self.store else {
+            return;
+        };
+        let mut errors = writer.errors();
+        let mut waiting = Vec::new();
+        for plan in std::mem::take(&mut self.studio.unsaved) {
+            let label = self.studio.labels.get(&plan).cloned();
+            if !writer.save(plan, label, &self.studio.annotator) {
+                waiting.push(plan);
+            }
+        }
+        self.studio.unsaved = waiting;
+        for e in errors.drain(..) {
+            self.toast(e, true);
+        }
+    }
+
+    /// A generation is running.
+    pub fn is_generating(&self) -> bool {
+        self.generate.is_some()
+    }
+
+    /// What the status bar says about the model and its device.
+    pub fn model_status(&self) -> String {
+        match &self.model {
+            ModelSlot::Loading(_) => "loading model…".into(),
+            ModelSlot::Ready { model, device_note } => format!(
+                "model {} | {}",
+                model
+                    .source
+                    .file_name()
+                    .map_or_else(|| "?".into(), |n| n.to_string_lossy().into_owned()),
+                device_note
+            ),
+            ModelSlot::Failed(e) => format!("no model: {e}"),
+        }
+    }
+
+    fn poll_model(&mut self) {
+        let ModelSlot::Loading(promise) = &self.model else {
+            return;
+        };
+        let Some(result) = promise.ready() else {
+            return;
+        };
+        self.model = match result {
+            Ok((model, note)) => ModelSlot::Ready {
+                model: model.clone(),
+                device_note: note.clone(),
+            },
+            Err(e) => {
+                self.toasts.push(Toast {
+                    text: e.clone(),
+                    is_error: true,
+                    shown_at_secs: None,
+                });
+                ModelSlot::Failed(e.clone())
+            }
+        };
+    }
+
+    pub fn toast(&mut self, text: impl Into<String>, is_error: bool) {
+        self.toasts.push(Toast {
+            text: text.into(),
+            is_error,
+            shown_at_secs: None,
+        });
+    }
+
+    /// Applies a command; starts or stops jobs for job commands.
+    pub fn apply(&mut self, command: Command) {
+        let Some(job) = self.studio.apply(command) else {
+            return;
+        };
+        match job {
+            JobCommand::Generate => self.start_generate(),
+            JobCommand::Cancel => {
+                if let Some((job, _)) = &self.generate {
+                    job.cancel();
+                }
+            }
+            JobCommand::Execute | JobCommand::FineTune | JobCommand::ExportGif => {
+                self.toast("not available in this build yet", true);
+            }
+        }
+    }
+
+    fn start_generate(&mut self) {
+        if self.generate.is_some() {
+            self.toast("a plan is already being generated", true);
+            return;
+        }
+        let ModelSlot::Ready { model, .. } = &self.model else {
+            self.toast("the model is not loaded yet", true);
+            return;
+        };
+        let s = &self.settings;
+        let request = GenerateRequest {
+            id: self.studio.next_plan_id(),
+            origin: PlanOrigin {
+                world: s.world.clone(),
+                task: s.task.clone(),
+                view: s.view,
+                seed: s.seed,
+            },
+            instruction: s.instruction.clone(),
+            max_refinements: s.max_refinements,
+            sampler_steps: s.sampler_steps,
+            guidance: s.guidance,
+            sample_seed: s.seed,
+        };
+        let model = model.clone();
+        let store = match &self.store {
+            StoreSlot::Open { store, .. } => Some(store.clone()),
+            _ => None,
+        };
+        let repaint = self.repaint.clone().unwrap_or_else(|| Arc::new(|| {}));
+        let job = Job::spawn("generate", repaint, move |report| {
+            jobs::generate(model, store, request, report)
+        });
+        self.generate = Some((job, GenerateProgress::default()));
+    }
+
+    /// Drains background jobs and advances playback; no drawing.
+    pub fn logic(&mut self, ctx: &egui::Context) {
+        if self.repaint.is_none() {
+            let ctx = ctx.clone();
+            self.repaint = Some(Arc::new(move || ctx.request_repaint()));
+        }
+        self.poll_model();
+        self.poll_store();
+        self.save_labels();
+        if matches!(self.model, ModelSlot::Loading(_)) || matches!(self.store, StoreSlot::Opening(_)) {
+            ctx.request_repaint_after(std::time::Duration::from_millis(50));
+        }
+        self.drain_generate();
+        for command in shortcuts::pressed(ctx) {
+            self.apply(command);
+        }
+        if ctx.input(|i| i.key_pressed(egui::Key::Questionmark) || i.key_pressed(egui::Key::F1))
+            && !ctx.egui_wants_keyboard_input()
+        {
+            self.show_shortcuts = !self.show_shortcuts;
+        }
+        let frames = self.studio.selected_plan().map_or(0, |p| p.frame_count());
+        let now = ctx.input(|i| i.time);
+        if let Some(wait) = self.studio.playback.tick(now, frames) {
+            ctx.request_repaint_after(std::time::Duration::from_secs_f64(wait));
+        }
+    }
+
+    fn drain_generate(&mut self) {
+        let Some((job, progress)) = &mut self.generate else {
+            return;
+        };
+        let mut messages = Vec::new();
+        for event in job.drain() {
+            match event {
+                GenerateEvent::Started(plan) => {
+                    let id = plan.id;
+                    self.textures.forget_plan(id.0);
+                    self.studio.upsert_plan(*plan);
+                    self.studio.apply(Command::SelectPlan(id));
+                }
+                GenerateEvent::Step {
+                    iteration,
+                    step,
+                    total,
+                } => {
+                    *progress = GenerateProgress {
+                        iteration,
+                        step,
+                        total,
+                    };
+                }
+                GenerateEvent::Iteration(iteration) => {
+                    if let Some(plan) = self
+                        .studio
+                        .plans
+                        .iter_mut()
+                        .find(|p| Some(p.id) == self.studio.selected)
+                    {
+                        plan.iterations.push(*iteration);
+                    }
+                }
+                GenerateEvent::Finished { chosen } => {
+                    if let Some(plan) = self
+                        .studio
+                        .plans
+                        .iter_mut()
+                        .find(|p| Some(p.id) == self.studio.selected)
+                    {
+                        plan.chosen = chosen;
+                    }
+                    messages.push(("plan ready".to_owned(), false));
+                }
+                GenerateEvent::Failed(e) | GenerateEvent::Warning(e) => messages.push((e, true)),
+                GenerateEvent::Cancelled => messages.push(("generation cancelled".into(), false)),
+            }
+        }
+        let finished = job.is_finished();
+        for (text, is_error) in messages {
+            self.toast(text, is_error);
+        }
+        if finished {
+            self.generate = None;
+        }
+    }
+
+    /// Draws the whole studio into `ui` and applies what the panels asked for.
+    pub fn show(&mut self, ui: &mut egui::Ui) {
+        self.logic(ui.ctx());
+        let mut commands = Vec::new();
+        panels::status_bar(ui, self);
+        panels::time_panel(ui, self, &mut commands);
+        panels::browser(ui, self, &mut commands);
+        panels::inspector(ui, &self.studio, &mut commands);
+        egui::CentralPanel::default_margins().show(ui, |ui| {
+            panels::viewport(ui, &self.studio, &mut self.textures, &mut commands);
+        });
+        if self.show_shortcuts {
+            egui::Window::new("Keyboard shortcuts")
+                .open(&mut self.show_shortcuts)
+                .show(ui.ctx(), shortcuts::cheat_sheet_ui);
+        }
+        panels::toasts(ui.ctx(), &mut self.toasts);
+        for command in commands {
+            self.apply(command);
+        }
+    }
+
+    /// Progress of the running generation, if any.
+    pub fn generate_progress(&self) -> Option<GenerateProgress> {
+        self.generate.as_ref().map(|(_, p)| *p)
+    }
+
+    pub fn tasks(&self) -> &[TaskInfo] {
+        &self.tasks
+    }
+
+    pub fn views(&self) -> &[ViewInfo] {
+        &self.views
+    }
+}
+
+impl eframe::App for StudioApp {
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        self.show(ui);
+    }
+}
+
+/// Opens the studio window (blocks until it is closed).
+pub fn run_native(options: StudioOptions) -> Result<(), eframe::Error> {
+    let native = eframe::NativeOptions {
+        viewport: egui::ViewportBuilder::default()
+            .with_title("VideoAgent Studio")
+            .with_inner_size([1400.0, 860.0]),
+        ..Default::default()
+    };
+    eframe::run_native(
+        "VideoAgent Studio",
+        native,
+        Box::new(move |_cc| Ok(Box::new(StudioApp::new(options)))),
+    )
+}

@@ -1,0 +1,144 @@
+//! Left panel: make a plan (world start, sampler and refinement settings), then the list of
+//! plans with filters and the curated-set counts.
+
+use crate::app::command::{Command, JobCommand};
+use crate::app::state::{StatusFilter, Tag, Verdict};
+use crate::app::StudioApp;
+
+pub fn browser(ui: &mut egui::Ui, app: &mut StudioApp, commands: &mut Vec<Command>) {
+    egui::Panel::left("browser")
+        .resizable(true)
+        .default_size(260.0)
+        .show(ui, |ui| {
+            egui::ScrollArea::vertical().show(ui, |ui| {
+                make_plan_ui(ui, app, commands);
+                ui.separator();
+                plan_list_ui(ui, app, commands);
+            });
+        });
+}
+
+fn make_plan_ui(ui: &mut egui::Ui, app: &mut StudioApp, commands: &mut Vec<Command>) {
+    ui.heading("Make a plan");
+    let tasks: Vec<(String, String)> = app
+        .tasks()
+        .iter()
+        .map(|t| (t.name.clone(), format!("{} ({:?})", t.name, t.difficulty)))
+        .collect();
+    let views: Vec<String> = app.views().iter().map(|v| v.name.clone()).collect();
+    let s = &mut app.settings;
+    egui::Grid::new("make_plan").num_columns(2).show(ui, |ui| {
+        ui.label("Task");
+        egui::ComboBox::from_id_salt("task")
+            .selected_text(s.task.clone())
+            .show_ui(ui, |ui| {
+                for (name, text) in &tasks {
+                    ui.selectable_value(&mut s.task, name.clone(), text);
+                }
+            });
+        ui.end_row();
+        ui.label("View");
+        egui::ComboBox::from_id_salt("view")
+            .selected_text(views.get(s.view).cloned().unwrap_or_default())
+            .show_ui(ui, |ui| {
+                for (i, name) in views.iter().enumerate() {
+                    ui.selectable_value(&mut s.view, i, name);
+                }
+            });
+        ui.end_row();
+        ui.label("Seed");
+        ui.add(egui::DragValue::new(&mut s.seed));
+        ui.end_row();
+        ui.label("Instruction");
+        ui.add(
+            egui::TextEdit::singleline(&mut s.instruction)
+                .hint_text("the task's own")
+                .desired_width(150.0),
+        );
+        ui.end_row();
+        ui.label("Refinements");
+        ui.add(egui::Slider::new(&mut s.max_refinements, 0..=4));
+        ui.end_row();
+        ui.label("Sampler steps");
+        ui.add(egui::Slider::new(&mut s.sampler_steps, 2..=50));
+        ui.end_row();
+        ui.label("Guidance");
+        ui.add(egui::Slider::new(&mut s.guidance, 0.0..=5.0));
+        ui.end_row();
+    });
+    ui.horizontal(|ui| {
+        let busy = app.is_generating();
+        if ui
+            .add_enabled(!busy, egui::Button::new("Generate"))
+            .on_hover_text("Ctrl+Enter")
+            .clicked()
+        {
+            commands.push(Command::Job(JobCommand::Generate));
+        }
+        if busy && ui.button("Cancel").on_hover_text("Esc").clicked() {
+            commands.push(Command::Job(JobCommand::Cancel));
+        }
+    });
+}
+
+fn plan_list_ui(ui: &mut egui::Ui, app: &StudioApp, commands: &mut Vec<Command>) {
+    let studio = &app.studio;
+    ui.heading("Plans");
+    let mut filter = studio.filter.clone();
+    ui.horizontal(|ui| {
+        egui::ComboBox::from_id_salt("filter_task")
+            .selected_text(filter.task.clone().unwrap_or_else(|| "All tasks".into()))
+            .show_ui(ui, |ui| {
+                ui.selectable_value(&mut filter.task, None, "All tasks");
+                for t in app.tasks() {
+                    ui.selectable_value(&mut filter.task, Some(t.name.clone()), &t.name);
+                }
+            });
+        egui::ComboBox::from_id_salt("filter_status")
+            .selected_text(filter.status.label())
+            .show_ui(ui, |ui| {
+                for status in StatusFilter::ALL {
+                    ui.selectable_value(&mut filter.status, status, status.label());
+                }
+            });
+    });
+    egui::ComboBox::from_id_salt("filter_tag")
+        .selected_text(filter.tag.map_or("Any tag", Tag::label))
+        .show_ui(ui, |ui| {
+            ui.selectable_value(&mut filter.tag, None, "Any tag");
+            for tag in Tag::ALL {
+                ui.selectable_value(&mut filter.tag, Some(tag), tag.label());
+            }
+        });
+    if filter != studio.filter {
+        commands.push(Command::SetFilter(filter));
+    }
+    for plan in studio.visible_plans() {
+        let label = studio.labels.get(&plan.id);
+        let mark = match label.and_then(|l| l.verdict) {
+            Some(Verdict::Accept) => "✔",
+            Some(Verdict::Reject) => "✖",
+            None => "·",
+        };
+        let text = format!("{mark} {}", plan.title());
+        if ui
+            .selectable_label(studio.selected == Some(plan.id), text)
+            .clicked()
+        {
+            commands.push(Command::SelectPlan(plan.id));
+        }
+    }
+    if studio.plans.is_empty() {
+        ui.weak("No plans yet: press Generate.");
+    }
+    ui.separator();
+    let curated = studio.curated();
+    ui.label(format!("Curated set: {} plans", curated.len()));
+    let mut per_task: std::collections::BTreeMap<&str, usize> = Default::default();
+    for plan in curated {
+        *per_task.entry(plan.origin.task.as_str()).or_default() += 1;
+    }
+    for (task, n) in per_task {
+        ui.weak(format!("  {task}: {n}"));
+    }
+}

@@ -1,0 +1,215 @@
+//! The studio driven headless with egui_kittest: clicks by accessible label and key presses,
+//! assertions on the resulting state.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use egui::{Key, Modifiers};
+use egui_kittest::Harness;
+use egui_kittest::kittest::Queryable;
+use videoagent::app::command::Command;
+use videoagent::app::state::{StatusFilter, Tag, Verdict};
+use videoagent::app::{StudioApp, StudioOptions};
+use videoagent::env::Rgb8Image;
+use videoagent::store::plan_record::{PlanRecord, SamplerRecord, write_plan};
+
+/// Writes `n` small plan folders (distinct tasks and seeds) into `dir`.
+fn sample_plans(dir: &Path, n: u64) {
+    for i in 0..n {
+        let frame = |v: u8| Rgb8Image {
+            width: 8,
+            height: 8,
+            pixels: vec![v; 8 * 8 * 3],
+        };
+        let task = if i % 2 == 0 { "push" } else { "door-open" };
+        let record = PlanRecord {
+            world: "tabletop".into(),
+            task: task.into(),
+            view: 0,
+            instruction: format!("do {task}"),
+            env_seed: i,
+            sample_seed: i,
+            model: "test".into(),
+            device: "CPU".into(),
+            sampler: SamplerRecord {
+                kind: "ddim".into(),
+                steps: 10,
+                guidance: 0.0,
+            },
+            load_ms: 0.0,
+            sample_ms: 1.0,
+            frames: (0..8).map(|f| format!("frames/{f:02}.png")).collect(),
+        };
+        let plan: Vec<Rgb8Image> = (1..8).map(|f| frame(f * 30)).collect();
+        write_plan(&dir.join(format!("plan-{i}")), &record, &frame(0), &plan).expect("plan");
+    }
+}
+
+fn studio(plans: Option<&Path>) -> StudioApp {
+    StudioApp::new(StudioOptions {
+        model_dir: videoagent::model::pipeline::default_model_dir(),
+        device: "cpu".into(),
+        sample_plans: plans.map(Path::to_owned),
+        annotator: "tester".into(),
+    })
+}
+
+fn harness(app: StudioApp) -> Harness<'static, StudioApp> {
+    Harness::builder()
+        .with_size(egui::vec2(1400.0, 900.0))
+        .build_ui_state(|ui, app: &mut StudioApp| app.show(ui), app)
+}
+
+fn verdict_of(h: &Harness<StudioApp>, plan: usize) -> Option<Verdict> {
+    let studio = &h.state().studio;
+    let id = studio.plans[plan].id;
+    studio.labels.get(&id).and_then(|l| l.verdict)
+}
+
+#[test]
+fn an_annotator_labels_plans_with_the_keyboard_and_undoes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    sample_plans(dir.path(), 3);
+    let mut h = harness(studio(Some(dir.path())));
+    h.run_steps(2);
+    assert_eq!(h.state().studio.plans.len(), 3, "the sample plans open at start");
+
+    h.key_press(Key::A);
+    h.run_steps(2);
+    assert_eq!(verdict_of(&h, 0), Some(Verdict::Accept));
+    assert_eq!(
+        h.state().studio.selected,
+        Some(h.state().studio.plans[1].id),
+        "advances to the next unlabeled plan"
+    );
+    h.key_press(Key::Num4);
+    h.key_press(Key::R);
+    h.run_steps(2);
+    assert_eq!(verdict_of(&h, 1), Some(Verdict::Reject));
+    let rating = h.state().studio.labels[&h.state().studio.plans[1].id].rating;
+    assert_eq!(rating, Some(4));
+
+    h.key_press_modifiers(Modifiers::COMMAND, Key::Z);
+    h.run_steps(2);
+    assert_eq!(verdict_of(&h, 1), None, "Ctrl+Z takes the reject back");
+    assert_eq!(h.state().studio.selected, Some(h.state().studio.plans[1].id));
+    h.key_press_modifiers(Modifiers::COMMAND.plus(Modifiers::SHIFT), Key::Z);
+    h.run_steps(2);
+    assert_eq!(verdict_of(&h, 1), Some(Verdict::Reject), "and redo brings it back");
+    assert!(h.state().studio.audit.len() >= 5);
+}
+
+#[test]
+fn buttons_tag_rate_and_filter_the_curated_set() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    sample_plans(dir.path(), 4);
+    let mut h = harness(studio(Some(dir.path())));
+    h.run_steps(2);
+    h.state_mut().studio.auto_advance = false;
+    h.get_by_label("teleport").click();
+    h.run_steps(1);
+    h.get_by_label("5").click();
+    h.run_steps(1);
+    h.get_by_label("Accept (A)").click();
+    h.run_steps(2);
+    let first = h.state().studio.plans[0].id;
+    let label = h.state().studio.labels[&first].clone();
+    assert!(label.tags.contains(&Tag::Teleport));
+    assert_eq!(label.rating, Some(5));
+    assert_eq!(label.verdict, Some(Verdict::Accept));
+    assert_eq!(label.annotator, "tester");
+    assert_eq!(h.state().studio.curated().len(), 1);
+    h.get_by_label_contains("1 curated");
+
+    let mut filter = h.state().studio.filter.clone();
+    filter.status = StatusFilter::Unlabeled;
+    h.state_mut().apply(Command::SetFilter(filter));
+    h.run_steps(2);
+    assert_eq!(h.state().studio.visible_plans().len(), 3);
+    assert!(
+        h.query_by_label_contains("push  view 0  #0").is_none(),
+        "the accepted plan left the unlabeled list"
+    );
+}
+
+#[test]
+fn playback_keys_move_every_row_together() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    sample_plans(dir.path(), 1);
+    let mut h = harness(studio(Some(dir.path())));
+    h.run_steps(2);
+    h.key_press(Key::End);
+    h.run_steps(1);
+    assert_eq!(h.state().studio.playback.frame_idx, 7);
+    h.key_press(Key::ArrowLeft);
+    h.run_steps(1);
+    assert_eq!(h.state().studio.playback.frame_idx, 6);
+    h.key_press(Key::Home);
+    h.run_steps(1);
+    assert_eq!(h.state().studio.playback.frame_idx, 0);
+    h.key_press(Key::Space);
+    h.run_steps(1);
+    assert!(h.state().studio.playback.playing);
+}
+
+/// Steps the UI until `done` holds (the work runs on worker threads) or the time is up.
+fn step_until(h: &mut Harness<StudioApp>, limit: Duration, done: impl Fn(&StudioApp) -> bool) {
+    let start = Instant::now();
+    while !done(h.state()) {
+        assert!(start.elapsed() < limit, "timed out");
+        h.step();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn generate_runs_in_the_background_and_can_be_cancelled() {
+    let mut app = studio(None);
+    app.wait_for_model().expect("the shipped model loads");
+    app.settings.sampler_steps = 4;
+    app.settings.task = "door-open".into();
+    let mut h = harness(app);
+    h.run_steps(1);
+    h.get_by_label("Generate").click();
+    h.run_steps(1);
+    assert!(h.state().is_generating(), "the UI returns while the plan samples");
+    step_until(&mut h, Duration::from_secs(120), |a| !a.is_generating());
+    let plan = h.state().studio.selected_plan().expect("a new plan").clone();
+    assert_eq!(plan.origin.task, "door-open");
+    assert_eq!(plan.iterations.len(), 1);
+    assert_eq!(plan.iterations[0].frames.len(), 8, "start frame + 7 generated");
+
+    h.state_mut().settings.sampler_steps = 50;
+    h.get_by_label("Generate").click();
+    h.run_steps(1);
+    h.key_press(Key::Escape);
+    step_until(&mut h, Duration::from_secs(120), |a| !a.is_generating());
+    let cancelled = h.state().studio.selected_plan().expect("started plan");
+    assert!(cancelled.iterations.is_empty(), "cancelled before a plan was done");
+    assert!(
+        h.state()
+            .toasts
+            .iter()
+            .any(|t| t.text.contains("cancelled")),
+        "the user is told"
+    );
+}
+
+#[test]
+fn a_broken_model_folder_is_reported_in_the_ui() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut app = StudioApp::new(StudioOptions {
+        model_dir: dir.path().to_owned(),
+        device: "cpu".into(),
+        sample_plans: None,
+        annotator: "tester".into(),
+    });
+    assert!(app.wait_for_model().is_err());
+    let mut h = harness(app);
+    h.run_steps(2);
+    h.get_by_label_contains("no model:");
+    h.get_by_label("Generate").click();
+    h.run_steps(2);
+    assert!(!h.state().is_generating());
+    assert!(h.state().toasts.iter().any(|t| t.is_error));
+}
