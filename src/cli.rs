@@ -41,6 +41,8 @@ pub enum Command {
     /// Performance benchmarks (table on stdout, JSON with --json).
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Measure the perception critic: expert videos accepted, edited failures rejected.
+    CriticCalibrate(crate::critic_cli::CalibrateArgs),
 }
 
 #[derive(Debug, Args)]
@@ -261,6 +263,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Quality(a)) => quality(&a),
         Some(Command::Bench(BenchCommand::World(a))) => bench_world(&a),
         Some(Command::Bench(BenchCommand::Model(a))) => bench_model(&a),
+        Some(Command::CriticCalibrate(a)) => crate::critic_cli::calibrate_cmd(&a),
     }
 }
 
@@ -309,7 +312,7 @@ fn print_world(world: &dyn World) {
 }
 
 /// Parses `all` or a comma list of names against the valid ones.
-fn pick_tasks(world: &dyn World, list: &str) -> Result<Vec<String>> {
+pub(crate) fn pick_tasks(world: &dyn World, list: &str) -> Result<Vec<String>> {
     let valid: Vec<String> = world.tasks().into_iter().map(|t| t.name).collect();
     if list == "all" {
         return Ok(valid);
@@ -326,7 +329,7 @@ fn pick_tasks(world: &dyn World, list: &str) -> Result<Vec<String>> {
         .collect()
 }
 
-fn pick_views(world: &dyn World, list: &str) -> Result<Vec<usize>> {
+pub(crate) fn pick_views(world: &dyn World, list: &str) -> Result<Vec<usize>> {
     let views = world.views();
     if list == "all" {
         return Ok((0..views.len()).collect());
@@ -336,7 +339,7 @@ fn pick_views(world: &dyn World, list: &str) -> Result<Vec<usize>> {
         .collect()
 }
 
-fn progress(len: u64, what: &str) -> ProgressBar {
+pub(crate) fn progress(len: u64, what: &str) -> ProgressBar {
     let bar = ProgressBar::new(len);
     bar.set_style(
         ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")

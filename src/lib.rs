@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod bench;
+pub mod critic;
 pub mod env;
 pub mod model;
 pub mod store;
