@@ -35,10 +35,13 @@ pub struct PerceptionThresholds {
     pub ambiguity: f32,
     /// Things with fewer pixels than this in the start frame are not tracked.
     pub min_mass: usize,
+    /// Things whose colour is found in the start frame mostly away from them (blends of
+    /// other things look like them) are not tracked: at least this share must be on them.
+    pub min_precision: f32,
     /// A thing with less than this share of its start mass is missing.
     pub vanish_frac: f32,
-    /// A missing thing is occluded if other things cover this share of its start mass in its
-    /// last place.
+    /// A missing thing is occluded if other things cover this share of its start footprint
+    /// placed where it should be.
     pub occluded_frac: f32,
     /// A blurred colour (of a thing too thin to keep its own) must be this far from others.
     pub blur_distinct: f32,
@@ -77,8 +80,9 @@ impl Default for PerceptionThresholds {
             colour_tolerance: 45.0,
             ambiguity: 25.0,
             min_mass: 8,
+            min_precision: 0.7,
             vanish_frac: 0.25,
-            occluded_frac: 0.6,
+            occluded_frac: 0.5,
             blur_distinct: 35.0,
             outrun_px: 8.0,
             fixture_min_px: 6,
@@ -126,6 +130,9 @@ impl Track {
 
 struct Judge<'a> {
     th: &'a PerceptionThresholds,
+    labels: &'a [String],
+    /// The start frame's segmentation at the judged size.
+    start_seg: LabelMap,
     size: usize,
     start: LabelMap,
     frames: Vec<LabelMap>,
@@ -224,8 +231,8 @@ impl Judge<'_> {
     }
 
     /// A thing that goes missing for good (from some frame to the last) while nothing covers
-    /// its last place has vanished, or changed colour if unknown colours fill that place.
-    /// Things missing for a frame or two (under the gripper, say) and back later are fine.
+    /// it has vanished, or changed colour if unknown colours fill its last place. Things
+    /// missing for a frame or two (under the gripper, say) and back later are fine.
     fn vanished(&mut self, ti: usize) {
         let th = self.th;
         let track = &self.tracks[ti];
@@ -233,22 +240,72 @@ impl Judge<'_> {
         let Some(from) = (0..n).rev().take_while(|&t| track.seen[t].is_none()).last() else {
             return;
         };
-        let region = track.last_before(from).padded(1, self.size);
-        let map = &self.frames[n - 1];
-        let label = track.label;
-        let (other, area) = map.count_in(region, |id| is_thing(id) && id != label);
-        if other as f32 >= th.occluded_frac * track.start.mass as f32 {
+        if self.occluded(track, from) {
             return;
         }
-        let (unknown, _) = map.count_in(region, |id| id == UNKNOWN);
-        let unknown = unknown as f32 / area as f32;
-        let kind = if unknown >= th.drift_frac {
+        let region = track.last_before(from).padded(1, self.size);
+        let (unknown, area) = self.frames[n - 1].count_in(region, |id| id == UNKNOWN);
+        let kind = if unknown as f32 >= th.drift_frac * area as f32 {
             FindingKind::ColourDrift
         } else {
             FindingKind::Vanished
         };
         let name = track.name.clone();
         self.report(from, &name, kind, region);
+    }
+
+    /// Whether, in the last frame, other things cover the thing's start footprint placed
+    /// where it was last seen (moved along with the gripper if it was in the gripper's
+    /// reach then), allowing for the drop of a carried thing and a pixel of slack.
+    fn occluded(&self, track: &Track, from: usize) -> bool {
+        let last_t = (0..from).rev().find(|&t| track.seen[t].is_some());
+        let last = track.last_before(from);
+        let map = &self.frames[self.frames.len() - 1];
+        let gripper_then = self.gripper().and_then(|g| match last_t {
+            None => Some(g.start),
+            Some(t) => self.frames[t].blob(g.label),
+        });
+        let gripper_now = self.gripper().and_then(|g| map.blob(g.label));
+        let carried = gripper_then.is_some_and(|g| {
+            overlaps(g.padded(self.th.contact_px, self.size), last.bbox)
+        });
+        let mut shift = if track.movable {
+            [
+                last.centroid[0] - track.start.centroid[0],
+                last.centroid[1] - track.start.centroid[1],
+            ]
+        } else {
+            [0.0, 0.0]
+        };
+        if let (true, true, Some(a), Some(b)) = (track.movable, carried, gripper_then, gripper_now) {
+            shift[0] += b.centroid[0] - a.centroid[0];
+            shift[1] += b.centroid[1] - a.centroid[1];
+        }
+        let footprint: Vec<usize> = (0..self.start.ids.len())
+            .filter(|&i| self.start.ids[i] == track.label)
+            .collect();
+        // A carried thing is drawn up to 0.12 table units higher on screen than when it lies.
+        let drop = (0.12 * self.size as f32 / 1.96).ceil() as isize;
+        let s = self.size as isize;
+        for dy in -1..=drop {
+            for dx in -1..=1isize {
+                let covered = footprint
+                    .iter()
+                    .filter(|&&i| {
+                        let x = (i as isize % s) + shift[0].round() as isize + dx;
+                        let y = (i as isize / s) + shift[1].round() as isize + dy;
+                        (0..s).contains(&x)
+                            && (0..s).contains(&y)
+                            && is_thing(map.ids[(y * s + x) as usize])
+                            && map.ids[(y * s + x) as usize] != track.label
+                    })
+                    .count();
+                if covered as f32 >= self.th.occluded_frac * footprint.len() as f32 {
+                    return true;
+                }
+            }
+        }
+        false
     }
 
     /// Jumps and moves without contact of movable things (the gripper excluded).
@@ -357,6 +414,13 @@ impl Judge<'_> {
         Some((t.start, t.last_before(self.frames.len())))
     }
 
+    /// Where a fixture is, from the start frame's segmentation (fixtures do not move, and
+    /// small ones are hard to see by colour in a blurred plan).
+    fn fixture(&self, name: &str) -> Option<Blob> {
+        let id = self.labels.iter().position(|l| l == name)?;
+        self.start_seg.blob(id as u8)
+    }
+
     /// Whether the last frame shows the task done (None: cannot tell).
     fn goal_reached(&self, task: TaskKind) -> Option<bool> {
         let unit = self.size as f32 / 1.96;
@@ -367,17 +431,17 @@ impl Judge<'_> {
         };
         match task {
             TaskKind::ButtonPress => {
-                let (button, _) = self.final_blob("button")?;
+                let button = self.fixture("button")?;
                 let g = last_seen("gripper")?;
                 Some(g.distance(&button) <= (BUTTON_RADIUS + 0.04) * unit + slack)
             }
             TaskKind::Push => {
-                let (target, _) = self.final_blob("target")?;
+                let target = self.fixture("target")?;
                 let block = last_seen("block")?;
                 Some(block.distance(&target) <= PUSH_TOLERANCE * unit + slack)
             }
             TaskKind::PickPlace => {
-                let (peg, _) = self.final_blob("peg")?;
+                let peg = self.fixture("peg")?;
                 let ring = last_seen("ring")?;
                 Some(ring.distance(&peg) <= RING_SEAT_TOLERANCE * unit + slack)
             }
@@ -398,7 +462,7 @@ impl Judge<'_> {
                 Some(drawer.distance(&drawer0) >= 0.12 * unit)
             }
             TaskKind::Hammer => {
-                let (nail, _) = self.final_blob("nail")?;
+                let nail = self.fixture("nail")?;
                 let hammer = last_seen("hammer")?;
                 Some(hammer.distance(&nail) <= 0.4 * unit + slack)
             }
@@ -422,6 +486,23 @@ impl Judge<'_> {
             self.report(last, object, FindingKind::GoalNotReached, rect);
         }
     }
+}
+
+/// Pixels labelled `label` in `seg` or next to one (8-neighbourhood).
+fn near_label(seg: &[u8], size: usize, label: u8) -> Vec<bool> {
+    (0..seg.len())
+        .map(|i| {
+            let (x, y) = ((i % size) as isize, (i / size) as isize);
+            (-1..=1isize).any(|dy| {
+                (-1..=1isize).any(|dx| {
+                    let (nx, ny) = (x + dx, y + dy);
+                    (0..size as isize).contains(&nx)
+                        && (0..size as isize).contains(&ny)
+                        && seg[ny as usize * size + nx as usize] == label
+                })
+            })
+        })
+        .collect()
 }
 
 /// Names of the things of `task` that can move (the gripper is always movable).
@@ -547,7 +628,17 @@ impl PerceptionCritic {
             .filter_map(|(id, name)| {
                 let label = id as u8;
                 let blob = start.blob(label).filter(|b| b.mass >= th.min_mass)?;
-                tracker.trackable(label).then(|| Track {
+                // Only things whose colour finds them where they are (not among blends of
+                // other things) can be followed by colour.
+                let found = start.ids.iter().filter(|&&id| id == label).count();
+                let right = near_label(&seg, size as usize, label)
+                    .iter()
+                    .zip(&start.ids)
+                    .filter(|(near, id)| **near && **id == label)
+                    .count();
+                let precise = right as f32 >= th.min_precision * found as f32;
+                tracing::debug!("{name}: found {found}, on it {right}, trackable {}", tracker.trackable(label));
+                (precise && tracker.trackable(label)).then(|| Track {
                     label,
                     name: name.clone(),
                     movable: movable
@@ -560,6 +651,11 @@ impl PerceptionCritic {
             .collect();
         let mut judge = Judge {
             th,
+            labels: &obs.labels,
+            start_seg: LabelMap {
+                size: size as usize,
+                ids: seg,
+            },
             size: size as usize,
             start,
             frames,

@@ -17,6 +17,10 @@ struct Prototype {
     label: u8,
     colour: [f32; 3],
     ambiguous: bool,
+    /// Colour distance within which a pixel may be given to it.
+    tolerance: f32,
+    /// An appearance the start frame does not show (given by the caller).
+    extra: bool,
 }
 
 fn dist2(a: [f32; 3], p: &[u8]) -> f32 {
@@ -109,18 +113,6 @@ pub struct LabelMap {
 }
 
 impl LabelMap {
-    /// All pixels of `label`, stray specks included.
-    pub fn raw_blob(&self, label: u8) -> Option<Blob> {
-        Blob::from_pixels(
-            self.size,
-            self.ids
-                .iter()
-                .enumerate()
-                .filter(|(_, id)| **id == label)
-                .map(|(i, _)| i),
-        )
-    }
-
     /// The pixels of `label` without stray specks: the pieces of at least 2 pixels and a
     /// tenth of the largest piece.
     pub fn blob(&self, label: u8) -> Option<Blob> {
@@ -207,80 +199,126 @@ impl Tracker {
         tolerance: f32,
         ambiguity: f32,
     ) -> Self {
-        let mut protos: Vec<Prototype> = Vec::new();
-        for label in 0..labels.min(usize::from(AMBIGUOUS)) as u8 {
-            for colour in clusters(frame, seg, label) {
-                protos.push(Prototype {
-                    label,
-                    colour,
-                    ambiguous: false,
-                });
+        let proto = |label, colour| Prototype {
+            label,
+            colour,
+            ambiguous: false,
+            tolerance,
+            extra: false,
+        };
+        let mut protos: Vec<Prototype> = clusters(frame, seg, 0, None)
+            .into_iter()
+            .map(|c| proto(0, c))
+            .collect();
+        let table = protos.first().map(|p| p.colour);
+        for label in 1..labels.min(usize::from(AMBIGUOUS)) as u8 {
+            for colour in clusters(frame, seg, label, table) {
+                protos.push(proto(label, colour));
             }
         }
         for &(label, colour) in extra {
             protos.push(Prototype {
-                label,
-                colour,
-                ambiguous: false,
+                extra: true,
+                ..proto(label, colour)
             });
         }
-        let table: Vec<[f32; 3]> = protos
+        let tables: Vec<[f32; 3]> = protos
             .iter()
             .filter(|p| p.label == 0)
             .map(|p| p.colour)
             .collect();
-        protos.retain(|p| p.label == 0 || table.iter().all(|t| dist(*t, p.colour) > ambiguity));
+        protos.retain(|p| p.label == 0 || tables.iter().all(|t| dist(*t, p.colour) > ambiguity));
         let snapshot = protos.clone();
         for p in &mut protos {
             p.ambiguous = snapshot
                 .iter()
                 .any(|q| q.label != p.label && dist(q.colour, p.colour) <= ambiguity);
         }
-        tracing::debug!("prototypes {protos:?}");
-        Self {
+        let mut tracker = Self {
             size,
             protos,
             tolerance,
+        };
+        tracker.set_tolerances();
+        tracker
+    }
+
+    /// A pixel may only go to a prototype it is clearly nearer to than to any other label's:
+    /// each tolerance is capped at 0.6 of the distance to the nearest other-label prototype.
+    fn set_tolerances(&mut self) {
+        let snapshot = self.protos.clone();
+        for p in &mut self.protos {
+            let nearest = snapshot
+                .iter()
+                .filter(|q| q.label != p.label)
+                .map(|q| dist(q.colour, p.colour))
+                .fold(f32::INFINITY, f32::min);
+            p.tolerance = self.tolerance.min(0.6 * nearest).max(8.0);
         }
+        tracing::debug!("prototypes {:?}", self.protos);
     }
 
     /// Adds, for labels with fewer than `min_mass` pixels of their sharp colour in
     /// `reference` (thin or small things a low-resolution plan blurs into the table), the
-    /// blurred colour they do have there (`seg`: labels at the reference's size), if that colour
-    /// is distinct from every other label's.
+    /// blurred colours they have there (`seg`: labels at the reference's size), and the same
+    /// blur applied to their other appearances (a closed gripper), where distinct from every
+    /// other label's colours by `distinct`.
     pub fn add_blurred(&mut self, reference: &Rgb8Image, seg: &[u8], min_mass: usize, distinct: f32) {
         let map = self.assign(reference);
-        let labels: Vec<u8> = {
-            let mut l: Vec<u8> = self.protos.iter().map(|p| p.label).collect();
-            l.extend(seg.iter().copied());
-            l.sort_unstable();
-            l.dedup();
-            l
+        let Some(table) = self.protos.iter().find(|p| p.label == 0).map(|p| p.colour) else {
+            return;
         };
-        for label in labels.into_iter().filter(|&l| l != 0 && l < AMBIGUOUS) {
+        let mut labels: Vec<u8> = self.protos.iter().map(|p| p.label).collect();
+        labels.dedup();
+        for label in labels.into_iter().filter(|&l| l != 0) {
             if map.ids.iter().filter(|&&id| id == label).count() >= min_mass {
                 continue;
             }
-            for colour in clusters(reference, seg, label) {
-                let clear = self
-                    .protos
-                    .iter()
-                    .all(|q| q.label == label || dist(q.colour, colour) >= distinct);
-                if clear {
-                    tracing::debug!("label {label}: blurred prototype {colour:?}");
-                    self.protos.push(Prototype {
-                        label,
-                        colour,
-                        ambiguous: false,
-                    });
+            let Some(primary) = self.protos.iter().find(|p| p.label == label && !p.extra) else {
+                continue;
+            };
+            let primary = primary.colour;
+            let extras: Vec<[f32; 3]> = self
+                .protos
+                .iter()
+                .filter(|p| p.label == label && p.extra)
+                .map(|p| p.colour)
+                .collect();
+            let span: [f32; 3] = [0, 1, 2].map(|c| primary[c] - table[c]);
+            let span2: f32 = span.iter().map(|v| v * v).sum::<f32>().max(1.0);
+            // The main blurred colour only: the smaller clusters are blends with neighbours.
+            for blurred in clusters(reference, seg, label, Some(table)).into_iter().take(1) {
+                let alpha = ([0, 1, 2].map(|c| (blurred[c] - table[c]) * span[c]).iter().sum::<f32>()
+                    / span2)
+                    .clamp(0.2, 1.0);
+                let mut candidates = vec![blurred];
+                candidates.extend(
+                    extras
+                        .iter()
+                        .map(|q| [0, 1, 2].map(|c| alpha * q[c] + (1.0 - alpha) * table[c])),
+                );
+                for colour in candidates {
+                    let clear = self
+                        .protos
+                        .iter()
+                        .all(|q| q.label == label || dist(q.colour, colour) >= distinct);
+                    if clear {
+                        self.protos.push(Prototype {
+                            label,
+                            colour,
+                            ambiguous: false,
+                            tolerance: self.tolerance,
+                            extra: false,
+                        });
+                    }
                 }
             }
         }
+        self.set_tolerances();
     }
 
     /// Labels every pixel of `frame` (which must be the tracker's size).
     pub fn assign(&self, frame: &Rgb8Image) -> LabelMap {
-        let tol2 = self.tolerance * self.tolerance;
         let ids = frame
             .pixels
             .chunks_exact(3)
@@ -291,7 +329,7 @@ impl Tracker {
                     .map(|q| (dist2(q.colour, p), q))
                     .min_by(|a, b| a.0.total_cmp(&b.0));
                 match best {
-                    Some((d, q)) if d <= tol2 => {
+                    Some((d, q)) if d <= q.tolerance * q.tolerance => {
                         if q.ambiguous {
                             AMBIGUOUS
                         } else {
@@ -314,9 +352,10 @@ impl Tracker {
     }
 }
 
-/// Colour clusters of the interior pixels of `label` (all its pixels if it has no interior),
-/// as mean colours; clusters of under 10% of the pixels are dropped.
-fn clusters(frame: &Rgb8Image, seg: &[u8], label: u8) -> Vec<[f32; 3]> {
+/// Colour clusters of `label`, largest first, as mean colours: of its interior pixels, or,
+/// for things too thin to have an interior, of the third of its pixels farthest from the
+/// `table` colour (the least blended). Clusters of under 10% of the pixels are dropped.
+fn clusters(frame: &Rgb8Image, seg: &[u8], label: u8, table: Option<[f32; 3]>) -> Vec<[f32; 3]> {
     const RADIUS: f32 = 30.0;
     let s = frame.width as usize;
     let all: Vec<usize> = (0..seg.len()).filter(|&i| seg[i] == label).collect();
@@ -332,9 +371,21 @@ fn clusters(frame: &Rgb8Image, seg: &[u8], label: u8) -> Vec<[f32; 3]> {
                 && [i - 1, i + 1, i - s, i + s].iter().all(|&j| seg[j] == label)
         })
         .collect();
-    let pick = if interior.is_empty() { &all } else { &interior };
+    let pick: Vec<usize> = match table {
+        Some(t) if interior.len() < 3 => {
+            let mut by: Vec<(f32, usize)> = all
+                .iter()
+                .map(|&i| (dist2(t, &frame.pixels[i * 3..i * 3 + 3]), i))
+                .collect();
+            by.sort_by(|a, b| b.0.total_cmp(&a.0));
+            by.truncate(all.len().div_ceil(3));
+            by.into_iter().map(|(_, i)| i).collect()
+        }
+        _ if interior.is_empty() => all,
+        _ => interior,
+    };
     let mut sums: Vec<([f64; 3], usize)> = Vec::new();
-    for &i in pick {
+    for &i in &pick {
         let p = &frame.pixels[i * 3..i * 3 + 3];
         let near = sums.iter_mut().find(|(sum, n)| {
             let mean = sum.map(|v| (v / *n as f64) as f32);
@@ -351,6 +402,7 @@ fn clusters(frame: &Rgb8Image, seg: &[u8], label: u8) -> Vec<[f32; 3]> {
         }
     }
     let min = (pick.len() / 10).max(1);
+    sums.sort_by(|a, b| b.1.cmp(&a.1));
     sums.into_iter()
         .filter(|(_, n)| *n >= min)
         .map(|(sum, n)| sum.map(|v| (v / n as f64) as f32))
