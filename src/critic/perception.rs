@@ -43,6 +43,8 @@ pub struct PerceptionThresholds {
     /// A missing thing is occluded if other things cover this share of its start footprint
     /// placed where it should be.
     pub occluded_frac: f32,
+    /// Things with fewer pixels of their sharp colour than this also get their blurred colour.
+    pub blur_below: usize,
     /// A blurred colour (of a thing too thin to keep its own) must be this far from others.
     pub blur_distinct: f32,
     /// A thing may move this much further than the gripper that pushes or carries it.
@@ -80,6 +82,7 @@ impl Default for PerceptionThresholds {
             colour_tolerance: 45.0,
             ambiguity: 25.0,
             min_mass: 8,
+            blur_below: 16,
             min_precision: 0.7,
             vanish_frac: 0.25,
             occluded_frac: 0.5,
@@ -240,11 +243,13 @@ impl Judge<'_> {
         let Some(from) = (0..n).rev().take_while(|&t| track.seen[t].is_none()).last() else {
             return;
         };
-        if self.occluded(track, from) {
+        // It must be hidden in every frame it is missing from; one frame that shows its
+        // place bare is enough.
+        let Some(bare) = (from..n).find(|&t| !self.occluded(track, from, t)) else {
             return;
-        }
+        };
         let region = track.last_before(from).padded(1, self.size);
-        let (unknown, area) = self.frames[n - 1].count_in(region, |id| id == UNKNOWN);
+        let (unknown, area) = self.frames[bare].count_in(region, |id| id == UNKNOWN);
         let kind = if unknown as f32 >= th.drift_frac * area as f32 {
             FindingKind::ColourDrift
         } else {
@@ -254,13 +259,13 @@ impl Judge<'_> {
         self.report(from, &name, kind, region);
     }
 
-    /// Whether, in the last frame, other things cover the thing's start footprint placed
+    /// Whether, in frame `now`, other things cover the thing's start footprint placed
     /// where it was last seen (moved along with the gripper if it was in the gripper's
     /// reach then), allowing for the drop of a carried thing and a pixel of slack.
-    fn occluded(&self, track: &Track, from: usize) -> bool {
+    fn occluded(&self, track: &Track, from: usize, now: usize) -> bool {
         let last_t = (0..from).rev().find(|&t| track.seen[t].is_some());
         let last = track.last_before(from);
-        let map = &self.frames[self.frames.len() - 1];
+        let map = &self.frames[now];
         let gripper_then = self.gripper().and_then(|g| match last_t {
             None => Some(g.start),
             Some(t) => self.frames[t].blob(g.label),
@@ -284,10 +289,11 @@ impl Judge<'_> {
         let footprint: Vec<usize> = (0..self.start.ids.len())
             .filter(|&i| self.start.ids[i] == track.label)
             .collect();
-        // A carried thing is drawn up to 0.12 table units higher on screen than when it lies.
+        // A carried thing is drawn up to 0.12 table units higher on screen than when it lies:
+        // it may have been picked up or put down since it was last seen.
         let drop = (0.12 * self.size as f32 / 1.96).ceil() as isize;
         let s = self.size as isize;
-        for dy in -1..=drop {
+        for dy in -drop..=drop {
             for dx in -1..=1isize {
                 let covered = footprint
                     .iter()
@@ -611,7 +617,7 @@ impl PerceptionCritic {
             th.ambiguity,
         );
         let seg = crate::agent::quality::resize_labels(&obs.segmentation, side, size as usize);
-        tracker.add_blurred(&reference, &seg, th.min_mass, th.blur_distinct);
+        tracker.add_blurred(&reference, &seg, th.blur_below, th.blur_distinct);
         let task = TaskKind::from_name(input.task);
         let movable = movable_names(task);
         let start = tracker.assign(&reference);
