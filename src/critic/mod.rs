@@ -142,6 +142,21 @@ pub trait Critic: Send + Sync {
     fn review(&self, input: &CriticInput<'_>) -> Review;
 }
 
+/// The absent critic (`--critic none`): it never judges, so a loop that goes on when the
+/// critic is unavailable refines with the instruction alone.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoCritic;
+
+impl Critic for NoCritic {
+    fn name(&self) -> &str {
+        "none"
+    }
+
+    fn review(&self, _input: &CriticInput<'_>) -> Review {
+        Review::unavailable("no critic", Duration::ZERO)
+    }
+}
+
 /// Cuts `text` to at most [`MAX_FEEDBACK_WORDS`] words (ending it with a full stop).
 pub fn clamp_feedback(text: &str) -> String {
     let words: Vec<&str> = text.split_whitespace().collect();
