@@ -13,6 +13,8 @@
 pub mod calibrate;
 mod chat;
 mod error;
+#[cfg(test)]
+mod loopback;
 mod perception;
 mod track;
 mod vlm;
