@@ -145,6 +145,8 @@ pub struct PlanArgs {
     /// auto, cpu, cuda or metal.
     #[arg(long, default_value = "auto")]
     pub device: String,
+    #[command(flatten)]
+    pub critic: crate::critic_cli::CriticArgs,
 }
 
 #[derive(Debug, Args)]
@@ -567,7 +569,8 @@ fn plan(args: &PlanArgs) -> Result<()> {
     let model = VideoModel::load(&model_dir, &device)
         .with_context(|| format!("loading the model from {}", model_dir.display()))?;
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
-    let first = world.reset(&args.task, view, args.seed)?.rgb;
+    let start = world.reset(&args.task, view, args.seed)?;
+    let first = start.rgb.clone();
     let sample = if args.steps == 0 {
         SampleConfig {
             guidance_weight: args.guidance,
@@ -589,12 +592,28 @@ fn plan(args: &PlanArgs) -> Result<()> {
         "sampling",
     );
     let t1 = Instant::now();
-    let frames = model
-        .plan(&first, None, &instruction, &sample, sample_seed, |_| {
-            bar.inc(1);
-            ControlFlow::Continue(())
-        })?
-        .context("sampling was cancelled")?;
+    let (frames, refinement) = if args.critic.wants_loop() {
+        bar.finish_and_clear();
+        let (frames, record) = crate::critic_cli::refine_plan(
+            &args.critic,
+            &model,
+            &start,
+            &args.task,
+            &instruction,
+            &sample,
+            sample_seed,
+            &args.out,
+        )?;
+        (frames, Some(record))
+    } else {
+        let frames = model
+            .plan(&first, None, &instruction, &sample, sample_seed, |_| {
+                bar.inc(1);
+                ControlFlow::Continue(())
+            })?
+            .context("sampling was cancelled")?;
+        (frames, None)
+    };
     let sample_ms = t1.elapsed().as_secs_f64() * 1e3;
     bar.finish_and_clear();
     let record = PlanRecord {
@@ -616,6 +635,7 @@ fn plan(args: &PlanArgs) -> Result<()> {
         frames: (0..=frames.len())
             .map(|i| format!("frames/{i:02}.png"))
             .collect(),
+        refinement,
     };
     write_plan(&args.out, &record, &first, &frames)
         .with_context(|| format!("writing the plan to {}", args.out.display()))?;

@@ -11,9 +11,12 @@ use videoagent::critic::calibrate::{
     CalibrationSpec, Edit, PlanJudgement, calibrate, judge_model_plans,
 };
 use videoagent::critic::{
-    ChatClient, ChatSettings, Critic, PerceptionCritic, VlmCritic,
+    ChatClient, ChatSettings, Critic, NoCritic, PerceptionCritic, Verdict, VlmCritic,
 };
 use videoagent::env::open_world;
+use videoagent::store::plan_record::{
+    IterationRecord, RefinementRecord, write_iteration, write_iterations_sheet,
+};
 
 use crate::cli::{pick_tasks, pick_views, progress};
 
@@ -228,4 +231,117 @@ fn model_plans(
         );
     }
     Ok(plans)
+}
+
+impl CriticArgs {
+    /// Whether `plan` should run the loop (a critic to ask or refinements to make).
+    pub fn wants_loop(&self) -> bool {
+        self.refine > 0 || self.critic != "none"
+    }
+}
+
+/// Runs the refinement loop for `plan`, writes every iteration under `out/iterations/` and
+/// returns the chosen frames with the record for `plan.json`.
+#[allow(clippy::too_many_arguments)]
+pub fn refine_plan(
+    args: &CriticArgs,
+    model: &videoagent::model::VideoModel,
+    start: &videoagent::env::Observation,
+    task: &str,
+    instruction: &str,
+    sample: &videoagent::model::SampleConfig,
+    seed: u64,
+    out: &std::path::Path,
+) -> Result<(Vec<videoagent::env::Rgb8Image>, RefinementRecord)> {
+    use std::ops::ControlFlow;
+    use videoagent::agent::refine::{
+        OnUnavailable, RefineInput, RefineProgress, RefineSettings, refine,
+    };
+
+    let chosen_critic = make_critic(args)?;
+    let (critic, on_unavailable): (&dyn Critic, _) = match &chosen_critic {
+        Some(c) => (c.as_ref(), OnUnavailable::Stop),
+        None => (&NoCritic, OnUnavailable::Continue),
+    };
+    let steps = match sample.sampler {
+        videoagent::model::Sampler::Ddim { steps } => steps,
+        _ => model.config.timesteps,
+    } as u64;
+    let bar = progress(steps * (args.refine as u64 + 1), "plan 0");
+    let settings = RefineSettings {
+        max_refinements: args.refine,
+        sample: sample.clone(),
+        seed,
+        on_unavailable,
+    };
+    let input = RefineInput {
+        first: start,
+        task,
+        instruction,
+    };
+    let outcome = refine(model, critic, &input, &settings, &mut |p| {
+        match p {
+            RefineProgress::Step { .. } => bar.inc(1),
+            RefineProgress::Iteration(it) => {
+                bar.set_message(format!("plan {}", it.index + 1));
+                bar.println(format!(
+                    "plan {}: {} ({:.0} ms sampling, {:.0} ms critique) {}",
+                    it.index,
+                    verdict_word(&it.review.verdict),
+                    it.sample_ms,
+                    it.review.latency.as_secs_f64() * 1e3,
+                    it.review.feedback
+                ));
+            }
+        }
+        ControlFlow::Continue(())
+    })?;
+    bar.finish_and_clear();
+    let mut iterations = Vec::new();
+    for it in &outcome.iterations {
+        let critique = match &it.review.verdict {
+            Verdict::Unavailable { reason } => format!("critic unavailable: {reason}"),
+            v => format!("{}: {}", verdict_word(v), it.review.feedback),
+        };
+        let dir = write_iteration(out, it.index, &start.rgb, &it.frames, &critique)
+            .with_context(|| format!("writing iteration {} to {}", it.index, out.display()))?;
+        iterations.push(IterationRecord {
+            index: it.index,
+            dir,
+            prompt: it.prompt.clone(),
+            sample_seed: it.seed,
+            sample_ms: it.sample_ms,
+            review: it.review.clone(),
+        });
+    }
+    let plans: Vec<&[videoagent::env::Rgb8Image]> =
+        outcome.iterations.iter().map(|i| i.frames.as_slice()).collect();
+    write_iterations_sheet(out, &start.rgb, &plans)
+        .with_context(|| format!("writing {}", out.join("iterations.png").display()))?;
+    let frames = outcome
+        .chosen_frames()
+        .context("sampling was cancelled")?
+        .to_vec();
+    let stop = serde_json::to_value(outcome.stop)?
+        .as_str()
+        .unwrap_or("unknown")
+        .to_owned();
+    Ok((
+        frames,
+        RefinementRecord {
+            critic: critic.name().to_owned(),
+            max_refinements: args.refine,
+            chosen: outcome.chosen,
+            stop,
+            iterations,
+        },
+    ))
+}
+
+fn verdict_word(v: &Verdict) -> &'static str {
+    match v {
+        Verdict::Accept => "accept",
+        Verdict::Reject => "reject",
+        Verdict::Unavailable { .. } => "unavailable",
+    }
 }
