@@ -115,6 +115,8 @@ struct Track {
     label: u8,
     name: String,
     movable: bool,
+    /// The gripper can lift it (and hide it under itself while carrying it).
+    carriable: bool,
     start: Blob,
     /// One entry per plan frame (`None`: not seen).
     seen: Vec<Option<Blob>>,
@@ -259,22 +261,14 @@ impl Judge<'_> {
         self.report(from, &name, kind, region);
     }
 
-    /// Whether, in frame `now`, other things cover the thing's start footprint placed
-    /// where it was last seen (moved along with the gripper if it was in the gripper's
-    /// reach then), allowing for the drop of a carried thing and a pixel of slack.
+    /// Whether, in frame `now`, other things cover the thing's start footprint placed where
+    /// it was last seen, or (for a thing the gripper can lift) carried along by the gripper from any frame
+    /// at which the gripper touched that place; with room for the drop of a carried thing.
     fn occluded(&self, track: &Track, from: usize, now: usize) -> bool {
         let last_t = (0..from).rev().find(|&t| track.seen[t].is_some());
         let last = track.last_before(from);
         let map = &self.frames[now];
-        let gripper_then = self.gripper().and_then(|g| match last_t {
-            None => Some(g.start),
-            Some(t) => self.frames[t].blob(g.label),
-        });
-        let gripper_now = self.gripper().and_then(|g| map.blob(g.label));
-        let carried = gripper_then.is_some_and(|g| {
-            overlaps(g.padded(self.th.contact_px, self.size), last.bbox)
-        });
-        let mut shift = if track.movable {
+        let base = if track.movable {
             [
                 last.centroid[0] - track.start.centroid[0],
                 last.centroid[1] - track.start.centroid[1],
@@ -282,9 +276,25 @@ impl Judge<'_> {
         } else {
             [0.0, 0.0]
         };
-        if let (true, true, Some(a), Some(b)) = (track.movable, carried, gripper_then, gripper_now) {
-            shift[0] += b.centroid[0] - a.centroid[0];
-            shift[1] += b.centroid[1] - a.centroid[1];
+        let mut shifts = vec![base];
+        let gripper = self.gripper().filter(|_| track.carriable);
+        if let Some(g) = gripper {
+            let at = |t: Option<usize>| match t {
+                None => Some(g.start),
+                Some(t) => self.frames[t].blob(g.label),
+            };
+            if let Some(g_now) = at(Some(now)) {
+                let pickups = std::iter::once(last_t).chain((from..now).map(Some));
+                for k in pickups {
+                    let Some(g_k) = at(k) else { continue };
+                    if overlaps(g_k.padded(self.th.contact_px, self.size), last.bbox) {
+                        shifts.push([
+                            base[0] + g_now.centroid[0] - g_k.centroid[0],
+                            base[1] + g_now.centroid[1] - g_k.centroid[1],
+                        ]);
+                    }
+                }
+            }
         }
         let footprint: Vec<usize> = (0..self.start.ids.len())
             .filter(|&i| self.start.ids[i] == track.label)
@@ -293,25 +303,23 @@ impl Judge<'_> {
         // it may have been picked up or put down since it was last seen.
         let drop = (0.12 * self.size as f32 / 1.96).ceil() as isize;
         let s = self.size as isize;
-        for dy in -drop..=drop {
-            for dx in -1..=1isize {
-                let covered = footprint
-                    .iter()
-                    .filter(|&&i| {
-                        let x = (i as isize % s) + shift[0].round() as isize + dx;
-                        let y = (i as isize / s) + shift[1].round() as isize + dy;
-                        (0..s).contains(&x)
-                            && (0..s).contains(&y)
-                            && is_thing(map.ids[(y * s + x) as usize])
-                            && map.ids[(y * s + x) as usize] != track.label
-                    })
-                    .count();
-                if covered as f32 >= self.th.occluded_frac * footprint.len() as f32 {
-                    return true;
-                }
-            }
-        }
-        false
+        let covered_at = |shift: [f32; 2], dx: isize, dy: isize| {
+            footprint
+                .iter()
+                .filter(|&&i| {
+                    let x = (i as isize % s) + shift[0].round() as isize + dx;
+                    let y = (i as isize / s) + shift[1].round() as isize + dy;
+                    (0..s).contains(&x) && (0..s).contains(&y) && {
+                        let id = map.ids[(y * s + x) as usize];
+                        is_thing(id) && id != track.label
+                    }
+                })
+                .count()
+        };
+        let need = self.th.occluded_frac * footprint.len() as f32;
+        shifts.iter().any(|&shift| {
+            (-drop..=drop).any(|dy| (-1..=1).any(|dx| covered_at(shift, dx, dy) as f32 >= need))
+        })
     }
 
     /// Jumps and moves without contact of movable things (the gripper excluded).
@@ -511,18 +519,24 @@ fn near_label(seg: &[u8], size: usize, label: u8) -> Vec<bool> {
         .collect()
 }
 
-/// Names of the things of `task` that can move (the gripper is always movable).
-fn movable_names(task: Option<TaskKind>) -> Option<Vec<&'static str>> {
+/// Names of the things of `task` that can move (the gripper is always movable), and of those
+/// the gripper can lift.
+fn movable_names(task: Option<TaskKind>) -> Option<(Vec<&'static str>, Vec<&'static str>)> {
     let scene = task?.build(0);
-    Some(
-        scene
-            .things
-            .iter()
-            .filter(|t| t.layer == DrawLayer::Object)
-            .map(|t| t.name)
-            .chain(std::iter::once("gripper"))
-            .collect(),
-    )
+    let movable = scene
+        .things
+        .iter()
+        .filter(|t| t.layer == DrawLayer::Object)
+        .map(|t| t.name)
+        .chain(std::iter::once("gripper"))
+        .collect();
+    let liftable = scene
+        .things
+        .iter()
+        .filter(|t| t.grasp.is_some_and(|g| g.liftable))
+        .map(|t| t.name)
+        .collect();
+    Some((movable, liftable))
 }
 
 /// The paper-style sentence for the most important finding.
@@ -649,7 +663,10 @@ impl PerceptionCritic {
                     name: name.clone(),
                     movable: movable
                         .as_ref()
-                        .is_none_or(|m| m.contains(&name.as_str())),
+                        .is_none_or(|(m, _)| m.contains(&name.as_str())),
+                    carriable: movable
+                        .as_ref()
+                        .is_none_or(|(_, l)| l.contains(&name.as_str())),
                     start: blob,
                     seen: vec![None; frames.len()],
                 })
