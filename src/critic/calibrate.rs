@@ -18,7 +18,7 @@ use crate::store::dataset::clip_indices;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Edit {
-    /// The task object is painted over with the table from the middle frame on.
+    /// The task object is painted over with the table from a middle frame on.
     Vanish,
     /// The task object is cut out and pasted a third of the frame away.
     Teleport,
@@ -64,6 +64,17 @@ pub fn expert_case(
 }
 
 impl ExpertCase {
+    /// The frame edits start at: the first from the third plan frame on where the task object
+    /// shows at least half its start pixels (`None`: it never does, e.g. a ring hidden under
+    /// the gripper that carries it; an edit there would change nothing).
+    pub fn edit_start(&self) -> Option<usize> {
+        let object = TaskKind::from_name(&self.task).map_or("gripper", TaskKind::task_object);
+        let id = self.first.labels.iter().position(|l| l == object)? as u8;
+        let count = |seg: &[u8]| seg.iter().filter(|&&s| s == id).count();
+        let start = count(&self.first.segmentation);
+        (2..self.segmentations.len()).find(|&t| 2 * count(&self.segmentations[t]) >= start)
+    }
+
     /// The clip frames with `edit` applied to the task object from frame `from` on.
     pub fn edited(&self, edit: Edit, from: usize) -> Vec<Rgb8Image> {
         let object = TaskKind::from_name(&self.task).map_or("gripper", TaskKind::task_object);
@@ -220,8 +231,10 @@ pub fn calibrate(
         for &view in &spec.views {
             for &seed in &spec.seeds {
                 let case = expert_case(world, task, view, seed)?;
-                let edited: Vec<(Edit, Vec<Rgb8Image>)> =
-                    Edit::ALL.iter().map(|&e| (e, case.edited(e, 3))).collect();
+                let edited: Vec<(Edit, Vec<Rgb8Image>)> = match case.edit_start() {
+                    Some(from) => Edit::ALL.iter().map(|&e| (e, case.edited(e, from))).collect(),
+                    None => Vec::new(),
+                };
                 for &size in &spec.sizes {
                     let shrink = |frames: &[Rgb8Image]| -> Vec<Rgb8Image> {
                         frames.iter().map(|f| resize(f, size)).collect()

@@ -228,6 +228,14 @@ impl Tracker {
             .map(|p| p.colour)
             .collect();
         protos.retain(|p| p.label == 0 || tables.iter().all(|t| dist(*t, p.colour) > ambiguity));
+        // An appearance the start frame does not show yields to colours it does show.
+        let seen: Vec<Prototype> = protos.iter().filter(|p| !p.extra).copied().collect();
+        protos.retain(|p| {
+            !p.extra
+                || seen
+                    .iter()
+                    .all(|q| q.label == p.label || dist(q.colour, p.colour) > ambiguity)
+        });
         let snapshot = protos.clone();
         for p in &mut protos {
             p.ambiguous = snapshot
