@@ -226,8 +226,12 @@ fn model_plans(
             ps.len(),
             ps.iter().filter(|p| !p.accepted).count(),
             bad,
-            ps.iter().filter(|p| !p.close_to_expert && !p.accepted).count(),
-            ps.iter().filter(|p| p.close_to_expert && p.accepted).count(),
+            ps.iter()
+                .filter(|p| !p.close_to_expert && !p.accepted)
+                .count(),
+            ps.iter()
+                .filter(|p| p.close_to_expert && p.accepted)
+                .count(),
         );
     }
     Ok(plans)
@@ -270,7 +274,7 @@ pub fn refine_plan(
     let bar = progress(steps * (args.refine as u64 + 1), "plan 0");
     let settings = RefineSettings {
         max_refinements: args.refine,
-        sample: sample.clone(),
+        sample: *sample,
         seed,
         on_unavailable,
     };
@@ -314,8 +318,11 @@ pub fn refine_plan(
             review: it.review.clone(),
         });
     }
-    let plans: Vec<&[videoagent::env::Rgb8Image]> =
-        outcome.iterations.iter().map(|i| i.frames.as_slice()).collect();
+    let plans: Vec<&[videoagent::env::Rgb8Image]> = outcome
+        .iterations
+        .iter()
+        .map(|i| i.frames.as_slice())
+        .collect();
     write_iterations_sheet(out, &start.rgb, &plans)
         .with_context(|| format!("writing {}", out.join("iterations.png").display()))?;
     let frames = outcome

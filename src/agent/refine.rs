@@ -333,10 +333,20 @@ mod tests {
             task: "push",
             instruction: "push the block",
         };
-        let out = refine(&model, &scripted(100), &input, &settings(4), &mut |p| match p {
-            RefineProgress::Step { iteration: 1, step: 1, .. } => ControlFlow::Break(()),
-            _ => ControlFlow::Continue(()),
-        })
+        let out = refine(
+            &model,
+            &scripted(100),
+            &input,
+            &settings(4),
+            &mut |p| match p {
+                RefineProgress::Step {
+                    iteration: 1,
+                    step: 1,
+                    ..
+                } => ControlFlow::Break(()),
+                _ => ControlFlow::Continue(()),
+            },
+        )
         .expect("refine");
         assert_eq!(out.stop, StopReason::Cancelled);
         assert_eq!(out.iterations.len(), 1);

@@ -166,7 +166,12 @@ impl ChatClient {
             .and_then(|v| v.trim().parse::<f64>().ok())
             .filter(|s| s.is_finite() && *s >= 0.0)
             .map(Duration::from_secs_f64);
-        let text = match resp.body_mut().with_config().limit(MAX_BODY).read_to_string() {
+        let text = match resp
+            .body_mut()
+            .with_config()
+            .limit(MAX_BODY)
+            .read_to_string()
+        {
             Ok(t) => t,
             Err(ureq::Error::Timeout(_)) => {
                 return Attempt::Retry("the answer stalled past the timeout".into(), None);

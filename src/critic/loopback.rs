@@ -147,15 +147,37 @@ fn accept_sends_the_frames_as_png_parts_with_the_key() {
     let seen = seen.lock().expect("log");
     assert_eq!(seen.len(), 1, "one judge call, no feedback call on accept");
     let req = &seen[0];
-    assert!(req.head.starts_with("POST /v1/chat/completions"), "{}", req.head);
-    assert!(req.head.to_ascii_lowercase().contains("authorization: bearer sk-test-secret"));
+    assert!(
+        req.head.starts_with("POST /v1/chat/completions"),
+        "{}",
+        req.head
+    );
+    assert!(
+        req.head
+            .to_ascii_lowercase()
+            .contains("authorization: bearer sk-test-secret")
+    );
     assert_eq!(req.body["model"], "judge-model");
-    let parts = req.body["messages"][1]["content"].as_array().expect("parts");
-    assert_eq!(parts.len(), 1 + 8, "the prompt, the start frame and 7 plan frames");
-    assert!(parts[0]["text"].as_str().is_some_and(|t| t.contains("push the block to the target")));
+    let parts = req.body["messages"][1]["content"]
+        .as_array()
+        .expect("parts");
+    assert_eq!(
+        parts.len(),
+        1 + 8,
+        "the prompt, the start frame and 7 plan frames"
+    );
+    assert!(
+        parts[0]["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("push the block to the target"))
+    );
     let url = parts[1]["image_url"]["url"].as_str().expect("image url");
-    let b64 = url.strip_prefix("data:image/png;base64,").expect("png data url");
-    let png = base64::engine::general_purpose::STANDARD.decode(b64).expect("base64");
+    let b64 = url
+        .strip_prefix("data:image/png;base64,")
+        .expect("png data url");
+    let png = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .expect("base64");
     let img = image::load_from_memory(&png).expect("a PNG");
     assert_eq!((img.width(), img.height()), (128, 128));
 }
@@ -166,11 +188,16 @@ fn reject_asks_for_feedback_and_clamps_it() {
     let (url, seen) = serve(vec![ok("Reject"), ok(long)]);
     let r = review(&critic(settings(&url)));
     assert_eq!(r.verdict, Verdict::Reject);
-    assert!(r.feedback.starts_with("Inconsistent glitch. The block jumps"));
+    assert!(
+        r.feedback
+            .starts_with("Inconsistent glitch. The block jumps")
+    );
     assert!(r.feedback.split_whitespace().count() <= super::MAX_FEEDBACK_WORDS);
     let seen = seen.lock().expect("log");
     assert_eq!(seen.len(), 2);
-    let prompt = seen[1].body["messages"][1]["content"][0]["text"].as_str().unwrap_or("");
+    let prompt = seen[1].body["messages"][1]["content"][0]["text"]
+        .as_str()
+        .unwrap_or("");
     assert!(prompt.contains("Examples"), "{prompt}");
 }
 
@@ -189,7 +216,11 @@ fn a_slow_server_times_out_instead_of_hanging() {
     let t0 = Instant::now();
     let r = review(&critic(s));
     assert!(reason(&r).contains("within"), "{}", reason(&r));
-    assert!(t0.elapsed() < Duration::from_secs(3), "took {:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        t0.elapsed()
+    );
 }
 
 #[test]
@@ -206,7 +237,10 @@ fn server_errors_and_rate_limits_are_retried() {
     let (url, seen) = serve(vec![limited]);
     let r = review(&critic(settings(&url)));
     let why = reason(&r);
-    assert!(why.contains("rate limited") && why.contains("3 attempts"), "{why}");
+    assert!(
+        why.contains("rate limited") && why.contains("3 attempts"),
+        "{why}"
+    );
     assert_eq!(seen.lock().expect("log").len(), 3, "bounded retries");
 }
 
@@ -216,7 +250,9 @@ fn bad_answers_make_the_critic_unavailable() {
         (raw(200, "<html>not json</html>"), "not JSON"),
         (answer(json!({"choices": []})), "no choices"),
         (
-            answer(json!({"choices": [{"message": {"content": null, "refusal": "I can't help with that."}}]})),
+            answer(
+                json!({"choices": [{"message": {"content": null, "refusal": "I can't help with that."}}]}),
+            ),
             "refused",
         ),
         (ok("   "), "empty answer"),
@@ -229,7 +265,11 @@ fn bad_answers_make_the_critic_unavailable() {
         let why = reason(&r);
         assert!(why.contains(expected), "{why} should mention {expected}");
         assert!(!why.contains("sk-test-secret"), "the key leaked: {why}");
-        assert_eq!(seen.lock().expect("log").len(), 1, "{expected}: not retried");
+        assert_eq!(
+            seen.lock().expect("log").len(),
+            1,
+            "{expected}: not retried"
+        );
     }
 }
 
@@ -256,7 +296,10 @@ fn a_dead_port_is_unavailable_and_feedback_failure_keeps_the_reject() {
 fn settings_never_show_the_key() {
     let s = settings("http://127.0.0.1:1/v1");
     let shown = format!("{s:?}");
-    assert!(!shown.contains("sk-test-secret") && shown.contains("<set>"), "{shown}");
+    assert!(
+        !shown.contains("sk-test-secret") && shown.contains("<set>"),
+        "{shown}"
+    );
     let err = ChatSettings::from_env(Some("ftp://x"), "m").expect_err("bad scheme");
     assert!(err.to_string().contains("http://"));
     let s = ChatSettings::from_env(Some("http://localhost:8000/v1/"), "m").expect("ok");

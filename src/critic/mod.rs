@@ -53,7 +53,9 @@ pub enum Verdict {
     Accept,
     Reject,
     /// The critic could not judge (server down, garbage answer...); says why.
-    Unavailable { reason: String },
+    Unavailable {
+        reason: String,
+    },
 }
 
 /// Kinds of problems a critic finds in a plan.
@@ -193,7 +195,10 @@ mod tests {
 
     #[test]
     fn feedback_is_clamped_to_twenty_words() {
-        let long = (0..30).map(|i| format!("w{i}")).collect::<Vec<_>>().join(" ");
+        let long = (0..30)
+            .map(|i| format!("w{i}"))
+            .collect::<Vec<_>>()
+            .join(" ");
         let s = clamp_feedback(&long);
         assert_eq!(s.split_whitespace().count(), MAX_FEEDBACK_WORDS);
         assert!(s.ends_with('.'));

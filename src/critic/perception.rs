@@ -210,11 +210,18 @@ impl Judge<'_> {
                 let big = |c: &&Blob| c.mass >= min;
                 let pieces: Vec<Blob> = map.components(label).iter().filter(big).copied().collect();
                 if track.movable {
-                    let expected = self.start.components(label).iter().filter(big).count().max(1);
+                    let expected = self
+                        .start
+                        .components(label)
+                        .iter()
+                        .filter(big)
+                        .count()
+                        .max(1);
                     if pieces.len() > expected {
                         let main = pieces[0];
-                        if let Some(extra) =
-                            pieces[1..].iter().find(|p| p.gap(&main) >= th.duplicate_gap)
+                        if let Some(extra) = pieces[1..]
+                            .iter()
+                            .find(|p| p.gap(&main) >= th.duplicate_gap)
                         {
                             events.push((t, FindingKind::Duplicated, extra.bbox));
                         }
@@ -222,9 +229,11 @@ impl Judge<'_> {
                 } else {
                     // A fixture cannot move: a sizeable piece outside its start box appeared.
                     let min = ((th.fixture_frac * m0 as f32) as usize).max(th.fixture_min_px);
-                    if let Some(p) = map.components(label).iter().find(|p| {
-                        p.mass >= min && !overlaps(p.bbox, start_box)
-                    }) {
+                    if let Some(p) = map
+                        .components(label)
+                        .iter()
+                        .find(|p| p.mass >= min && !overlaps(p.bbox, start_box))
+                    {
                         events.push((t, FindingKind::Appeared, p.bbox));
                     }
                 }
@@ -335,7 +344,11 @@ impl Judge<'_> {
         };
         let gripper_at = |t: Option<usize>| at(gripper, t);
         let mut events = Vec::new();
-        for track in self.tracks.iter().filter(|t| t.movable && t.name != "gripper") {
+        for track in self
+            .tracks
+            .iter()
+            .filter(|t| t.movable && t.name != "gripper")
+        {
             let steady = |b: &Blob| b.mass as f32 >= 0.5 * track.start.mass as f32;
             let mut prev = (None, track.start);
             for t in 0..self.frames.len() {
@@ -357,7 +370,10 @@ impl Judge<'_> {
                     continue;
                 }
                 // Touched now, or touched before by a gripper that is still at that place.
-                let pushers = self.tracks.iter().filter(|o| o.label != track.label && o.movable);
+                let pushers = self
+                    .tracks
+                    .iter()
+                    .filter(|o| o.label != track.label && o.movable);
                 let contact = near(g1, &now)
                     || (near(g0, &before.1) && near(g1, &before.1))
                     || pushers.clone().any(|o| near(at(o, Some(t)), &now));
@@ -394,7 +410,8 @@ impl Judge<'_> {
                 if blob.mass < th.appear_px {
                     break;
                 }
-                let near_gripper = gripper.is_some_and(|g| overlaps(g.padded(th.contact_px, self.size), blob.bbox));
+                let near_gripper = gripper
+                    .is_some_and(|g| overlaps(g.padded(th.contact_px, self.size), blob.bbox));
                 let (before, area) = self.start.count_in(blob.bbox, |id| id == UNKNOWN);
                 if !near_gripper && (before as f32) < 0.5 * area as f32 {
                     events.push((t, blob.bbox));
@@ -657,7 +674,10 @@ impl PerceptionCritic {
                     .filter(|(near, id)| **near && **id == label)
                     .count();
                 let precise = right as f32 >= th.min_precision * found as f32;
-                tracing::debug!("{name}: found {found}, on it {right}, trackable {}", tracker.trackable(label));
+                tracing::debug!(
+                    "{name}: found {found}, on it {right}, trackable {}",
+                    tracker.trackable(label)
+                );
                 (precise && tracker.trackable(label)).then(|| Track {
                     label,
                     name: name.clone(),
@@ -761,5 +781,107 @@ impl Critic for PerceptionCritic {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::critic::calibrate::{Edit, expert_case};
+    use crate::env::open_world;
+
+    fn kinds(review: &Review) -> Vec<FindingKind> {
+        review.findings.iter().map(|f| f.kind).collect()
+    }
+
+    #[test]
+    fn a_frozen_plan_is_a_static_gripper_and_an_unreached_goal() {
+        let mut world = open_world("tabletop", 64).expect("world");
+        let case = expert_case(world.as_mut(), "drawer-open", 1, 1_000_000).expect("case");
+        let frozen = vec![resize(&case.first.rgb, 32); 7];
+        let review = PerceptionCritic::default().review(&CriticInput {
+            first: &case.first,
+            plan: &frozen,
+            task: "drawer-open",
+            instruction: &case.instruction,
+        });
+        assert_eq!(review.verdict, Verdict::Reject);
+        let k = kinds(&review);
+        assert!(k.contains(&FindingKind::GripperStatic), "{k:?}");
+        assert!(k.contains(&FindingKind::GoalNotReached), "{k:?}");
+        assert!(
+            review.feedback.starts_with("Task incomplete."),
+            "{}",
+            review.feedback
+        );
+        assert!(review.feedback.split_whitespace().count() <= 20);
+    }
+
+    #[test]
+    fn a_jumping_block_is_a_teleport_and_regions_are_in_plan_pixels() {
+        let mut world = open_world("tabletop", 64).expect("world");
+        let case = expert_case(world.as_mut(), "push", 0, 1_000_001).expect("case");
+        let from = case.edit_start().expect("in view");
+        let plan: Vec<Rgb8Image> = case
+            .edited(Edit::Teleport, from)
+            .iter()
+            .map(|f| resize(f, 32))
+            .collect();
+        let review = PerceptionCritic::default().review(&CriticInput {
+            first: &case.first,
+            plan: &plan,
+            task: "push",
+            instruction: &case.instruction,
+        });
+        let jump = review
+            .findings
+            .iter()
+            .find(|f| {
+                f.object == "block"
+                    && matches!(
+                        f.kind,
+                        FindingKind::Teleport | FindingKind::MovedWithoutContact
+                    )
+            })
+            .unwrap_or_else(|| panic!("no jump in {:?}", review.findings));
+        assert_eq!(jump.frame_idx, from);
+        assert!(
+            jump.region.x + jump.region.width <= 32 && jump.region.y + jump.region.height <= 32
+        );
+        assert!(review.feedback.contains("block"), "{}", review.feedback);
+    }
+
+    #[test]
+    fn malformed_input_is_unavailable_not_a_panic() {
+        let mut world = open_world("tabletop", 32).expect("world");
+        let first = world.reset("push", 0, 3).expect("reset");
+        let critic = PerceptionCritic::default();
+        let ask = |plan: &[Rgb8Image]| {
+            critic.review(&CriticInput {
+                first: &first,
+                plan,
+                task: "push",
+                instruction: "push",
+            })
+        };
+        assert!(matches!(ask(&[]).verdict, Verdict::Unavailable { .. }));
+        let broken = Rgb8Image {
+            width: 8,
+            height: 8,
+            pixels: vec![0; 10],
+        };
+        assert!(matches!(
+            ask(&[broken]).verdict,
+            Verdict::Unavailable { .. }
+        ));
+        let mut bad_obs = first.clone();
+        bad_obs.segmentation.truncate(3);
+        let r = critic.review(&CriticInput {
+            first: &bad_obs,
+            plan: std::slice::from_ref(&first.rgb),
+            task: "unknown-task",
+            instruction: "",
+        });
+        assert!(matches!(r.verdict, Verdict::Unavailable { .. }));
     }
 }

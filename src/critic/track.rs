@@ -52,7 +52,8 @@ pub struct Blob {
 
 impl Blob {
     fn from_pixels(size: usize, pixels: impl Iterator<Item = usize>) -> Option<Self> {
-        let (mut n, mut sx, mut sy, mut sxx, mut syy, mut sxy) = (0usize, 0f64, 0f64, 0f64, 0f64, 0f64);
+        let (mut n, mut sx, mut sy, mut sxx, mut syy, mut sxy) =
+            (0usize, 0f64, 0f64, 0f64, 0f64, 0f64);
         let mut bbox = [usize::MAX, usize::MAX, 0, 0];
         for i in pixels {
             let (x, y) = (i % size, i / size);
@@ -63,7 +64,12 @@ impl Blob {
             sxx += fx * fx;
             syy += fy * fy;
             sxy += fx * fy;
-            bbox = [bbox[0].min(x), bbox[1].min(y), bbox[2].max(x), bbox[3].max(y)];
+            bbox = [
+                bbox[0].min(x),
+                bbox[1].min(y),
+                bbox[2].max(x),
+                bbox[3].max(y),
+            ];
         }
         if n == 0 {
             return None;
@@ -123,9 +129,19 @@ impl LabelMap {
         if mass == 0 {
             return None;
         }
-        let c = |k: usize| kept.iter().map(|p| p.centroid[k] * p.mass as f32).sum::<f32>() / mass as f32;
+        let c = |k: usize| {
+            kept.iter()
+                .map(|p| p.centroid[k] * p.mass as f32)
+                .sum::<f32>()
+                / mass as f32
+        };
         let bbox = kept.iter().fold([usize::MAX, usize::MAX, 0, 0], |b, p| {
-            [b[0].min(p.bbox[0]), b[1].min(p.bbox[1]), b[2].max(p.bbox[2]), b[3].max(p.bbox[3])]
+            [
+                b[0].min(p.bbox[0]),
+                b[1].min(p.bbox[1]),
+                b[2].max(p.bbox[2]),
+                b[3].max(p.bbox[3]),
+            ]
         });
         Some(Blob {
             mass,
@@ -166,7 +182,7 @@ impl LabelMap {
             }
             out.extend(Blob::from_pixels(s, members.into_iter()));
         }
-        out.sort_by(|a, b| b.mass.cmp(&a.mass));
+        out.sort_by_key(|b| std::cmp::Reverse(b.mass));
         out
     }
 
@@ -271,7 +287,13 @@ impl Tracker {
     /// blurred colours they have there (`seg`: labels at the reference's size), and the same
     /// blur applied to their other appearances (a closed gripper), where distinct from every
     /// other label's colours by `distinct`.
-    pub fn add_blurred(&mut self, reference: &Rgb8Image, seg: &[u8], min_mass: usize, distinct: f32) {
+    pub fn add_blurred(
+        &mut self,
+        reference: &Rgb8Image,
+        seg: &[u8],
+        min_mass: usize,
+        distinct: f32,
+    ) {
         let map = self.assign(reference);
         let Some(table) = self.protos.iter().find(|p| p.label == 0).map(|p| p.colour) else {
             return;
@@ -295,8 +317,14 @@ impl Tracker {
             let span: [f32; 3] = [0, 1, 2].map(|c| primary[c] - table[c]);
             let span2: f32 = span.iter().map(|v| v * v).sum::<f32>().max(1.0);
             // The main blurred colour only: the smaller clusters are blends with neighbours.
-            for blurred in clusters(reference, seg, label, Some(table)).into_iter().take(1) {
-                let alpha = ([0, 1, 2].map(|c| (blurred[c] - table[c]) * span[c]).iter().sum::<f32>()
+            for blurred in clusters(reference, seg, label, Some(table))
+                .into_iter()
+                .take(1)
+            {
+                let alpha = ([0, 1, 2]
+                    .map(|c| (blurred[c] - table[c]) * span[c])
+                    .iter()
+                    .sum::<f32>()
                     / span2)
                     .clamp(0.2, 1.0);
                 let mut candidates = vec![blurred];
@@ -376,7 +404,9 @@ fn clusters(frame: &Rgb8Image, seg: &[u8], label: u8, table: Option<[f32; 3]>) -
                 && y > 0
                 && x + 1 < s
                 && y + 1 < s
-                && [i - 1, i + 1, i - s, i + s].iter().all(|&j| seg[j] == label)
+                && [i - 1, i + 1, i - s, i + s]
+                    .iter()
+                    .all(|&j| seg[j] == label)
         })
         .collect();
     let pick: Vec<usize> = match table {
@@ -410,7 +440,7 @@ fn clusters(frame: &Rgb8Image, seg: &[u8], label: u8, table: Option<[f32; 3]>) -
         }
     }
     let min = (pick.len() / 10).max(1);
-    sums.sort_by(|a, b| b.1.cmp(&a.1));
+    sums.sort_by_key(|b| std::cmp::Reverse(b.1));
     sums.into_iter()
         .filter(|(_, n)| *n >= min)
         .map(|(sum, n)| sum.map(|v| (v / n as f64) as f32))
@@ -438,7 +468,13 @@ mod tests {
     #[test]
     fn assigns_nearest_prototype_and_leaves_far_colours_unknown() {
         let inside = |x: usize, y: usize| (4..10).contains(&x) && (4..10).contains(&y);
-        let f = frame(16, |x, y| if inside(x, y) { [220, 40, 40] } else { [60, 70, 90] });
+        let f = frame(16, |x, y| {
+            if inside(x, y) {
+                [220, 40, 40]
+            } else {
+                [60, 70, 90]
+            }
+        });
         let seg: Vec<u8> = (0..256).map(|i| u8::from(inside(i % 16, i / 16))).collect();
         let t = Tracker::new(16, &f, &seg, 2, &[], 40.0, 25.0);
         let later = frame(16, |x, y| match (x, y) {
@@ -456,10 +492,20 @@ mod tests {
 
     #[test]
     fn separate_pieces_are_separate_components() {
-        let f = frame(16, |x, _| if x < 3 || x > 12 { [220, 40, 40] } else { [0; 3] });
+        let f = frame(16, |x, _| {
+            if !(3..=12).contains(&x) {
+                [220, 40, 40]
+            } else {
+                [0; 3]
+            }
+        });
         let map = LabelMap {
             size: 16,
-            ids: f.pixels.chunks_exact(3).map(|p| u8::from(p[0] > 0)).collect(),
+            ids: f
+                .pixels
+                .chunks_exact(3)
+                .map(|p| u8::from(p[0] > 0))
+                .collect(),
         };
         let comps = map.components(1);
         assert_eq!(comps.len(), 2);

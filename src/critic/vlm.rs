@@ -35,7 +35,8 @@ ring first.\n\
 Answer with the sentence only.";
 
 /// Feedback used when the judge rejects but the feedback call fails.
-const FALLBACK: &str = "Task incomplete or inconsistent. Move the gripper to the object and complete the task.";
+const FALLBACK: &str =
+    "Task incomplete or inconsistent. Move the gripper to the object and complete the task.";
 
 /// The VLM critic; see the module docs.
 pub struct VlmCritic {
@@ -56,7 +57,8 @@ impl VlmCritic {
     }
 
     fn messages(&self, prompt: &str, input: &CriticInput<'_>) -> Result<Value, String> {
-        let mut parts = vec![json!({"type": "text", "text": prompt.replace("{task}", input.instruction)})];
+        let mut parts =
+            vec![json!({"type": "text", "text": prompt.replace("{task}", input.instruction)})];
         for frame in std::iter::once(&input.first.rgb).chain(input.plan) {
             parts.push(json!({
                 "type": "image_url",

@@ -96,7 +96,10 @@ pub fn write_iteration(
     let rel = format!("iterations/{index:02}");
     let sub = dir.join(&rel);
     write_frames(&sub, start, plan)?;
-    crate::store::atomic::write_file(&sub.join("critique.txt"), format!("{critique}\n").as_bytes())?;
+    crate::store::atomic::write_file(
+        &sub.join("critique.txt"),
+        format!("{critique}\n").as_bytes(),
+    )?;
     Ok(rel)
 }
 
