@@ -562,6 +562,7 @@ fn plan(args: &PlanArgs) -> Result<()> {
     if instruction.trim().is_empty() {
         bail!("the instruction is empty");
     }
+    crate::critic_cli::make_critic(&args.critic)?;
     let model_dir = args.model.clone().unwrap_or_else(default_model_dir);
     let (device, note) = select_device(&args.device)?;
     tracing::info!("{note}");
