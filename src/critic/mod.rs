@@ -13,6 +13,7 @@
 pub mod calibrate;
 mod chat;
 mod error;
+mod judge;
 #[cfg(test)]
 mod loopback;
 mod perception;
