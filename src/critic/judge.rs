@@ -304,15 +304,22 @@ impl Judge<'_> {
         let th = self.th;
         let mut events = Vec::new();
         for (t, map) in self.frames.iter().enumerate() {
-            let gripper = self.gripper().and_then(|g| g.seen[t]);
+            // Blends around things (moving or not) are unknown colours too: only a blob clear
+            // of every thing, where it was and where it is, is something new.
+            let things: Vec<[usize; 4]> = self
+                .tracks
+                .iter()
+                .flat_map(|tr| [Some(tr.start), tr.seen[t], map.blob(tr.label)])
+                .flatten()
+                .map(|b| b.padded(th.contact_px, self.size))
+                .collect();
             for blob in map.components(UNKNOWN) {
                 if blob.mass < th.appear_px {
                     break;
                 }
-                let near_gripper = gripper
-                    .is_some_and(|g| overlaps(g.padded(th.contact_px, self.size), blob.bbox));
+                let near_thing = things.iter().any(|b| overlaps(*b, blob.bbox));
                 let (before, area) = self.start.count_in(blob.bbox, |id| id == UNKNOWN);
-                if !near_gripper && (before as f32) < 0.5 * area as f32 {
+                if !near_thing && (before as f32) < 0.5 * area as f32 {
                     events.push((t, blob.bbox));
                 }
             }

@@ -237,7 +237,14 @@ impl PerceptionCritic {
             th.ambiguity,
         );
         let seg = crate::agent::quality::resize_labels(&obs.segmentation, side, size as usize);
-        tracker.add_blurred(&reference, &seg, th.blur_below, th.blur_distinct);
+        let gripper: Vec<u8> = obs
+            .labels
+            .iter()
+            .position(|l| l == "gripper")
+            .map(|g| g as u8)
+            .into_iter()
+            .collect();
+        tracker.add_blurred(&reference, &seg, th.blur_below, th.blur_distinct, &gripper);
         let task = TaskKind::from_name(input.task);
         let movable = movable_names(task);
         let start = tracker.assign(&reference);

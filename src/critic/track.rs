@@ -293,6 +293,7 @@ impl Tracker {
         seg: &[u8],
         min_mass: usize,
         distinct: f32,
+        blur_extras: &[u8],
     ) {
         let map = self.assign(reference);
         let Some(table) = self.protos.iter().find(|p| p.label == 0).map(|p| p.colour) else {
@@ -301,7 +302,10 @@ impl Tracker {
         let mut labels: Vec<u8> = self.protos.iter().map(|p| p.label).collect();
         labels.dedup();
         for label in labels.into_iter().filter(|&l| l != 0) {
-            if map.ids.iter().filter(|&&id| id == label).count() >= min_mass {
+            // Thin things get their blurred colour and blurred appearances; `blur_extras` (the
+            // gripper, whose closed colour blurs like its open one) get blurred appearances.
+            let thin = map.ids.iter().filter(|&&id| id == label).count() < min_mass;
+            if !thin && !blur_extras.contains(&label) {
                 continue;
             }
             let Some(primary) = self.protos.iter().find(|p| p.label == label && !p.extra) else {
@@ -327,7 +331,7 @@ impl Tracker {
                     .sum::<f32>()
                     / span2)
                     .clamp(0.2, 1.0);
-                let mut candidates = vec![blurred];
+                let mut candidates = if thin { vec![blurred] } else { Vec::new() };
                 candidates.extend(
                     extras
                         .iter()
