@@ -64,6 +64,9 @@ pub struct CriticArgs {
     /// VLM model name (vlm critic).
     #[arg(long, default_value = "gpt-4o")]
     pub critic_model: String,
+    /// A (cheaper) model for the feedback sentence (default: the judge's model).
+    #[arg(long)]
+    pub critic_feedback_model: Option<String>,
     /// API base URL (default: $OPENAI_BASE_URL; the key is read from $OPENAI_API_KEY).
     #[arg(long)]
     pub critic_url: Option<String>,
@@ -84,7 +87,16 @@ pub fn make_critic(args: &CriticArgs) -> Result<Option<Box<dyn Critic>>> {
             let mut settings =
                 ChatSettings::from_env(args.critic_url.as_deref(), &args.critic_model)?;
             settings.timeout = Duration::from_secs_f64(args.critic_timeout);
-            Some(Box::new(VlmCritic::new(ChatClient::new(settings), None)))
+            let feedback = args.critic_feedback_model.as_ref().map(|m| {
+                ChatClient::new(ChatSettings {
+                    model: m.clone(),
+                    ..settings.clone()
+                })
+            });
+            Some(Box::new(VlmCritic::new(
+                ChatClient::new(settings),
+                feedback,
+            )))
         }
         other => bail!("unknown critic '{other}' (valid: perception, vlm, none)"),
     })

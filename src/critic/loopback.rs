@@ -186,7 +186,14 @@ fn accept_sends_the_frames_as_png_parts_with_the_key() {
 fn reject_asks_for_feedback_and_clamps_it() {
     let long = "Inconsistent glitch. The block jumps without any force acting on it. Move the manipulator to the block first and then push it slowly to the green target.";
     let (url, seen) = serve(vec![ok("Reject"), ok(long)]);
-    let r = review(&critic(settings(&url)));
+    let feedback = ChatClient::new(ChatSettings {
+        model: "feedback-model".to_owned(),
+        ..settings(&url)
+    });
+    let r = review(&VlmCritic::new(
+        ChatClient::new(settings(&url)),
+        Some(feedback),
+    ));
     assert_eq!(r.verdict, Verdict::Reject);
     assert!(
         r.feedback
@@ -195,6 +202,8 @@ fn reject_asks_for_feedback_and_clamps_it() {
     assert!(r.feedback.split_whitespace().count() <= super::MAX_FEEDBACK_WORDS);
     let seen = seen.lock().expect("log");
     assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0].body["model"], "judge-model");
+    assert_eq!(seen[1].body["model"], "feedback-model");
     let prompt = seen[1].body["messages"][1]["content"][0]["text"]
         .as_str()
         .unwrap_or("");
