@@ -43,7 +43,7 @@ pub struct VlmCritic {
     judge: ChatClient,
     /// A (usually cheaper) model for the feedback sentence; the judge's when `None`.
     feedback: Option<ChatClient>,
-    /// Side the frames are scaled to before sending (VLMs see tiny frames poorly).
+    /// Side the frames are scaled to before sending (VLMs see tiny frames poorly); 16..=1024.
     pub image_side: u32,
 }
 
@@ -62,7 +62,7 @@ impl VlmCritic {
         for frame in std::iter::once(&input.first.rgb).chain(input.plan) {
             parts.push(json!({
                 "type": "image_url",
-                "image_url": {"url": data_url(&resize(frame, self.image_side))?},
+                "image_url": {"url": data_url(&resize(frame, self.image_side.clamp(16, 1024)))?},
             }));
         }
         Ok(json!([
