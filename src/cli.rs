@@ -72,6 +72,8 @@ pub enum Command {
     /// Inspect a plan store: check it (integrity, frame files) or list its plans.
     #[command(subcommand)]
     Store(StoreCommand),
+    /// Measure the perception critic: expert videos accepted, edited failures rejected.
+    CriticCalibrate(crate::critic_cli::CalibrateArgs),
 }
 
 #[derive(Debug, Args)]
@@ -174,6 +176,8 @@ pub struct PlanArgs {
     /// auto, cpu, cuda or metal.
     #[arg(long, default_value = "auto")]
     pub device: String,
+    #[command(flatten)]
+    pub critic: crate::critic_cli::CriticArgs,
 }
 
 #[derive(Debug, Args)]
@@ -298,6 +302,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Export(a)) => store_cli::export(&a),
         Some(Command::Import(a)) => store_cli::import(&a),
         Some(Command::Store(c)) => store_cli::store(&c),
+        Some(Command::CriticCalibrate(a)) => crate::critic_cli::calibrate_cmd(&a),
     }
 }
 
@@ -346,7 +351,7 @@ fn print_world(world: &dyn World) {
 }
 
 /// Parses `all` or a comma list of names against the valid ones.
-fn pick_tasks(world: &dyn World, list: &str) -> Result<Vec<String>> {
+pub(crate) fn pick_tasks(world: &dyn World, list: &str) -> Result<Vec<String>> {
     let valid: Vec<String> = world.tasks().into_iter().map(|t| t.name).collect();
     if list == "all" {
         return Ok(valid);
@@ -363,7 +368,7 @@ fn pick_tasks(world: &dyn World, list: &str) -> Result<Vec<String>> {
         .collect()
 }
 
-fn pick_views(world: &dyn World, list: &str) -> Result<Vec<usize>> {
+pub(crate) fn pick_views(world: &dyn World, list: &str) -> Result<Vec<usize>> {
     let views = world.views();
     if list == "all" {
         return Ok((0..views.len()).collect());
@@ -373,7 +378,7 @@ fn pick_views(world: &dyn World, list: &str) -> Result<Vec<usize>> {
         .collect()
 }
 
-fn progress(len: u64, what: &str) -> ProgressBar {
+pub(crate) fn progress(len: u64, what: &str) -> ProgressBar {
     let bar = ProgressBar::new(len);
     bar.set_style(
         ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
@@ -623,6 +628,7 @@ fn plan(args: &PlanArgs) -> Result<()> {
     if instruction.trim().is_empty() {
         bail!("the instruction is empty");
     }
+    crate::critic_cli::make_critic(&args.critic)?;
     let model_dir = args.model.clone().unwrap_or_else(default_model_dir);
     let (device, note) = select_device(&args.device)?;
     tracing::info!("{note}");
@@ -630,7 +636,8 @@ fn plan(args: &PlanArgs) -> Result<()> {
     let model = VideoModel::load(&model_dir, &device)
         .with_context(|| format!("loading the model from {}", model_dir.display()))?;
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
-    let first = world.reset(&args.task, view, args.seed)?.rgb;
+    let start = world.reset(&args.task, view, args.seed)?;
+    let first = start.rgb.clone();
     let sample = if args.steps == 0 {
         SampleConfig {
             guidance_weight: args.guidance,
@@ -652,12 +659,28 @@ fn plan(args: &PlanArgs) -> Result<()> {
         "sampling",
     );
     let t1 = Instant::now();
-    let frames = model
-        .plan(&first, None, &instruction, &sample, sample_seed, |_| {
-            bar.inc(1);
-            ControlFlow::Continue(())
-        })?
-        .context("sampling was cancelled")?;
+    let (frames, refinement) = if args.critic.wants_loop() {
+        bar.finish_and_clear();
+        let (frames, record) = crate::critic_cli::refine_plan(
+            &args.critic,
+            &model,
+            &start,
+            &args.task,
+            &instruction,
+            &sample,
+            sample_seed,
+            &args.out,
+        )?;
+        (frames, Some(record))
+    } else {
+        let frames = model
+            .plan(&first, None, &instruction, &sample, sample_seed, |_| {
+                bar.inc(1);
+                ControlFlow::Continue(())
+            })?
+            .context("sampling was cancelled")?;
+        (frames, None)
+    };
     let sample_ms = t1.elapsed().as_secs_f64() * 1e3;
     bar.finish_and_clear();
     let record = PlanRecord {
@@ -679,6 +702,7 @@ fn plan(args: &PlanArgs) -> Result<()> {
         frames: (0..=frames.len())
             .map(|i| format!("frames/{i:02}.png"))
             .collect(),
+        refinement,
     };
     write_plan(&args.out, &record, &first, &frames)
         .with_context(|| format!("writing the plan to {}", args.out.display()))?;

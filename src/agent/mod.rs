@@ -3,3 +3,4 @@
 
 pub mod model_eval;
 pub mod quality;
+pub mod refine;

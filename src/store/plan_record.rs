@@ -3,7 +3,11 @@
 //!
 //! ```text
 //! DIR/plan.json  DIR/plan.gif  DIR/strip.png  DIR/frames/00.png (start) .. 07.png
+//! DIR/iterations/NN/{frames/*.png, plan.gif, strip.png, critique.txt}   (with --refine)
+//! DIR/iterations.png                      every iteration, one row each (with --refine)
 //! ```
+//!
+//! With refinement the top-level frames are the chosen iteration's.
 
 use std::path::Path;
 
@@ -39,6 +43,34 @@ pub struct PlanRecord {
     pub sample_ms: f64,
     /// Frame files, start frame first.
     pub frames: Vec<String>,
+    /// The critic's reviews and every refinement, when a critic or refinement was asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refinement: Option<RefinementRecord>,
+}
+
+/// The refinement loop as run for this plan.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RefinementRecord {
+    pub critic: String,
+    pub max_refinements: usize,
+    /// Index of the iteration shown at the top level (`None` if cancelled before any).
+    pub chosen: Option<usize>,
+    /// accepted, exhausted, critic_unavailable or cancelled.
+    pub stop: String,
+    pub iterations: Vec<IterationRecord>,
+}
+
+/// One generated plan of the loop and its critique.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IterationRecord {
+    pub index: usize,
+    /// Folder of its files, relative to the plan folder.
+    pub dir: String,
+    /// Text the model was conditioned on (instruction, then the previous critique).
+    pub prompt: String,
+    pub sample_seed: u64,
+    pub sample_ms: f64,
+    pub review: crate::critic::Review,
 }
 
 /// Writes the plan folder (each file atomically; `plan.json` last).
@@ -48,12 +80,53 @@ pub fn write_plan(
     start: &Rgb8Image,
     plan: &[Rgb8Image],
 ) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir.join("frames"))?;
+    write_frames(dir, start, plan)?;
+    crate::store::atomic::write_json(&dir.join("plan.json"), record)
+}
+
+/// Writes one iteration of the loop under `dir/iterations/NN` (frames, GIF, strip and the
+/// critique as text) and returns that folder relative to `dir`.
+pub fn write_iteration(
+    dir: &Path,
+    index: usize,
+    start: &Rgb8Image,
+    plan: &[Rgb8Image],
+    critique: &str,
+) -> std::io::Result<String> {
+    let rel = format!("iterations/{index:02}");
+    let sub = dir.join(&rel);
+    write_frames(&sub, start, plan)?;
+    crate::store::atomic::write_file(
+        &sub.join("critique.txt"),
+        format!("{critique}\n").as_bytes(),
+    )?;
+    Ok(rel)
+}
+
+/// Writes `dir/iterations.png`: the start and each iteration's frames, one row per iteration.
+pub fn write_iterations_sheet(
+    dir: &Path,
+    start: &Rgb8Image,
+    plans: &[&[Rgb8Image]],
+) -> std::io::Result<()> {
+    let rows: Vec<Vec<Rgb8Image>> = plans.iter().map(|p| with_start(start, p)).collect();
+    let sheet = crate::viz::upscale(&crate::viz::grid(&rows, 1, [255, 255, 255]), 4);
+    crate::viz::write_png(&dir.join("iterations.png"), &sheet)
+}
+
+fn with_start(start: &Rgb8Image, plan: &[Rgb8Image]) -> Vec<Rgb8Image> {
     let mut all = vec![crate::model::pipeline::resize(
         start,
         plan.first().map_or(start.width, |f| f.width),
     )];
     all.extend(plan.iter().cloned());
+    all
+}
+
+/// Frames (start first), GIF and strip of one plan.
+fn write_frames(dir: &Path, start: &Rgb8Image, plan: &[Rgb8Image]) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir.join("frames"))?;
+    let all = with_start(start, plan);
     for (i, f) in all.iter().enumerate() {
         crate::viz::write_png(&dir.join(format!("frames/{i:02}.png")), &f.to_image())?;
     }
@@ -62,8 +135,7 @@ pub fn write_plan(
         &crate::viz::grid(std::slice::from_ref(&all), 1, [255, 255, 255]),
         4,
     );
-    crate::viz::write_png(&dir.join("strip.png"), &strip)?;
-    crate::store::atomic::write_json(&dir.join("plan.json"), record)
+    crate::viz::write_png(&dir.join("strip.png"), &strip)
 }
 
 /// Why a plan folder could not be read.

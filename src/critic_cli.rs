@@ -1,0 +1,366 @@
+//! The command-line side of the critics: `videoagent critic-calibrate` and the `--refine` /
+//! `--critic` options of `videoagent plan` (kept apart from cli.rs, which only dispatches).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+
+use videoagent::critic::calibrate::{
+    CalibrationSpec, Edit, PlanJudgement, calibrate, judge_model_plans,
+};
+use videoagent::critic::{
+    ChatClient, ChatSettings, Critic, NoCritic, PerceptionCritic, Verdict, VlmCritic,
+};
+use videoagent::env::open_world;
+use videoagent::store::plan_record::{
+    IterationRecord, RefinementRecord, write_iteration, write_iterations_sheet,
+};
+
+use crate::cli::{pick_tasks, pick_views, progress};
+
+#[derive(Debug, Args)]
+pub struct CalibrateArgs {
+    #[arg(long, default_value = "all")]
+    pub tasks: String,
+    #[arg(long, default_value = "all")]
+    pub views: String,
+    /// Expert starts per task and view.
+    #[arg(long, default_value_t = 10)]
+    pub seeds: u64,
+    /// First seed (held-out starts by default).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub seed_base: u64,
+    /// Plan sizes the expert frames are shrunk to, comma-separated.
+    #[arg(long, default_value = "32,64")]
+    pub sizes: String,
+    /// Also judge this many plans of the model per task and view (0: none).
+    #[arg(long, default_value_t = 0)]
+    pub model_plans: u64,
+    /// Model folder for --model-plans (default: the shipped CPU model).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// DDIM steps of the model's plans.
+    #[arg(long, default_value_t = 10)]
+    pub steps: usize,
+    /// A plan whose task object ends further than this from the expert's (model pixels) is bad.
+    #[arg(long, default_value_t = 3.0)]
+    pub bad_px: f64,
+    /// Also write the report as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+/// Which critic `plan --refine` asks, and how to reach a VLM.
+#[derive(Debug, Args)]
+pub struct CriticArgs {
+    /// Refinements after the first plan (0: plan once).
+    #[arg(long, default_value_t = 0)]
+    pub refine: usize,
+    /// perception (offline, default), vlm (OpenAI-compatible API) or none.
+    #[arg(long, default_value = "perception")]
+    pub critic: String,
+    /// VLM model name (vlm critic).
+    #[arg(long, default_value = "gpt-4o")]
+    pub critic_model: String,
+    /// A (cheaper) model for the feedback sentence (default: the judge's model).
+    #[arg(long)]
+    pub critic_feedback_model: Option<String>,
+    /// API base URL (default: $OPENAI_BASE_URL; the key is read from $OPENAI_API_KEY).
+    #[arg(long)]
+    pub critic_url: Option<String>,
+    /// Seconds one VLM request may take.
+    #[arg(long, default_value_t = 60.0)]
+    pub critic_timeout: f64,
+}
+
+/// The critic chosen by `args` (`None` for `--critic none`).
+pub fn make_critic(args: &CriticArgs) -> Result<Option<Box<dyn Critic>>> {
+    Ok(match args.critic.as_str() {
+        "none" => None,
+        "perception" => Some(Box::new(PerceptionCritic::default())),
+        "vlm" => {
+            if !(args.critic_timeout.is_finite() && args.critic_timeout > 0.0) {
+                bail!("--critic-timeout must be a positive number of seconds");
+            }
+            let mut settings =
+                ChatSettings::from_env(args.critic_url.as_deref(), &args.critic_model)?;
+            settings.timeout = Duration::from_secs_f64(args.critic_timeout);
+            let feedback = args.critic_feedback_model.as_ref().map(|m| {
+                ChatClient::new(ChatSettings {
+                    model: m.clone(),
+                    ..settings.clone()
+                })
+            });
+            Some(Box::new(VlmCritic::new(
+                ChatClient::new(settings),
+                feedback,
+            )))
+        }
+        other => bail!("unknown critic '{other}' (valid: perception, vlm, none)"),
+    })
+}
+
+pub fn calibrate_cmd(args: &CalibrateArgs) -> Result<()> {
+    let mut world = open_world("tabletop", 64)?;
+    let sizes = args
+        .sizes
+        .split(',')
+        .map(|s| s.trim().parse::<u32>())
+        .collect::<Result<Vec<_>, _>>()
+        .context("--sizes must be comma-separated pixel sizes")?;
+    if sizes.iter().any(|s| !(8..=256).contains(s)) {
+        bail!("--sizes must be between 8 and 256 pixels");
+    }
+    let spec = CalibrationSpec {
+        tasks: pick_tasks(world.as_ref(), &args.tasks)?,
+        views: pick_views(world.as_ref(), &args.views)?,
+        seeds: (args.seed_base..args.seed_base + args.seeds).collect(),
+        sizes,
+    };
+    let critic = PerceptionCritic::default();
+    let cases = (spec.tasks.len() * spec.views.len() * spec.seeds.len()) as u64;
+    let bar = progress(cases, "expert videos");
+    let report = calibrate(&critic, world.as_mut(), &spec, || bar.inc(1))?;
+    bar.finish_and_clear();
+    println!("perception critic on expert videos (8-frame clips) and edited failures");
+    println!(
+        "  {:<13} {:>4} {:>8} {:>9} {:>9} {:>9}",
+        "task", "px", "experts", "vanish", "teleport", "recolour"
+    );
+    for r in &report.rows {
+        let edit = |e: Edit| {
+            r.edits
+                .iter()
+                .find(|x| x.0 == e)
+                .map_or("-".to_owned(), |x| format!("{}/{}", x.2, x.1))
+        };
+        println!(
+            "  {:<13} {:>4} {:>8} {:>9} {:>9} {:>9}",
+            r.task,
+            r.size,
+            format!("{}/{}", r.experts_accepted, r.experts),
+            edit(Edit::Vanish),
+            edit(Edit::Teleport),
+            edit(Edit::Recolour)
+        );
+    }
+    for &size in &spec.sizes {
+        println!(
+            "  at {size} px: experts accepted {:.1}%, rejected: vanish {:.1}%, teleport {:.1}%, recolour {:.1}%",
+            100.0 * report.expert_acceptance(size),
+            100.0 * report.edit_rejection(Edit::Vanish, size),
+            100.0 * report.edit_rejection(Edit::Teleport, size),
+            100.0 * report.edit_rejection(Edit::Recolour, size),
+        );
+    }
+    let mut why: Vec<(String, usize)> = Vec::new();
+    for m in report.misses.iter().filter(|m| m.what == "expert rejected") {
+        for f in &m.findings {
+            let key = format!("{} {} {:?} @{}", m.task, f.object, f.kind, m.size);
+            match why.iter_mut().find(|w| w.0 == key) {
+                Some(w) => w.1 += 1,
+                None => why.push((key, 1)),
+            }
+        }
+    }
+    why.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    if !why.is_empty() {
+        println!("  findings on rejected expert videos:");
+        for (k, n) in why.iter().take(25) {
+            println!("    {n:>4}  {k}");
+        }
+    }
+    let plans = if args.model_plans > 0 {
+        Some(model_plans(args, &spec, &critic)?)
+    } else {
+        None
+    };
+    if let Some(path) = &args.json {
+        let json = serde_json::json!({
+            "thresholds": critic.thresholds,
+            "report": report,
+            "model_plans": plans,
+        });
+        videoagent::store::atomic::write_json(path, &json)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn model_plans(
+    args: &CalibrateArgs,
+    spec: &CalibrationSpec,
+    critic: &dyn Critic,
+) -> Result<Vec<PlanJudgement>> {
+    use videoagent::model::{
+        SampleConfig, VideoModel, device::select_device, pipeline::default_model_dir,
+    };
+    let dir = args.model.clone().unwrap_or_else(default_model_dir);
+    let (device, _) = select_device("auto")?;
+    let model = VideoModel::load(&dir, &device)
+        .with_context(|| format!("loading the model from {}", dir.display()))?;
+    let mut world = open_world(&model.config.world, 64)?;
+    let spec = CalibrationSpec {
+        seeds: (args.seed_base..args.seed_base + args.model_plans).collect(),
+        ..spec.clone()
+    };
+    let n = (spec.tasks.len() * spec.views.len() * spec.seeds.len()) as u64;
+    let bar = progress(n, "model plans");
+    let plans = judge_model_plans(
+        critic,
+        &model,
+        world.as_mut(),
+        &spec,
+        &SampleConfig::ddim(args.steps),
+        args.bad_px,
+        |_| bar.inc(1),
+    )?;
+    bar.finish_and_clear();
+    println!(
+        "model plans ({}), bad = task object ends > {} px from the expert's or is missing",
+        dir.display(),
+        args.bad_px
+    );
+    println!(
+        "  {:<13} {:>5} {:>8} {:>5} {:>12} {:>13}",
+        "task", "plans", "rejected", "bad", "bad rejected", "good accepted"
+    );
+    let mut tasks: Vec<&str> = plans.iter().map(|p| p.task.as_str()).collect();
+    tasks.dedup();
+    for task in tasks {
+        let ps: Vec<&PlanJudgement> = plans.iter().filter(|p| p.task == task).collect();
+        let bad = ps.iter().filter(|p| !p.close_to_expert).count();
+        println!(
+            "  {:<13} {:>5} {:>8} {:>5} {:>12} {:>13}",
+            task,
+            ps.len(),
+            ps.iter().filter(|p| !p.accepted).count(),
+            bad,
+            ps.iter()
+                .filter(|p| !p.close_to_expert && !p.accepted)
+                .count(),
+            ps.iter()
+                .filter(|p| p.close_to_expert && p.accepted)
+                .count(),
+        );
+    }
+    Ok(plans)
+}
+
+impl CriticArgs {
+    /// Whether `plan` should run the loop (a critic to ask or refinements to make).
+    pub fn wants_loop(&self) -> bool {
+        self.refine > 0 || self.critic != "none"
+    }
+}
+
+/// Runs the refinement loop for `plan`, writes every iteration under `out/iterations/` and
+/// returns the chosen frames with the record for `plan.json`.
+#[allow(clippy::too_many_arguments)]
+pub fn refine_plan(
+    args: &CriticArgs,
+    model: &videoagent::model::VideoModel,
+    start: &videoagent::env::Observation,
+    task: &str,
+    instruction: &str,
+    sample: &videoagent::model::SampleConfig,
+    seed: u64,
+    out: &std::path::Path,
+) -> Result<(Vec<videoagent::env::Rgb8Image>, RefinementRecord)> {
+    use std::ops::ControlFlow;
+    use videoagent::agent::refine::{
+        OnUnavailable, RefineInput, RefineProgress, RefineSettings, refine,
+    };
+
+    let chosen_critic = make_critic(args)?;
+    let (critic, on_unavailable): (&dyn Critic, _) = match &chosen_critic {
+        Some(c) => (c.as_ref(), OnUnavailable::Stop),
+        None => (&NoCritic, OnUnavailable::Continue),
+    };
+    let steps = match sample.sampler {
+        videoagent::model::Sampler::Ddim { steps } => steps,
+        _ => model.config.timesteps,
+    } as u64;
+    let bar = progress(steps * (args.refine as u64 + 1), "plan 0");
+    let settings = RefineSettings {
+        max_refinements: args.refine,
+        sample: *sample,
+        seed,
+        on_unavailable,
+    };
+    let input = RefineInput {
+        first: start,
+        task,
+        instruction,
+    };
+    let outcome = refine(model, critic, &input, &settings, &mut |p| {
+        match p {
+            RefineProgress::Step { .. } => bar.inc(1),
+            RefineProgress::Iteration(it) => {
+                bar.set_message(format!("plan {}", it.index + 1));
+                bar.println(format!(
+                    "plan {}: {} ({:.0} ms sampling, {:.0} ms critique) {}",
+                    it.index,
+                    verdict_word(&it.review.verdict),
+                    it.sample_ms,
+                    it.review.latency.as_secs_f64() * 1e3,
+                    it.review.feedback
+                ));
+            }
+        }
+        ControlFlow::Continue(())
+    })?;
+    bar.finish_and_clear();
+    let mut iterations = Vec::new();
+    for it in &outcome.iterations {
+        let critique = match &it.review.verdict {
+            Verdict::Unavailable { reason } => format!("critic unavailable: {reason}"),
+            v => format!("{}: {}", verdict_word(v), it.review.feedback),
+        };
+        let dir = write_iteration(out, it.index, &start.rgb, &it.frames, &critique)
+            .with_context(|| format!("writing iteration {} to {}", it.index, out.display()))?;
+        iterations.push(IterationRecord {
+            index: it.index,
+            dir,
+            prompt: it.prompt.clone(),
+            sample_seed: it.seed,
+            sample_ms: it.sample_ms,
+            review: it.review.clone(),
+        });
+    }
+    let plans: Vec<&[videoagent::env::Rgb8Image]> = outcome
+        .iterations
+        .iter()
+        .map(|i| i.frames.as_slice())
+        .collect();
+    write_iterations_sheet(out, &start.rgb, &plans)
+        .with_context(|| format!("writing {}", out.join("iterations.png").display()))?;
+    let frames = outcome
+        .chosen_frames()
+        .context("sampling was cancelled")?
+        .to_vec();
+    let stop = serde_json::to_value(outcome.stop)?
+        .as_str()
+        .unwrap_or("unknown")
+        .to_owned();
+    Ok((
+        frames,
+        RefinementRecord {
+            critic: critic.name().to_owned(),
+            max_refinements: args.refine,
+            chosen: outcome.chosen,
+            stop,
+            iterations,
+        },
+    ))
+}
+
+fn verdict_word(v: &Verdict) -> &'static str {
+    match v {
+        Verdict::Accept => "accept",
+        Verdict::Reject => "reject",
+        Verdict::Unavailable { .. } => "unavailable",
+    }
+}
