@@ -39,6 +39,7 @@ fn sample_plans(dir: &Path, n: u64) {
             load_ms: 0.0,
             sample_ms: 1.0,
             frames: (0..8).map(|f| format!("frames/{f:02}.png")).collect(),
+            refinement: None,
         };
         let plan: Vec<Rgb8Image> = (1..8).map(|f| frame(f * 30)).collect();
         write_plan(&dir.join(format!("plan-{i}")), &record, &frame(0), &plan).expect("plan");
@@ -50,6 +51,7 @@ fn studio(plans: Option<&Path>) -> StudioApp {
         model_dir: videoagent::model::pipeline::default_model_dir(),
         device: "cpu".into(),
         sample_plans: plans.map(Path::to_owned),
+        store_dir: None,
         annotator: "tester".into(),
     })
 }
@@ -202,6 +204,7 @@ fn a_broken_model_folder_is_reported_in_the_ui() {
         model_dir: dir.path().to_owned(),
         device: "cpu".into(),
         sample_plans: None,
+        store_dir: None,
         annotator: "tester".into(),
     });
     assert!(app.wait_for_model().is_err());
@@ -212,4 +215,39 @@ fn a_broken_model_folder_is_reported_in_the_ui() {
     h.run_steps(2);
     assert!(!h.state().is_generating());
     assert!(h.state().toasts.iter().any(|t| t.is_error));
+}
+
+#[test]
+fn labels_and_plans_survive_a_restart_through_the_store() {
+    let samples = tempfile::tempdir().expect("tempdir");
+    sample_plans(samples.path(), 3);
+    let store = tempfile::tempdir().expect("tempdir");
+    let open = || {
+        let mut app = StudioApp::new(StudioOptions {
+            model_dir: videoagent::model::pipeline::default_model_dir(),
+            device: "cpu".into(),
+            sample_plans: Some(samples.path().to_owned()),
+            store_dir: Some(store.path().join("store")),
+            annotator: "tester".into(),
+        });
+        app.flush_store().expect("the store opens");
+        harness(app)
+    };
+    let mut h = open();
+    h.run_steps(2);
+    assert_eq!(h.state().studio.plans.len(), 3, "samples imported into the empty store");
+    h.key_press(Key::Num2);
+    h.key_press(Key::R);
+    h.run_steps(2);
+    h.state_mut().flush_store().expect("saved");
+    let first = h.state().studio.plans[0].id;
+    drop(h);
+
+    let mut h = open();
+    h.run_steps(2);
+    assert_eq!(h.state().studio.plans.len(), 3, "samples are not imported twice");
+    let label = h.state().studio.labels.get(&first).cloned().expect("label kept");
+    assert_eq!(label.verdict, Some(Verdict::Reject));
+    assert_eq!(label.rating, Some(2));
+    assert!(h.query_by_label_contains("store ").is_some(), "the status bar names the store");
 }

@@ -9,10 +9,35 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::Instant;
 
+use crate::agent::refine::{
+    OnUnavailable, RefineInput, RefineIteration, RefineProgress, RefineSettings, StopReason, refine,
+};
+use crate::critic::{Critic, NoCritic, PerceptionCritic, PerceptionThresholds};
 use crate::env::{self, Rgb8Image};
 use crate::model::{SampleConfig, VideoModel};
 
-use super::state::{IterationView, PlanId, PlanOrigin, PlanView};
+use super::state::{Critique, IterationView, PlanId, PlanOrigin, PlanView};
+
+/// Which critic judges each iteration.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CriticChoice {
+    /// The built-in perception critic (offline).
+    #[default]
+    Perception,
+    /// No critic: one plan, never refined.
+    None,
+}
+
+impl CriticChoice {
+    pub const ALL: [CriticChoice; 2] = [CriticChoice::Perception, CriticChoice::None];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            CriticChoice::Perception => "perception",
+            CriticChoice::None => "none",
+        }
+    }
+}
 
 /// Wakes the UI when a message arrives (egui's `request_repaint`).
 pub type Repaint = Arc<dyn Fn() + Send + Sync>;
@@ -118,6 +143,7 @@ pub struct GenerateRequest {
     /// Empty: the task's own instruction.
     pub instruction: String,
     pub max_refinements: usize,
+    pub critic: CriticChoice,
     pub sampler_steps: usize,
     pub guidance: f64,
     pub sample_seed: u64,
@@ -177,10 +203,9 @@ fn run_generate(
     };
     let first = world
         .reset(&origin.task, origin.view, origin.seed)
-        .map_err(|e| e.to_string())?
-        .rgb;
+        .map_err(|e| e.to_string())?;
     let size = model.config.frame_size() as u32;
-    let start_frame = crate::model::pipeline::resize(&first, size);
+    let start_frame = crate::model::pipeline::resize(&first.rgb, size);
     let mut plan = PlanView {
         id: request.id,
         origin: origin.clone(),
@@ -202,49 +227,70 @@ fn run_generate(
         plan.id = super::persist::studio_id(id);
     }
     report.send(GenerateEvent::Started(Box::new(plan)));
-    let sample = SampleConfig {
-        guidance_weight: request.guidance,
-        ..SampleConfig::ddim(request.sampler_steps.max(1))
+    let critic: Box<dyn Critic> = match request.critic {
+        CriticChoice::Perception => Box::new(PerceptionCritic::new(PerceptionThresholds::default())),
+        CriticChoice::None => Box::new(NoCritic),
     };
-    let started = Instant::now();
-    let frames = model
-        .plan(
-            &first,
-            None,
-            &instruction,
-            &sample,
-            request.sample_seed,
-            |step| {
-                report.progress(GenerateEvent::Step {
-                    iteration: 0,
-                    step: step.index + 1,
-                    total: step.total,
-                });
-                if report.is_cancelled() {
-                    ControlFlow::Break(())
-                } else {
-                    ControlFlow::Continue(())
+    let settings = RefineSettings {
+        max_refinements: request.max_refinements,
+        sample: SampleConfig {
+            guidance_weight: request.guidance,
+            ..SampleConfig::ddim(request.sampler_steps.max(1))
+        },
+        seed: request.sample_seed,
+        on_unavailable: OnUnavailable::Stop,
+    };
+    let input = RefineInput {
+        first: &first,
+        task: &origin.task,
+        instruction: &instruction,
+    };
+    let outcome = refine(model, critic.as_ref(), &input, &settings, &mut |progress| {
+        match progress {
+            RefineProgress::Step {
+                iteration,
+                step,
+                total,
+            } => report.progress(GenerateEvent::Step {
+                iteration,
+                step,
+                total,
+            }),
+            RefineProgress::Iteration(done) => {
+                let iteration = iteration_view(critic.name(), &start_frame, done);
+                if let Some((store, id)) = stored
+                    && let Err(e) = super::persist::add_iteration(store, id, &iteration)
+                {
+                    report.send(GenerateEvent::Warning(format!(
+                        "an iteration is not stored: {e}"
+                    )));
                 }
-            },
-        )
-        .map_err(|e| format!("sampling failed: {e}"))?;
-    let Some(frames) = frames else {
+                report.send(GenerateEvent::Iteration(Box::new(iteration)));
+            }
+        }
+        if report.is_cancelled() {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    })
+    .map_err(|e| format!("sampling failed: {e}"))?;
+    if outcome.stop == StopReason::Cancelled {
         return Ok(None);
-    };
-    let mut all: Vec<Rgb8Image> = vec![start_frame];
-    all.extend(frames);
-    let iteration = IterationView {
-        frames: all,
-        critique: None,
-        sample_ms: started.elapsed().as_secs_f64() * 1e3,
-    };
-    if let Some((store, id)) = stored
-        && let Err(e) = super::persist::add_iteration(store, id, &iteration)
-    {
-        report.send(GenerateEvent::Warning(format!("an iteration is not stored: {e}")));
     }
-    report.send(GenerateEvent::Iteration(Box::new(iteration)));
-    Ok(Some(0))
+    Ok(outcome.chosen)
+}
+
+/// The studio's view of one reviewed iteration (start frame first).
+fn iteration_view(critic: &str, start: &Rgb8Image, done: &RefineIteration) -> IterationView {
+    let review = &done.review;
+    let mut frames = vec![start.clone()];
+    frames.extend(done.frames.iter().cloned());
+    IterationView {
+        frames,
+        critique: Some(Critique::from_review(critic, review)),
+        sample_ms: done.sample_ms,
+    }
 }
 
 /// Loads a model folder on a worker thread (the studio shows the UI meanwhile).

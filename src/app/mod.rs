@@ -52,6 +52,7 @@ pub struct GenerateSettings {
     /// Empty: the task's own instruction.
     pub instruction: String,
     pub max_refinements: usize,
+    pub critic: jobs::CriticChoice,
     pub sampler_steps: usize,
     pub guidance: f64,
 }
@@ -65,6 +66,7 @@ impl Default for GenerateSettings {
             seed: 0,
             instruction: String::new(),
             max_refinements: 2,
+            critic: jobs::CriticChoice::Perception,
             sampler_steps: 10,
             guidance: 0.0,
         }
@@ -357,6 +359,7 @@ impl StudioApp {
             },
             instruction: s.instruction.clone(),
             max_refinements: s.max_refinements,
+            critic: s.critic,
             sampler_steps: s.sampler_steps,
             guidance: s.guidance,
             sample_seed: s.seed,

@@ -3,10 +3,10 @@
 
 use std::path::Path;
 
-use crate::store::plan_record::read_plan;
+use crate::store::plan_record::{PlanRecord, ReadPlanError, read_frame, read_plan};
 
 use super::command::Studio;
-use super::state::{IterationView, PlanOrigin, PlanView};
+use super::state::{Critique, IterationView, PlanOrigin, PlanView};
 
 /// Adds every plan folder under `dir` (sorted by name). A folder that cannot be read becomes a
 /// warning; the others still open.
@@ -19,8 +19,16 @@ pub fn load_plan_folders(dir: &Path, studio: &mut Studio) -> std::io::Result<Vec
     folders.sort();
     let mut warnings = Vec::new();
     for folder in folders {
-        match read_plan(&folder) {
-            Ok((record, frames)) => {
+        match read_plan(&folder).and_then(|(record, frames)| {
+            let iterations = iterations_of(&folder, &record, frames)?;
+            Ok((record, iterations))
+        }) {
+            Ok((record, iterations)) => {
+                let chosen = record
+                    .refinement
+                    .as_ref()
+                    .and_then(|r| r.chosen)
+                    .unwrap_or(iterations.len().saturating_sub(1));
                 let id = studio.next_plan_id();
                 studio.upsert_plan(PlanView {
                     id,
@@ -31,12 +39,8 @@ pub fn load_plan_folders(dir: &Path, studio: &mut Studio) -> std::io::Result<Vec
                         seed: record.env_seed,
                     },
                     instruction: record.instruction,
-                    iterations: vec![IterationView {
-                        frames,
-                        critique: None,
-                        sample_ms: record.sample_ms,
-                    }],
-                    chosen: 0,
+                    iterations,
+                    chosen,
                     rollout: None,
                 });
             }
@@ -44,4 +48,36 @@ pub fn load_plan_folders(dir: &Path, studio: &mut Studio) -> std::io::Result<Vec
         }
     }
     Ok(warnings)
+}
+
+/// Every refinement iteration with its critique, or the plan's frames alone for a plan made
+/// without the loop.
+fn iterations_of(
+    folder: &Path,
+    record: &PlanRecord,
+    frames: Vec<crate::env::Rgb8Image>,
+) -> Result<Vec<IterationView>, ReadPlanError> {
+    let Some(refinement) = &record.refinement else {
+        return Ok(vec![IterationView {
+            frames,
+            critique: None,
+            sample_ms: record.sample_ms,
+        }]);
+    };
+    refinement
+        .iterations
+        .iter()
+        .map(|it| {
+            let frames = record
+                .frames
+                .iter()
+                .map(|name| read_frame(&folder.join(&it.dir).join(name)))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(IterationView {
+                frames,
+                critique: Some(Critique::from_review(&refinement.critic, &it.review)),
+                sample_ms: it.sample_ms,
+            })
+        })
+        .collect()
 }

@@ -23,6 +23,36 @@ pub struct Critique {
     pub latency_ms: f64,
 }
 
+impl Critique {
+    /// The studio's view of a critic's review of the 7 generated frames (the studio shows the
+    /// start frame first, so frame indices shift by one).
+    pub fn from_review(critic: &str, review: &crate::critic::Review) -> Self {
+        use crate::critic::Verdict;
+        Self {
+            critic: critic.to_owned(),
+            accepted: match &review.verdict {
+                Verdict::Accept => Some(true),
+                Verdict::Reject => Some(false),
+                Verdict::Unavailable { .. } => None,
+            },
+            feedback: match &review.verdict {
+                Verdict::Unavailable { reason } => reason.clone(),
+                _ => review.feedback.clone(),
+            },
+            findings: review
+                .findings
+                .iter()
+                .map(|f| FindingView {
+                    frame_idx: f.frame_idx + 1,
+                    text: format!("{} {:?}", f.object, f.kind).to_lowercase(),
+                    region: [f.region.x, f.region.y, f.region.width, f.region.height],
+                })
+                .collect(),
+            latency_ms: review.latency.as_secs_f64() * 1e3,
+        }
+    }
+}
+
 /// One thing a critic found wrong, pinned to a frame and a region of it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FindingView {

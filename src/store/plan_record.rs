@@ -220,6 +220,7 @@ mod read_tests {
             load_ms: 1.0,
             sample_ms: 2.0,
             frames: (0..3).map(|i| format!("frames/{i:02}.png")).collect(),
+            refinement: None,
         };
         write_plan(dir.path(), &record, &frame(9), &[frame(1), frame(2)]).expect("write");
         let (back, frames) = read_plan(dir.path()).expect("read");

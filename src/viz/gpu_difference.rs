@@ -158,6 +158,7 @@ impl GpuDifference {
             .map_err(|e| GpuDifferenceError::Readback(e.to_string()))?;
         let words = readback
             .get_mapped_range(..)
+            .map_err(|e| GpuDifferenceError::Readback(e.to_string()))?
             .to_vec();
         readback.unmap();
         let pixels = words

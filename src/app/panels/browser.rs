@@ -56,6 +56,15 @@ fn make_plan_ui(ui: &mut egui::Ui, app: &mut StudioApp, commands: &mut Vec<Comma
                 .desired_width(150.0),
         );
         ui.end_row();
+        ui.label("Critic");
+        egui::ComboBox::from_id_salt("critic")
+            .selected_text(s.critic.label())
+            .show_ui(ui, |ui| {
+                for c in crate::app::jobs::CriticChoice::ALL {
+                    ui.selectable_value(&mut s.critic, c, c.label());
+                }
+            });
+        ui.end_row();
         ui.label("Refinements");
         ui.add(egui::Slider::new(&mut s.max_refinements, 0..=4));
         ui.end_row();

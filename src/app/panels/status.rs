@@ -31,7 +31,7 @@ pub fn toasts(ctx: &egui::Context, toasts: &mut Vec<Toast>) {
     if toasts.is_empty() {
         return;
     }
-    egui::Area::new(egui::Id::new("toasts"))
+    egui::Area::new(egui::Id::unique("toasts"))
         .anchor(egui::Align2::RIGHT_BOTTOM, egui::vec2(-12.0, -48.0))
         .show(ctx, |ui| {
             for toast in toasts.iter_mut() {
