@@ -622,4 +622,85 @@ mod tests {
             Err(FlowError::BadBuffer { .. })
         ));
     }
+
+    /// EPE against the world's exact flow between consecutive frames of an expert video
+    /// subsampled like a plan (8 frames), on the task object's pixels and on all pixels.
+    fn world_epe(task: &str, view: usize, seed: u64, size: u32) -> (f32, f32, f32) {
+        use crate::env::demo::record_expert;
+        use crate::env::tabletop::{Tabletop, TaskKind, ground_truth_flow};
+        let mut world = Tabletop::new(size).expect("world");
+        let demo = record_expert(&mut world, task, view, seed).expect("demo");
+        let object = TaskKind::from_name(task).expect("task").task_object();
+        let id = demo
+            .labels
+            .iter()
+            .position(|l| l == object)
+            .expect("object") as u8;
+        let idx = crate::store::dataset::clip_indices(demo.frames.len(), 0);
+        let (mut obj, mut all, mut mag) = (Vec::new(), Vec::new(), Vec::new());
+        for w in idx.windows(2) {
+            let (i, j) = (w[0], w[1]);
+            let truth = FlowField {
+                width: size,
+                height: size,
+                vectors: ground_truth_flow(
+                    view,
+                    size,
+                    &demo.segmentations[i],
+                    &demo.labels,
+                    &demo.states[i],
+                    &demo.states[j],
+                )
+                .expect("truth"),
+            };
+            let est =
+                dense_flow(&demo.frames[i], &demo.frames[j], &FlowParams::default()).expect("flow");
+            let mask: Vec<bool> = demo.segmentations[i].iter().map(|s| *s == id).collect();
+            if let Some(e) = end_point_error(&est, &truth, Some(&mask)) {
+                obj.push(e);
+                let zero = FlowField::zeros(size, size);
+                mag.push(end_point_error(&truth, &zero, Some(&mask)).unwrap_or(0.0));
+            }
+            all.extend(end_point_error(&est, &truth, None));
+        }
+        let mean = |v: &[f32]| v.iter().sum::<f32>() / v.len().max(1) as f32;
+        (mean(&obj), mean(&all), mean(&mag))
+    }
+
+    #[test]
+    fn world_frames_flow_matches_the_exact_flow() {
+        let mut worst = 0.0f32;
+        for (task, view, seed) in [("push", 0, 1), ("door-open", 1, 2), ("drawer-close", 2, 3)] {
+            let (obj, all, mag) = world_epe(task, view, seed, 64);
+            println!(
+                "{task} view {view}: object EPE {obj:.2} px (object moves {mag:.2} px per plan step), all-pixel EPE {all:.2} px"
+            );
+            worst = worst.max(obj / mag.max(1.0));
+        }
+        assert!(worst < 0.5, "object EPE above half the motion: {worst}");
+    }
+
+    /// The full table of world EPEs: `cargo test --release --lib world_flow_epe_table -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn world_flow_epe_table() {
+        use crate::env::tabletop::TaskKind;
+        for size in [64, 32] {
+            for task in TaskKind::ALL {
+                let mut row = String::new();
+                for view in 0..3 {
+                    let mut acc = (0.0, 0.0, 0.0);
+                    for seed in 0..5 {
+                        let e = world_epe(task.name(), view, seed, size);
+                        acc = (acc.0 + e.0 / 5.0, acc.1 + e.1 / 5.0, acc.2 + e.2 / 5.0);
+                    }
+                    row += &format!(
+                        "  v{view}: obj {:.2} / motion {:.2} / all {:.2}",
+                        acc.0, acc.2, acc.1
+                    );
+                }
+                println!("{size}px {:<13}{row}", task.name());
+            }
+        }
+    }
 }

@@ -1,0 +1,271 @@
+//! A scripted controller that drives the gripper through a plan's subgoals with the world's
+//! [`Action`] interface: travel raised to the first subgoal, descend, grasp if the
+//! interaction grasps, then follow the subgoals (lowered when pushing or pulling, raised when
+//! carrying) and finish as the interaction requires (press and hold, release, or lower a
+//! carried tool for the last stretch). It reads only the gripper's own state.
+
+use super::motion::{Interaction, Subgoals};
+use crate::env::tabletop::scene::{MAX_DZ, MAX_STEP, TABLE};
+use crate::env::{Action, GripperState};
+
+const OPEN: f32 = -1.0;
+const CLOSE: f32 = 1.0;
+
+/// Heights and tolerances of the controller.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ControllerParams {
+    /// Height for travelling over things and carrying.
+    pub travel_z: f32,
+    /// Height for pushing, pulling and grasping.
+    pub work_z: f32,
+    /// A subgoal counts as reached within this distance.
+    pub reach: f32,
+    /// Pushes continue this far past the last subgoal (the plan stops as soon as the task
+    /// is solved, just at the edge of success).
+    pub overshoot: f32,
+    /// Steps the gripper waits closing on a grasp.
+    pub grasp_steps: u32,
+    /// A carried tool is lowered this far before the last subgoal, behind it.
+    pub stage_distance: f32,
+}
+
+impl Default for ControllerParams {
+    fn default() -> Self {
+        Self {
+            travel_z: 0.6,
+            work_z: 0.12,
+            reach: 0.02,
+            overshoot: 0.05,
+            grasp_steps: 2,
+            stage_distance: 0.12,
+        }
+    }
+}
+
+/// Where the controller is in its script.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Approach,
+    Descend,
+    Close { left: u32 },
+    Lift,
+    Follow { index: usize },
+    Stage,
+    Lower,
+    Strike,
+    Release { left: u32 },
+    Done,
+}
+
+/// Follows one set of subgoals; make a new one for a new plan.
+#[derive(Clone, Debug)]
+pub struct Controller {
+    goals: Subgoals,
+    params: ControllerParams,
+    phase: Phase,
+}
+
+fn dist(a: [f32; 2], b: [f32; 2]) -> f32 {
+    (a[0] - b[0]).hypot(a[1] - b[1])
+}
+
+impl Controller {
+    pub fn new(goals: Subgoals, params: ControllerParams) -> Self {
+        Self {
+            goals,
+            params,
+            phase: Phase::Approach,
+        }
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// Every subgoal has been visited and the script is over.
+    pub fn finished(&self) -> bool {
+        self.phase == Phase::Done
+    }
+
+    pub fn subgoals(&self) -> &Subgoals {
+        &self.goals
+    }
+
+    fn grip(&self) -> f32 {
+        if self.goals.interaction.grasps() {
+            CLOSE
+        } else {
+            OPEN
+        }
+    }
+
+    fn goal(&self, i: usize) -> [f32; 2] {
+        let p = self.goals.points.get(i).copied().unwrap_or([0.0, 0.0]);
+        let limit = TABLE - 0.05;
+        [p[0].clamp(-limit, limit), p[1].clamp(-limit, limit)]
+    }
+
+    fn last(&self) -> usize {
+        self.goals.points.len().saturating_sub(1)
+    }
+
+    /// Direction of the last leg of the subgoals (zero if they end where they start).
+    fn last_direction(&self) -> [f32; 2] {
+        let end = self.goal(self.last());
+        let from = (0..self.last())
+            .rev()
+            .map(|i| self.goal(i))
+            .find(|p| dist(*p, end) > 0.02)
+            .unwrap_or(end);
+        let d = dist(from, end);
+        if d < 1e-6 {
+            [0.0, 0.0]
+        } else {
+            [(end[0] - from[0]) / d, (end[1] - from[1]) / d]
+        }
+    }
+
+    fn beyond_last(&self, by: f32) -> [f32; 2] {
+        let (e, d) = (self.goal(self.last()), self.last_direction());
+        [e[0] + d[0] * by, e[1] + d[1] * by]
+    }
+
+    /// The next action for the gripper in state `g`.
+    pub fn act(&mut self, g: &GripperState) -> Action {
+        let p = self.params;
+        let here = [g.x, g.y];
+        let grip = self.grip();
+        // Phases that end this step hand over to the next one at once.
+        for _ in 0..8 {
+            let next = match self.phase {
+                Phase::Approach => {
+                    let start = self.goal(0);
+                    if dist(here, start) < p.reach {
+                        Phase::Descend
+                    } else if g.z < p.travel_z - 0.05 && dist(here, start) > 0.05 {
+                        return go(g, here, p.travel_z, OPEN);
+                    } else {
+                        return go(g, start, p.travel_z, OPEN);
+                    }
+                }
+                Phase::Descend => {
+                    let z = if self.goals.interaction == Interaction::Press {
+                        0.0
+                    } else {
+                        p.work_z
+                    };
+                    if (g.z - z).abs() > 0.02 {
+                        return go(g, self.goal(0), z, OPEN);
+                    }
+                    match self.goals.interaction {
+                        Interaction::Press => Phase::Done,
+                        Interaction::Push => Phase::Follow { index: 1 },
+                        _ => Phase::Close {
+                            left: p.grasp_steps,
+                        },
+                    }
+                }
+                Phase::Close { left } => {
+                    if left > 0 {
+                        self.phase = Phase::Close { left: left - 1 };
+                        return go(g, self.goal(0), p.work_z, CLOSE);
+                    }
+                    match self.goals.interaction {
+                        Interaction::Carry { .. } => Phase::Lift,
+                        _ => Phase::Follow { index: 1 },
+                    }
+                }
+                Phase::Lift => {
+                    if g.z < p.travel_z - 0.02 {
+                        return go(g, here, p.travel_z, CLOSE);
+                    }
+                    Phase::Follow { index: 1 }
+                }
+                Phase::Follow { index } => match self.follow(g, index) {
+                    Ok(phase) => phase,
+                    Err(action) => return action,
+                },
+                Phase::Stage => {
+                    let stage = self.beyond_last(-p.stage_distance);
+                    if dist(here, stage) > p.reach {
+                        return go(g, stage, p.travel_z, CLOSE);
+                    }
+                    Phase::Lower
+                }
+                Phase::Lower => {
+                    if (g.z - p.work_z).abs() > 0.02 {
+                        return go(g, self.beyond_last(-p.stage_distance), p.work_z, CLOSE);
+                    }
+                    Phase::Strike
+                }
+                Phase::Strike => {
+                    let end = self.beyond_last(p.overshoot);
+                    if dist(here, end) > p.reach {
+                        return go(g, end, p.work_z, CLOSE);
+                    }
+                    Phase::Done
+                }
+                Phase::Release { left } => {
+                    if left > 0 {
+                        self.phase = Phase::Release { left: left - 1 };
+                        return go(g, here, g.z, OPEN);
+                    }
+                    Phase::Done
+                }
+                Phase::Done => {
+                    return match self.goals.interaction {
+                        Interaction::Press => go(g, self.goal(0), 0.0, OPEN),
+                        Interaction::Carry { release: true } => go(g, here, p.travel_z, OPEN),
+                        _ => go(g, here, g.z, grip),
+                    };
+                }
+            };
+            self.phase = next;
+        }
+        Action::default()
+    }
+
+    /// Follows subgoal `index`; `Err(action)` is the action to take now, `Ok(phase)` the
+    /// phase to continue with.
+    fn follow(&self, g: &GripperState, index: usize) -> Result<Phase, Action> {
+        let p = self.params;
+        let here = [g.x, g.y];
+        let last = self.last();
+        let carry = matches!(self.goals.interaction, Interaction::Carry { .. });
+        let z = if carry { p.travel_z } else { p.work_z };
+        if index > last {
+            return Ok(Phase::Done);
+        }
+        if index == last {
+            match self.goals.interaction {
+                Interaction::Carry { release: false } => return Ok(Phase::Stage),
+                Interaction::Carry { release: true } => {
+                    let end = self.goal(last);
+                    if dist(here, end) > p.reach * 0.5 {
+                        return Err(go(g, end, z, CLOSE));
+                    }
+                    return Ok(Phase::Release { left: 2 });
+                }
+                _ => {
+                    let end = self.beyond_last(p.overshoot);
+                    if dist(here, end) > p.reach {
+                        return Err(go(g, end, z, self.grip()));
+                    }
+                    return Ok(Phase::Done);
+                }
+            }
+        }
+        let target = self.goal(index);
+        if dist(here, target) > p.reach {
+            return Err(go(g, target, z, self.grip()));
+        }
+        Ok(Phase::Follow { index: index + 1 })
+    }
+}
+
+/// Moves toward `target` at height `z`, at full speed along a straight line.
+fn go(g: &GripperState, target: [f32; 2], z: f32, grip: f32) -> Action {
+    let (dx, dy) = ((target[0] - g.x) / MAX_STEP, (target[1] - g.y) / MAX_STEP);
+    let s = dx.abs().max(dy.abs()).max(1.0);
+    Action::new(dx / s, dy / s, (z - g.z) / MAX_DZ, grip)
+}

@@ -1,0 +1,315 @@
+//! Executing a plan in a world: plan frames -> object motion -> subgoals -> controller ->
+//! world steps, until success, the step limit, or a stall. When the gripper makes no
+//! progress for a while, an optional replanning hook makes a new plan from the current
+//! observation (up to N times, as in the paper); without one, a stall ends the episode.
+//!
+//! Plans may be at the model's resolution (e.g. 32 x 32) while the world renders larger:
+//! the object mask from the world's segmentation is scaled into plan pixels, and plan pixels
+//! are mapped onto the table through the world's camera at the plan's size. Bad plans (too
+//! few frames, invisible object, diverging flow) end in a failed episode with the reason;
+//! only world errors are `Err`.
+
+use std::time::Instant;
+
+use super::controller::{Controller, ControllerParams};
+use super::motion::{
+    Interaction, MotionError, MotionParams, PlaneCamera, Subgoals, check_plan, subgoals,
+    track_object,
+};
+use crate::env::tabletop::TaskKind;
+use crate::env::{Observation, Rgb8Image, World, WorldError};
+
+/// Errors that stop an execution (a bad plan is a failed episode, not an error).
+#[derive(Debug, thiserror::Error)]
+pub enum ExecuteError {
+    #[error(transparent)]
+    World(#[from] WorldError),
+    #[error("task '{task}' has no plan-to-action mapping (valid: {valid})")]
+    UnknownTask { task: String, valid: String },
+}
+
+/// Settings of [`execute_plan`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ExecuteConfig {
+    /// Step limit of the episode (the task's own limit if `None`).
+    pub max_steps: Option<u32>,
+    /// Most new plans requested from the replanning hook.
+    pub max_replans: usize,
+    /// A stall is this many steps ...
+    pub stall_steps: usize,
+    /// ... in which the gripper moves less than this (table units, height included).
+    pub stall_distance: f32,
+    pub motion: MotionParams,
+    pub controller: ControllerParams,
+}
+
+impl Default for ExecuteConfig {
+    fn default() -> Self {
+        Self {
+            max_steps: None,
+            max_replans: 5,
+            stall_steps: 15,
+            stall_distance: 0.004,
+            motion: MotionParams::default(),
+            controller: ControllerParams::default(),
+        }
+    }
+}
+
+/// What happened in one executed episode.
+#[derive(Clone, Debug)]
+pub struct Rollout {
+    /// The start frame, then one frame per step (the world's resolution).
+    pub frames: Vec<Rgb8Image>,
+    pub success: bool,
+    pub steps: u32,
+    /// New plans that were requested.
+    pub replans: usize,
+    /// Why the episode failed (`None` on success).
+    pub failure: Option<String>,
+    /// The gripper subgoals of every plan executed (table coordinates).
+    pub subgoals: Vec<Vec<[f32; 2]>>,
+    /// Time spent turning plans into subgoals (flow, tracking).
+    pub motion_ms: f64,
+    /// Time spent in the replanning hook.
+    pub replan_ms: f64,
+    /// Time spent stepping the world.
+    pub world_ms: f64,
+}
+
+/// The replanning hook: a new plan (start frame first) from the current observation.
+pub type Replanner<'a> = dyn FnMut(&Observation) -> Result<Vec<Rgb8Image>, String> + 'a;
+
+/// The current episode's camera at the plan's size.
+struct WorldCamera<'a> {
+    world: &'a dyn World,
+    size: u32,
+}
+
+impl PlaneCamera for WorldCamera<'_> {
+    fn to_table(&self, pixel: [f32; 2]) -> Option<[f32; 2]> {
+        self.world.pixel_to_table(pixel, self.size, 0.0)
+    }
+
+    fn to_pixel(&self, point: [f32; 2]) -> Option<[f32; 2]> {
+        self.world.table_to_pixel(point, self.size, 0.0)
+    }
+}
+
+/// Turns a plan into gripper subgoals for `task`, with the object mask of `obs`.
+pub fn plan_subgoals(
+    world: &dyn World,
+    obs: &Observation,
+    task: TaskKind,
+    plan: &[Rgb8Image],
+    params: &MotionParams,
+) -> Result<Subgoals, MotionError> {
+    let size = check_plan(plan)?;
+    let object = task.task_object();
+    let scale = size as f32 / obs.rgb.width.max(1) as f32;
+    let mask: Vec<[f32; 2]> = obs
+        .mask_pixels(object)
+        .into_iter()
+        .map(|(x, y)| [(x as f32 + 0.5) * scale, (y as f32 + 0.5) * scale])
+        .collect();
+    if mask.is_empty() {
+        return Err(MotionError::EmptyMask {
+            object: object.to_owned(),
+        });
+    }
+    let camera = WorldCamera { world, size };
+    let track = track_object(plan, &mask, &camera, params)?;
+    Ok(subgoals(&track, Interaction::for_task(task)))
+}
+
+/// Executes `plan` (start frame first) for `task` from the world's current state.
+pub fn execute_plan(
+    world: &mut dyn World,
+    task: &str,
+    plan: &[Rgb8Image],
+    config: &ExecuteConfig,
+    mut replan: Option<&mut Replanner<'_>>,
+) -> Result<Rollout, ExecuteError> {
+    let kind = TaskKind::from_name(task).ok_or_else(|| ExecuteError::UnknownTask {
+        task: task.to_owned(),
+        valid: TaskKind::ALL.map(TaskKind::name).join(", "),
+    })?;
+    let max_steps = config.max_steps.unwrap_or_else(|| kind.max_steps());
+    let mut obs = world.observe()?;
+    let mut rollout = Rollout {
+        frames: vec![obs.rgb.clone()],
+        success: false,
+        steps: 0,
+        replans: 0,
+        failure: None,
+        subgoals: Vec::new(),
+        motion_ms: 0.0,
+        replan_ms: 0.0,
+        world_ms: 0.0,
+    };
+    let mut plan = plan.to_vec();
+    // Gripper positions of the recent steps, for stall detection.
+    let mut recent: std::collections::VecDeque<[f32; 3]> = Default::default();
+    loop {
+        // Plan -> subgoals -> controller; a bad plan asks for a new one if it may.
+        let t0 = Instant::now();
+        let goals = plan_subgoals(&*world, &obs, kind, &plan, &config.motion);
+        rollout.motion_ms += t0.elapsed().as_secs_f64() * 1e3;
+        let mut why_stopped = match goals {
+            Ok(goals) => {
+                if goals.points.iter().flatten().any(|v| !v.is_finite()) {
+                    "the plan's subgoals are not finite".to_owned()
+                } else {
+                    rollout.subgoals.push(goals.points.clone());
+                    let mut controller = Controller::new(goals, config.controller);
+                    recent.clear();
+                    let mut reason = None;
+                    while rollout.steps < max_steps {
+                        let action = controller.act(&obs.gripper);
+                        let t1 = Instant::now();
+                        let out = world.step(action)?;
+                        rollout.world_ms += t1.elapsed().as_secs_f64() * 1e3;
+                        rollout.steps += 1;
+                        obs = out.observation;
+                        rollout.frames.push(obs.rgb.clone());
+                        if out.success {
+                            rollout.success = true;
+                            return Ok(rollout);
+                        }
+                        if out.done {
+                            break;
+                        }
+                        let g = &obs.gripper;
+                        recent.push_back([g.x, g.y, g.z]);
+                        if recent.len() > config.stall_steps {
+                            recent.pop_front();
+                        }
+                        let stalled = recent.len() == config.stall_steps
+                            && recent.iter().all(|p| {
+                                let q = recent[0];
+                                (p[0] - q[0]).hypot(p[1] - q[1]).hypot(p[2] - q[2])
+                                    < config.stall_distance
+                            });
+                        if stalled {
+                            reason = Some(if controller.finished() {
+                                "the plan was executed but the task is not solved".to_owned()
+                            } else {
+                                format!(
+                                    "no progress for {} steps ({:?})",
+                                    config.stall_steps,
+                                    controller.phase()
+                                )
+                            });
+                            break;
+                        }
+                    }
+                    match reason {
+                        Some(r) => r,
+                        None => {
+                            rollout.failure = Some(format!("step limit {max_steps} reached"));
+                            return Ok(rollout);
+                        }
+                    }
+                }
+            }
+            Err(e) => format!("bad plan: {e}"),
+        };
+        if rollout.steps >= max_steps {
+            why_stopped = format!("{why_stopped}; step limit {max_steps} reached");
+        }
+        let hook = match replan.as_mut() {
+            Some(h) if rollout.replans < config.max_replans && rollout.steps < max_steps => h,
+            _ => {
+                rollout.failure = Some(if rollout.replans > 0 {
+                    format!("{why_stopped} (after {} replans)", rollout.replans)
+                } else {
+                    why_stopped
+                });
+                return Ok(rollout);
+            }
+        };
+        let t2 = Instant::now();
+        let next = hook(&obs);
+        rollout.replan_ms += t2.elapsed().as_secs_f64() * 1e3;
+        rollout.replans += 1;
+        match next {
+            Ok(p) => plan = p,
+            Err(e) => {
+                rollout.failure = Some(format!("{why_stopped}; replanning failed: {e}"));
+                return Ok(rollout);
+            }
+        }
+    }
+}
+
+/// A plan made from the expert's own video from (`task`, `view`, `seed`): the episode
+/// subsampled to 8 frames like the dataset's clips, resized to `plan_size`. The world is
+/// reset to that start afterwards, ready for [`execute_plan`].
+pub fn expert_plan(
+    world: &mut dyn World,
+    task: &str,
+    view: usize,
+    seed: u64,
+    plan_size: u32,
+) -> Result<Vec<Rgb8Image>, WorldError> {
+    let demo = crate::env::demo::record_expert(world, task, view, seed)?;
+    world.reset(task, view, seed)?;
+    Ok(crate::store::dataset::clip_indices(demo.frames.len(), 0)
+        .into_iter()
+        .filter_map(|i| demo.frames.get(i))
+        .map(|f| crate::model::pipeline::resize(f, plan_size))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::env::tabletop::Tabletop;
+
+    fn run_expert_plan(task: &str, view: usize, seed: u64, plan_size: u32) -> Rollout {
+        let mut world = Tabletop::new(64).expect("world");
+        let plan = expert_plan(&mut world, task, view, seed, plan_size).expect("plan");
+        execute_plan(&mut world, task, &plan, &ExecuteConfig::default(), None).expect("run")
+    }
+
+    /// Success of expert-video plans per task and view:
+    /// `cargo test --lib expert_plan_success_table -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn expert_plan_success_table() {
+        let seeds = std::env::var("SEEDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(10u64);
+        let size: u32 = std::env::var("PLAN_SIZE")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(32);
+        let mut total = (0, 0);
+        for task in TaskKind::ALL {
+            let mut row = String::new();
+            for view in 0..3 {
+                let mut ok = 0;
+                for s in 0..seeds {
+                    let seed = 1_000_000 + s * 3 + view as u64;
+                    let r = run_expert_plan(task.name(), view, seed, size);
+                    if r.success {
+                        ok += 1;
+                    } else if std::env::var("VERBOSE").is_ok() {
+                        println!(
+                            "  {} v{view} s{seed}: {:?} after {} steps; goals {:?}",
+                            task.name(),
+                            r.failure,
+                            r.steps,
+                            r.subgoals.first()
+                        );
+                    }
+                }
+                total = (total.0 + ok, total.1 + seeds);
+                row += &format!("  v{view} {ok:>2}/{seeds}");
+            }
+            println!("{size}px plans  {:<13}{row}", task.name());
+        }
+        println!("overall {}/{}", total.0, total.1);
+    }
+}

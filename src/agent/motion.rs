@@ -1,0 +1,495 @@
+//! From a plan video to object motion and gripper subgoals, AVDC's way in 2.5D: sample
+//! points inside the task object's mask in frame 0 (the world's segmentation), follow them
+//! through the dense flow frame to frame, lift them onto the table plane with the camera,
+//! fit a rigid motion per step with RANSAC and chain the steps. The chained motion carries a
+//! grasp or contact point chosen on the object, which gives the gripper's subgoals.
+//!
+//! How the gripper interacts (press, push, pull, carry) is read from the task, and the
+//! contact point from the motion: pushes touch the object on the side facing away from where
+//! it goes. What executes the subgoals is [`super::controller`].
+
+use super::flow::{FlowError, FlowField, FlowParams, dense_flow};
+use super::rigid::{RansacParams, Similarity2, ransac};
+use crate::env::Rgb8Image;
+use crate::env::tabletop::TaskKind;
+use crate::env::tabletop::scene::GRIPPER_RADIUS;
+
+/// Why a plan could not be turned into motion.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum MotionError {
+    #[error("the plan has {found} frames; at least 2 are needed")]
+    TooFewFrames { found: usize },
+    #[error("plan frame {index} is {width}x{height}, frame 0 is {expected}x{expected}")]
+    MixedSizes {
+        index: usize,
+        width: u32,
+        height: u32,
+        expected: u32,
+    },
+    #[error("the task object '{object}' is not visible in the first frame")]
+    EmptyMask { object: String },
+    #[error("the world has no camera model to map pixels onto the table")]
+    NoCamera,
+    #[error("optical flow between plan frames {from} and {to}: {source}")]
+    Flow {
+        from: usize,
+        to: usize,
+        source: FlowError,
+    },
+}
+
+/// Maps plan pixels (continuous, pixel centres at `i + 0.5`) to table points and back.
+pub trait PlaneCamera {
+    fn to_table(&self, pixel: [f32; 2]) -> Option<[f32; 2]>;
+    fn to_pixel(&self, point: [f32; 2]) -> Option<[f32; 2]>;
+}
+
+/// Settings of [`track_object`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MotionParams {
+    pub flow: FlowParams,
+    /// Most points followed.
+    pub max_points: usize,
+    pub ransac_iterations: usize,
+    /// Inlier threshold in plan pixels.
+    pub inlier_pixels: f32,
+}
+
+impl Default for MotionParams {
+    fn default() -> Self {
+        Self {
+            flow: FlowParams::default(),
+            max_points: 200,
+            ransac_iterations: 200,
+            inlier_pixels: 0.8,
+        }
+    }
+}
+
+/// The motion of one plan step.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepMotion {
+    /// Table-plane motion from frame `t` to `t + 1`.
+    pub transform: Similarity2,
+    /// Share of the points the transform explains.
+    pub inlier_ratio: f32,
+}
+
+/// The task object's motion through a plan.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ObjectTrack {
+    /// The tracked points in frame 0, table coordinates.
+    pub points: Vec<[f32; 2]>,
+    pub steps: Vec<StepMotion>,
+    /// Frame 0 -> frame `t` for every frame (`chained[0]` is the identity).
+    pub chained: Vec<Similarity2>,
+}
+
+impl ObjectTrack {
+    /// Where the point `p` of frame 0 is in every frame.
+    pub fn trajectory(&self, p: [f32; 2]) -> Vec<[f32; 2]> {
+        self.chained.iter().map(|t| t.apply(p)).collect()
+    }
+
+    pub fn centroid(&self) -> [f32; 2] {
+        mean(&self.points)
+    }
+}
+
+fn mean(points: &[[f32; 2]]) -> [f32; 2] {
+    let n = points.len().max(1) as f32;
+    let s = points
+        .iter()
+        .fold([0.0, 0.0], |a, p| [a[0] + p[0], a[1] + p[1]]);
+    [s[0] / n, s[1] / n]
+}
+
+/// Checks a plan's frames: at least two, all the size of frame 0.
+pub fn check_plan(frames: &[Rgb8Image]) -> Result<u32, MotionError> {
+    let first = frames
+        .first()
+        .filter(|_| frames.len() >= 2)
+        .ok_or(MotionError::TooFewFrames {
+            found: frames.len(),
+        })?;
+    for (index, f) in frames.iter().enumerate() {
+        if f.width != first.width || f.height != first.width {
+            return Err(MotionError::MixedSizes {
+                index,
+                width: f.width,
+                height: f.height,
+                expected: first.width,
+            });
+        }
+    }
+    Ok(first.width)
+}
+
+/// Follows the object whose frame-0 pixels are `mask` (plan pixel coordinates) through
+/// `frames` and fits its motion per step.
+pub fn track_object(
+    frames: &[Rgb8Image],
+    mask: &[[f32; 2]],
+    camera: &dyn PlaneCamera,
+    params: &MotionParams,
+) -> Result<ObjectTrack, MotionError> {
+    check_plan(frames)?;
+    if mask.is_empty() {
+        return Err(MotionError::EmptyMask {
+            object: String::new(),
+        });
+    }
+    // An even spread of at most max_points mask pixels.
+    let stride = mask.len().div_ceil(params.max_points.max(1));
+    let mut pixels: Vec<[f32; 2]> = mask.iter().step_by(stride.max(1)).copied().collect();
+    let mut table: Vec<[f32; 2]> = pixels
+        .iter()
+        .map(|p| camera.to_table(*p).ok_or(MotionError::NoCamera))
+        .collect::<Result<_, _>>()?;
+    let points = table.clone();
+    // Table distance of one plan pixel, for the inlier threshold.
+    let metres_per_pixel = {
+        let a = camera.to_table([0.0, 0.0]).ok_or(MotionError::NoCamera)?;
+        let b = camera.to_table([1.0, 0.0]).ok_or(MotionError::NoCamera)?;
+        (a[0] - b[0]).hypot(a[1] - b[1])
+    };
+    let mut steps = Vec::new();
+    let mut chained = vec![Similarity2::IDENTITY];
+    for t in 0..frames.len() - 1 {
+        let flow = dense_flow(&frames[t], &frames[t + 1], &params.flow).map_err(|source| {
+            MotionError::Flow {
+                from: t,
+                to: t + 1,
+                source,
+            }
+        })?;
+        let moved = advect(&flow, &pixels, camera)?;
+        let fit = ransac(
+            &table,
+            &moved,
+            &RansacParams {
+                iterations: params.ransac_iterations,
+                threshold: params.inlier_pixels * metres_per_pixel,
+                with_scale: false,
+                seed: t as u64,
+            },
+        );
+        let (transform, inlier_ratio) = match fit {
+            Some(f) => (f.transform, f.inlier_count() as f32 / table.len() as f32),
+            None => (Similarity2::IDENTITY, 0.0),
+        };
+        // The points move rigidly with the fit, so they stay on the object.
+        table = table.iter().map(|p| transform.apply(*p)).collect();
+        pixels = table
+            .iter()
+            .map(|p| camera.to_pixel(*p).ok_or(MotionError::NoCamera))
+            .collect::<Result<_, _>>()?;
+        let last = chained[chained.len() - 1];
+        chained.push(transform.after(&last));
+        steps.push(StepMotion {
+            transform,
+            inlier_ratio,
+        });
+    }
+    Ok(ObjectTrack {
+        points,
+        steps,
+        chained,
+    })
+}
+
+/// Moves each pixel along the flow and lifts the result onto the table.
+fn advect(
+    flow: &FlowField,
+    pixels: &[[f32; 2]],
+    camera: &dyn PlaneCamera,
+) -> Result<Vec<[f32; 2]>, MotionError> {
+    pixels
+        .iter()
+        .map(|p| {
+            let d = flow.sample(p[0], p[1]);
+            camera
+                .to_table([p[0] + d[0], p[1] + d[1]])
+                .ok_or(MotionError::NoCamera)
+        })
+        .collect()
+}
+
+/// How the gripper acts on the task object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Interaction {
+    /// Lower onto the object and stay (a button).
+    Press,
+    /// Push it along with the open gripper, lowered.
+    Push,
+    /// Grasp it and drag it along the table (it cannot be lifted: a drawer).
+    Pull,
+    /// Grasp it, lift it and carry it; `release` lets go at the end (placing), otherwise it
+    /// is lowered for the last stretch (a tool used on something).
+    Carry { release: bool },
+}
+
+impl Interaction {
+    /// Grasp vs push, from the task (the 2.5D world has no depth to see a lift in).
+    pub fn for_task(task: TaskKind) -> Self {
+        match task {
+            TaskKind::ButtonPress => Self::Press,
+            TaskKind::DoorOpen | TaskKind::DoorClose | TaskKind::DrawerClose | TaskKind::Push => {
+                Self::Push
+            }
+            TaskKind::DrawerOpen => Self::Pull,
+            TaskKind::PickPlace => Self::Carry { release: true },
+            TaskKind::Hammer => Self::Carry { release: false },
+        }
+    }
+
+    pub fn grasps(self) -> bool {
+        matches!(self, Self::Pull | Self::Carry { .. })
+    }
+}
+
+/// Gap between the gripper's rim and the object when pushing or pulling.
+const CONTACT_GAP: f32 = 0.03;
+/// Distance from the drawer's front at which its grasp point lies (beyond its handle).
+const PULL_REACH: f32 = 0.07;
+/// How far inward from the narrow end an elongated object is grasped.
+const HANDLE_INSET: f32 = 0.05;
+
+/// Gripper subgoals on the table: `points[0]` is where to go first (approach, grasp or
+/// contact), then one per later plan frame.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Subgoals {
+    pub interaction: Interaction,
+    pub points: Vec<[f32; 2]>,
+}
+
+/// The subgoals of the grasp/contact point carried by the object's motion.
+pub fn subgoals(track: &ObjectTrack, interaction: Interaction) -> Subgoals {
+    let c = track.centroid();
+    let anchor = match interaction {
+        Interaction::Press => c,
+        Interaction::Push | Interaction::Pull => contact_point(track, interaction),
+        Interaction::Carry { .. } => grasp_point(&track.points),
+    };
+    Subgoals {
+        interaction,
+        points: track.trajectory(anchor),
+    }
+}
+
+/// For pushes: behind the part that moves most, facing away from its motion; for pulls: in
+/// front of the object, facing along its motion.
+fn contact_point(track: &ObjectTrack, interaction: Interaction) -> [f32; 2] {
+    let last = track.chained.last().copied().unwrap_or_default();
+    let disp: Vec<[f32; 2]> = track
+        .points
+        .iter()
+        .map(|p| {
+            let q = last.apply(*p);
+            [q[0] - p[0], q[1] - p[1]]
+        })
+        .collect();
+    let len = |d: &[f32; 2]| d[0].hypot(d[1]);
+    let max = disp.iter().map(len).fold(0.0, f32::max);
+    if max < 1e-3 {
+        return track.centroid();
+    }
+    // The part that moves most (all of a sliding object, the free end of a door).
+    let movers: Vec<usize> = (0..disp.len())
+        .filter(|&i| len(&disp[i]) >= 0.75 * max)
+        .collect();
+    let sel: Vec<[f32; 2]> = movers.iter().map(|&i| track.points[i]).collect();
+    let c = mean(&sel);
+    let d = mean(&movers.iter().map(|&i| disp[i]).collect::<Vec<_>>());
+    let n = len(&d).max(1e-6);
+    let dir = [d[0] / n, d[1] / n];
+    let along = |p: &[f32; 2]| (p[0] - c[0]) * dir[0] + (p[1] - c[1]) * dir[1];
+    let (back, front) = track.points.iter().fold((0.0f32, 0.0f32), |(b, f), p| {
+        let a = along(p);
+        (b.min(a), f.max(a))
+    });
+    let offset = match interaction {
+        Interaction::Pull => front + PULL_REACH,
+        _ => back - GRIPPER_RADIUS - CONTACT_GAP,
+    };
+    [c[0] + dir[0] * offset, c[1] + dir[1] * offset]
+}
+
+/// The centroid of compact objects; elongated ones are grasped near their narrow end (a
+/// handle), a little inward.
+fn grasp_point(points: &[[f32; 2]]) -> [f32; 2] {
+    let c = mean(points);
+    let (mut sxx, mut syy, mut sxy) = (0.0f32, 0.0f32, 0.0f32);
+    for p in points {
+        let (x, y) = (p[0] - c[0], p[1] - c[1]);
+        sxx += x * x;
+        syy += y * y;
+        sxy += x * y;
+    }
+    let angle = 0.5 * (2.0 * sxy).atan2(sxx - syy);
+    let axis = [angle.cos(), angle.sin()];
+    let normal = [-axis[1], axis[0]];
+    let proj = |p: &[f32; 2], v: [f32; 2]| (p[0] - c[0]) * v[0] + (p[1] - c[1]) * v[1];
+    let (lo, hi) = points.iter().fold((0.0f32, 0.0f32), |(l, h), p| {
+        let a = proj(p, axis);
+        (l.min(a), h.max(a))
+    });
+    let width = |p: &[f32; 2]| proj(p, normal).abs();
+    let minor = points.iter().map(width).fold(0.0, f32::max);
+    if hi - lo < 3.0 * minor.max(1e-3) {
+        return c;
+    }
+    // Which end is narrower: the mean width of the points in each outer third.
+    let third = (hi - lo) / 3.0;
+    let end_width = |near_lo: bool| {
+        let sel: Vec<f32> = points
+            .iter()
+            .filter(|p| {
+                let a = proj(p, axis);
+                if near_lo {
+                    a < lo + third
+                } else {
+                    a > hi - third
+                }
+            })
+            .map(width)
+            .collect();
+        sel.iter().copied().fold(0.0, f32::max)
+    };
+    let at = if end_width(true) <= end_width(false) {
+        lo + HANDLE_INSET
+    } else {
+        hi - HANDLE_INSET
+    };
+    [c[0] + axis[0] * at, c[1] + axis[1] * at]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pixels are table points scaled: 1 px = 0.05 table units, origin at pixel (16, 16).
+    struct Scaled;
+    impl PlaneCamera for Scaled {
+        fn to_table(&self, p: [f32; 2]) -> Option<[f32; 2]> {
+            Some([(p[0] - 16.0) * 0.05, (16.0 - p[1]) * 0.05])
+        }
+        fn to_pixel(&self, p: [f32; 2]) -> Option<[f32; 2]> {
+            Some([p[0] / 0.05 + 16.0, 16.0 - p[1] / 0.05])
+        }
+    }
+
+    /// A 32 x 32 frame with a red square whose centre is at `c` (pixels) on a textured table.
+    fn frame(c: [f32; 2]) -> Rgb8Image {
+        let mut pixels = Vec::new();
+        for y in 0..32 {
+            for x in 0..32 {
+                let (px, py) = (x as f32 + 0.5, y as f32 + 0.5);
+                let inside = (px - c[0]).abs() < 3.0 && (py - c[1]).abs() < 3.0;
+                let t = (80.0 + 20.0 * (px * 0.4).sin() + 15.0 * (py * 0.3).cos()) as u8;
+                pixels.extend(if inside {
+                    [220, 50, 40]
+                } else {
+                    [t, t + 10, t + 25]
+                });
+            }
+        }
+        Rgb8Image {
+            width: 32,
+            height: 32,
+            pixels,
+        }
+    }
+
+    fn square_mask(c: [f32; 2]) -> Vec<[f32; 2]> {
+        (0..32 * 32)
+            .map(|i| [(i % 32) as f32 + 0.5, (i / 32) as f32 + 0.5])
+            .filter(|p| (p[0] - c[0]).abs() < 3.0 && (p[1] - c[1]).abs() < 3.0)
+            .collect()
+    }
+
+    #[test]
+    fn a_sliding_square_gives_push_subgoals_behind_it() {
+        let centres: Vec<[f32; 2]> = (0..6).map(|i| [10.0 + 2.0 * i as f32, 16.0]).collect();
+        let frames: Vec<Rgb8Image> = centres.iter().map(|c| frame(*c)).collect();
+        let track = track_object(
+            &frames,
+            &square_mask(centres[0]),
+            &Scaled,
+            &MotionParams::default(),
+        )
+        .expect("track");
+        let end = track.trajectory(track.centroid())[5];
+        let want = Scaled.to_table(centres[5]).expect("table");
+        println!("square centre after 5 steps: {end:?}, truth {want:?}");
+        assert!((end[0] - want[0]).hypot(end[1] - want[1]) < 0.05, "{end:?}");
+        let goals = subgoals(&track, Interaction::Push);
+        assert_eq!(goals.points.len(), 6);
+        // The contact point lies behind (at smaller x than) the square, level with it.
+        let start = goals.points[0];
+        let c0 = track.centroid();
+        assert!(
+            start[0] < c0[0] - 0.15 - GRIPPER_RADIUS,
+            "{start:?} vs {c0:?}"
+        );
+        assert!((start[1] - c0[1]).abs() < 0.03);
+    }
+
+    #[test]
+    fn bad_plans_are_errors() {
+        let f = frame([10.0, 10.0]);
+        let cam = Scaled;
+        let p = MotionParams::default();
+        assert_eq!(
+            track_object(
+                std::slice::from_ref(&f),
+                &square_mask([10.0, 10.0]),
+                &cam,
+                &p
+            ),
+            Err(MotionError::TooFewFrames { found: 1 })
+        );
+        assert!(matches!(
+            track_object(&[f.clone(), f.clone()], &[], &cam, &p),
+            Err(MotionError::EmptyMask { .. })
+        ));
+        let small = Rgb8Image {
+            width: 16,
+            height: 16,
+            pixels: vec![0; 16 * 16 * 3],
+        };
+        assert!(matches!(
+            track_object(&[f, small], &square_mask([10.0, 10.0]), &cam, &p),
+            Err(MotionError::MixedSizes { index: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn elongated_objects_are_grasped_near_their_narrow_end() {
+        // A hammer: a thin handle along y from -0.17 to 0.17 and a wide head at y = 0.19.
+        let mut pts = Vec::new();
+        for i in 0..35 {
+            for x in [-0.02, 0.0, 0.02] {
+                pts.push([x, -0.17 + 0.01 * i as f32]);
+            }
+        }
+        for i in 0..9 {
+            for j in 0..8 {
+                pts.push([-0.04 + 0.01 * i as f32, 0.155 + 0.01 * j as f32]);
+            }
+        }
+        let g = grasp_point(&pts);
+        assert!(g[0].abs() < 0.02 && (g[1] + 0.12).abs() < 0.03, "{g:?}");
+        let ring: Vec<[f32; 2]> = (0..24)
+            .map(|i| {
+                let a = i as f32 * 0.26;
+                [0.3 + 0.07 * a.cos(), -0.1 + 0.07 * a.sin()]
+            })
+            .collect();
+        let g = grasp_point(&ring);
+        assert!(
+            (g[0] - 0.3).abs() < 0.01 && (g[1] + 0.1).abs() < 0.01,
+            "{g:?}"
+        );
+    }
+}
