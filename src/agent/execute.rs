@@ -87,8 +87,8 @@ struct WorldCamera<'a> {
 }
 
 impl PlaneCamera for WorldCamera<'_> {
-    fn to_table(&self, pixel: [f32; 2]) -> Option<[f32; 2]> {
-        self.world.pixel_to_table(pixel, self.size, 0.0)
+    fn to_table_at(&self, pixel: [f32; 2], z: f32) -> Option<[f32; 2]> {
+        self.world.pixel_to_table(pixel, self.size, z)
     }
 
     fn to_pixel(&self, point: [f32; 2]) -> Option<[f32; 2]> {
@@ -311,5 +311,131 @@ mod tests {
             println!("{size}px plans  {:<13}{row}", task.name());
         }
         println!("overall {}/{}", total.0, total.1);
+    }
+}
+#[cfg(test)]
+mod look {
+    use super::*;
+    use crate::agent::motion::track_object;
+    use crate::env::tabletop::Tabletop;
+    #[test]
+    #[ignore]
+    fn diagnose() {
+        let task = std::env::var("TASK").unwrap_or("push".into());
+        let view: usize = std::env::var("VIEW")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let seed: u64 = std::env::var("SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(1_000_000);
+        let size: u32 = std::env::var("PLAN_SIZE")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(64);
+        let mut world = Tabletop::new(64).expect("world");
+        let demo = crate::env::demo::record_expert(&mut world, &task, view, seed).expect("demo");
+        let plan = expert_plan(&mut world, &task, view, seed, size).expect("plan");
+        let kind = TaskKind::from_name(&task).expect("task");
+        let obs = world.observe().expect("obs");
+        let object = kind.task_object();
+        let scale = size as f32 / 64.0;
+        let mask: Vec<[f32; 2]> = obs
+            .mask_pixels(object)
+            .into_iter()
+            .map(|(x, y)| [(x as f32 + 0.5) * scale, (y as f32 + 0.5) * scale])
+            .collect();
+        let cam = WorldCamera {
+            world: &world,
+            size,
+        };
+        let f01 =
+            crate::agent::flow::dense_flow(&plan[0], &plan[1], &Default::default()).expect("flow");
+        for p in mask.iter().take(40) {
+            let d = f01.sample(p[0], p[1]);
+            let q = [p[0] + d[0], p[1] + d[1]];
+            let c0 = plan[0].pixel(p[0] as u32, p[1] as u32);
+            let c1 = plan[1].pixel(
+                (q[0].max(0.0) as u32).min(size - 1),
+                (q[1].max(0.0) as u32).min(size - 1),
+            );
+            println!("  p {p:?} flow {d:?} c0 {c0:?} c1 {c1:?}");
+        }
+        let track = track_object(&plan, &mask, &cam, &MotionParams::default()).expect("track");
+        let idx = crate::store::dataset::clip_indices(demo.frames.len(), 0);
+        let c = track.centroid();
+        let o0 = demo.states[0]
+            .objects
+            .iter()
+            .find(|o| o.name == object)
+            .expect("o");
+        for (t, &i) in idx.iter().enumerate() {
+            let o = demo.states[i]
+                .objects
+                .iter()
+                .find(|o| o.name == object)
+                .expect("o");
+            let est = track.chained[t].apply(c);
+            let step = if t > 0 {
+                format!(
+                    "{:?} vis {:.2} inl {:.2} T {:?}",
+                    track.steps[t - 1].kind,
+                    track.steps[t - 1].visible,
+                    track.steps[t - 1].inlier_ratio,
+                    track.steps[t - 1].transform
+                )
+            } else {
+                format!("{} points", track.points.len())
+            };
+            println!(
+                "frame {t} (step {i}): est centroid shift ({:+.3},{:+.3}) true ({:+.3},{:+.3}) z {:.2} gripper ({:.2},{:.2},{:.2}) {step}",
+                est[0] - c[0],
+                est[1] - c[1],
+                o.x - o0.x,
+                o.y - o0.y,
+                o.z,
+                demo.states[i].gripper.x,
+                demo.states[i].gripper.y,
+                demo.states[i].gripper.z
+            );
+        }
+        let goals = subgoals(&track, Interaction::for_task(kind));
+        println!("subgoals {:?}", goals.points);
+        let r =
+            execute_plan(&mut world, &task, &plan, &ExecuteConfig::default(), None).expect("run");
+        println!(
+            "success {} steps {} failure {:?}",
+            r.success, r.steps, r.failure
+        );
+        let fin = world.observe().expect("obs");
+        println!(
+            "final object {:?} gripper {:?}",
+            fin.object(object),
+            fin.gripper
+        );
+        let strip: Vec<Rgb8Image> = r.frames.iter().step_by(6).cloned().collect();
+        let img = crate::viz::upscale(
+            &crate::viz::grid(&[plan.clone(), strip], 1, [255, 255, 255]),
+            3,
+        );
+        crate::viz::write_png(std::path::Path::new("/tmp/diag.png"), &img).expect("png");
+    }
+
+    #[test]
+    #[ignore]
+    fn dump_strips() {
+        let mut rows = Vec::new();
+        for (task, view, seed) in [
+            ("push", 0, 1_000_000),
+            ("pick-place", 0, 1_000_000),
+            ("hammer", 0, 1_000_000),
+            ("push", 2, 1_000_002),
+        ] {
+            let mut world = Tabletop::new(64).expect("world");
+            rows.push(expert_plan(&mut world, task, view, seed, 64).expect("plan"));
+        }
+        let img = crate::viz::upscale(&crate::viz::grid(&rows, 1, [255, 255, 255]), 4);
+        crate::viz::write_png(std::path::Path::new("/tmp/strips.png"), &img).expect("png");
     }
 }

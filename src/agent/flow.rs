@@ -165,6 +165,16 @@ pub fn dense_flow(
         for _ in 0..params.iterations {
             d = update(&ea, &eb, &d, &prior, params);
         }
+        // Small things that move unlike their surroundings (or not at all, while the
+        // gripper sweeps past) are lost by the coarse levels: where standing still explains
+        // the pixels better than the flow does, start again from zero there.
+        let still = zero_where_better(la, lb, &d);
+        if still.x != d.x || still.y != d.y {
+            d = still.clone();
+            for _ in 0..params.iterations.div_ceil(2) {
+                d = update(&ea, &eb, &d, &still, params);
+            }
+        }
         flow = Some(d);
     }
     let flow = flow.ok_or(FlowError::TooSmall {
@@ -449,6 +459,42 @@ impl Field2 {
         }
         out
     }
+}
+
+/// `d` with zero vectors where the 3 x 3 colour matching error of zero motion is clearly
+/// lower than that of `d`.
+fn zero_where_better(a: &Planes, b: &Planes, d: &Field2) -> Field2 {
+    let (w, h) = (a.w, a.h);
+    let cost = |x: usize, y: usize, dx: f32, dy: f32| -> f32 {
+        let mut e = 0.0;
+        for oy in -1isize..=1 {
+            for ox in -1isize..=1 {
+                let px = (x as isize + ox).clamp(0, w as isize - 1) as usize;
+                let py = (y as isize + oy).clamp(0, h as isize - 1) as usize;
+                for (ca, cb) in a.channels.iter().zip(&b.channels) {
+                    let v = bilinear(w, h, px as f32 + dx, py as f32 + dy, |j| cb[j]);
+                    e += (v - ca[py * w + px]).abs();
+                }
+            }
+        }
+        e
+    };
+    let mut out = d.clone();
+    for y in 0..h {
+        for x in 0..w {
+            let i = y * w + x;
+            if d.x[i].hypot(d.y[i]) < 0.5 {
+                continue;
+            }
+            let moving = cost(x, y, d.x[i], d.y[i]);
+            let still = cost(x, y, 0.0, 0.0);
+            if still < 0.7 * moving && still < 0.3 {
+                out.x[i] = 0.0;
+                out.y[i] = 0.0;
+            }
+        }
+    }
+    out
 }
 
 /// One Farnebäck refinement: pooled normal equations of every channel, solved per pixel.

@@ -8,7 +8,7 @@
 //! contact point from the motion: pushes touch the object on the side facing away from where
 //! it goes. What executes the subgoals is [`super::controller`].
 
-use super::flow::{FlowError, FlowField, FlowParams, dense_flow};
+use super::flow::{FlowError, FlowParams, dense_flow};
 use super::rigid::{RansacParams, Similarity2, ransac};
 use crate::env::Rgb8Image;
 use crate::env::tabletop::TaskKind;
@@ -40,8 +40,13 @@ pub enum MotionError {
 
 /// Maps plan pixels (continuous, pixel centres at `i + 0.5`) to table points and back.
 pub trait PlaneCamera {
-    fn to_table(&self, pixel: [f32; 2]) -> Option<[f32; 2]>;
+    /// The table point at height `z` seen at `pixel`.
+    fn to_table_at(&self, pixel: [f32; 2], z: f32) -> Option<[f32; 2]>;
+    /// The pixel of a table point (on the table, height 0).
     fn to_pixel(&self, point: [f32; 2]) -> Option<[f32; 2]>;
+    fn to_table(&self, pixel: [f32; 2]) -> Option<[f32; 2]> {
+        self.to_table_at(pixel, 0.0)
+    }
 }
 
 /// Settings of [`track_object`].
@@ -53,6 +58,11 @@ pub struct MotionParams {
     pub ransac_iterations: usize,
     /// Inlier threshold in plan pixels.
     pub inlier_pixels: f32,
+    /// A point is visible when its colour is within this RGB distance of its colour in
+    /// frame 0 (otherwise something, usually the gripper, hides it).
+    pub colour_tolerance: f32,
+    /// Height at which carried objects travel (their drawing is lifted by it).
+    pub carry_z: f32,
 }
 
 impl Default for MotionParams {
@@ -62,8 +72,22 @@ impl Default for MotionParams {
             max_points: 200,
             ransac_iterations: 200,
             inlier_pixels: 0.8,
+            colour_tolerance: 55.0,
+            carry_z: super::controller::ControllerParams::default().travel_z,
         }
     }
+}
+
+/// How the motion of one step was found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StepKind {
+    /// A rigid fit to the points visible in both frames.
+    Fitted,
+    /// The object was covered in this step (by the gripper arriving): assumed still.
+    Covered,
+    /// The object was hidden at the start: it moves with what covers it (the gripper
+    /// carrying it), the median flow of its points.
+    Carried,
 }
 
 /// The motion of one plan step.
@@ -71,8 +95,11 @@ impl Default for MotionParams {
 pub struct StepMotion {
     /// Table-plane motion from frame `t` to `t + 1`.
     pub transform: Similarity2,
-    /// Share of the points the transform explains.
+    /// Share of the fitted points the transform explains.
     pub inlier_ratio: f32,
+    /// Share of the points visible in frame `t`.
+    pub visible: f32,
+    pub kind: StepKind,
 }
 
 /// The task object's motion through a plan.
@@ -83,6 +110,9 @@ pub struct ObjectTrack {
     pub steps: Vec<StepMotion>,
     /// Frame 0 -> frame `t` for every frame (`chained[0]` is the identity).
     pub chained: Vec<Similarity2>,
+    /// Table offset from where a hidden, carried object's drawing is unprojected to where it
+    /// is (its drawing is lifted by the carry height).
+    pub lift_correction: [f32; 2],
 }
 
 impl ObjectTrack {
@@ -93,6 +123,15 @@ impl ObjectTrack {
 
     pub fn centroid(&self) -> [f32; 2] {
         mean(&self.points)
+    }
+
+    /// Whether frame `t` shows the object carried out of sight (reached by a carried step).
+    pub fn carried_at(&self, t: usize) -> bool {
+        t > 0
+            && self
+                .steps
+                .get(t - 1)
+                .is_some_and(|s| s.kind == StepKind::Carried)
     }
 }
 
@@ -146,13 +185,36 @@ pub fn track_object(
         .iter()
         .map(|p| camera.to_table(*p).ok_or(MotionError::NoCamera))
         .collect::<Result<_, _>>()?;
-    let points = table.clone();
     // Table distance of one plan pixel, for the inlier threshold.
     let metres_per_pixel = {
         let a = camera.to_table([0.0, 0.0]).ok_or(MotionError::NoCamera)?;
         let b = camera.to_table([1.0, 0.0]).ok_or(MotionError::NoCamera)?;
         (a[0] - b[0]).hypot(a[1] - b[1])
     };
+    let tol2 = params.colour_tolerance * params.colour_tolerance;
+    let far = |a: [f32; 3], b: [f32; 3]| (0..3).map(|k| (a[k] - b[k]).powi(2)).sum::<f32>() > tol2;
+    // Points coloured like the table cannot tell whether they are seen: drop them (unless
+    // that leaves too few).
+    let background = median_colour(&frames[0]);
+    let distinct: Vec<usize> = (0..pixels.len())
+        .filter(|&i| far(colour_at(&frames[0], pixels[i]), background))
+        .collect();
+    if distinct.len() >= 3 {
+        pixels = distinct.iter().map(|&i| pixels[i]).collect();
+        table = distinct.iter().map(|&i| table[i]).collect();
+    }
+    let points = table.clone();
+    let reference: Vec<[f32; 3]> = pixels.iter().map(|p| colour_at(&frames[0], *p)).collect();
+    let visible_in = |frame: &Rgb8Image, at: &[[f32; 2]]| -> Vec<bool> {
+        at.iter()
+            .zip(&reference)
+            .map(|(p, r)| {
+                let c = colour_at(frame, *p);
+                (0..3).map(|k| (c[k] - r[k]).powi(2)).sum::<f32>() <= tol2
+            })
+            .collect()
+    };
+    let n = pixels.len();
     let mut steps = Vec::new();
     let mut chained = vec![Similarity2::IDENTITY];
     for t in 0..frames.len() - 1 {
@@ -163,20 +225,55 @@ pub fn track_object(
                 source,
             }
         })?;
-        let moved = advect(&flow, &pixels, camera)?;
-        let fit = ransac(
-            &table,
-            &moved,
-            &RansacParams {
-                iterations: params.ransac_iterations,
-                threshold: params.inlier_pixels * metres_per_pixel,
-                with_scale: false,
-                seed: t as u64,
-            },
-        );
-        let (transform, inlier_ratio) = match fit {
-            Some(f) => (f.transform, f.inlier_count() as f32 / table.len() as f32),
-            None => (Similarity2::IDENTITY, 0.0),
+        let moved_pixels: Vec<[f32; 2]> = pixels
+            .iter()
+            .map(|p| {
+                let d = flow.sample(p[0], p[1]);
+                [p[0] + d[0], p[1] + d[1]]
+            })
+            .collect();
+        let moved = moved_pixels
+            .iter()
+            .map(|p| camera.to_table(*p).ok_or(MotionError::NoCamera))
+            .collect::<Result<Vec<_>, _>>()?;
+        let seen_now = visible_in(&frames[t], &pixels);
+        let seen_next = visible_in(&frames[t + 1], &moved_pixels);
+        let n_now = seen_now.iter().filter(|v| **v).count();
+        let both: Vec<usize> = (0..n).filter(|&i| seen_now[i] && seen_next[i]).collect();
+        let enough = |k: usize, of: usize| k >= 3 && k as f32 >= 0.3 * of as f32;
+        let (transform, inlier_ratio, kind) = if enough(both.len(), n_now) {
+            let src: Vec<[f32; 2]> = both.iter().map(|&i| table[i]).collect();
+            let dst: Vec<[f32; 2]> = both.iter().map(|&i| moved[i]).collect();
+            let fit = ransac(
+                &src,
+                &dst,
+                &RansacParams {
+                    iterations: params.ransac_iterations,
+                    threshold: params.inlier_pixels * metres_per_pixel,
+                    with_scale: false,
+                    seed: t as u64,
+                },
+            );
+            match fit {
+                Some(f) => (
+                    f.transform,
+                    f.inlier_count() as f32 / src.len() as f32,
+                    StepKind::Fitted,
+                ),
+                None => (Similarity2::IDENTITY, 0.0, StepKind::Covered),
+            }
+        } else if enough(n_now, n) {
+            (Similarity2::IDENTITY, 0.0, StepKind::Covered)
+        } else {
+            let d = median_translation(&table, &moved);
+            (
+                Similarity2 {
+                    translation: d,
+                    ..Similarity2::IDENTITY
+                },
+                1.0,
+                StepKind::Carried,
+            )
         };
         // The points move rigidly with the fit, so they stay on the object.
         table = table.iter().map(|p| transform.apply(*p)).collect();
@@ -189,30 +286,54 @@ pub fn track_object(
         steps.push(StepMotion {
             transform,
             inlier_ratio,
+            visible: n_now as f32 / n.max(1) as f32,
+            kind,
         });
     }
+    let lift_correction = {
+        let c = [frames[0].width as f32 / 2.0, frames[0].height as f32 / 2.0];
+        let low = camera.to_table_at(c, 0.0).ok_or(MotionError::NoCamera)?;
+        let high = camera
+            .to_table_at(c, params.carry_z)
+            .ok_or(MotionError::NoCamera)?;
+        [high[0] - low[0], high[1] - low[1]]
+    };
     Ok(ObjectTrack {
         points,
         steps,
         chained,
+        lift_correction,
     })
 }
 
-/// Moves each pixel along the flow and lifts the result onto the table.
-fn advect(
-    flow: &FlowField,
-    pixels: &[[f32; 2]],
-    camera: &dyn PlaneCamera,
-) -> Result<Vec<[f32; 2]>, MotionError> {
-    pixels
-        .iter()
-        .map(|p| {
-            let d = flow.sample(p[0], p[1]);
-            camera
-                .to_table([p[0] + d[0], p[1] + d[1]])
-                .ok_or(MotionError::NoCamera)
-        })
-        .collect()
+/// The colour of `frame` at continuous pixel coordinates (nearest pixel, clamped).
+fn colour_at(frame: &Rgb8Image, p: [f32; 2]) -> [f32; 3] {
+    let x = (p[0].max(0.0) as u32).min(frame.width.saturating_sub(1));
+    let y = (p[1].max(0.0) as u32).min(frame.height.saturating_sub(1));
+    let i = ((y * frame.width + x) * 3) as usize;
+    match frame.pixels.get(i..i + 3) {
+        Some(c) => [f32::from(c[0]), f32::from(c[1]), f32::from(c[2])],
+        None => [0.0; 3],
+    }
+}
+
+/// Per-channel median colour of a frame (the table, in our frames).
+fn median_colour(frame: &Rgb8Image) -> [f32; 3] {
+    std::array::from_fn(|k| {
+        let mut v: Vec<u8> = frame.pixels.iter().skip(k).step_by(3).copied().collect();
+        v.sort_unstable();
+        v.get(v.len() / 2).map_or(0.0, |c| f32::from(*c))
+    })
+}
+
+/// Per-axis median of `dst - src`.
+fn median_translation(src: &[[f32; 2]], dst: &[[f32; 2]]) -> [f32; 2] {
+    let median = |k: usize| {
+        let mut v: Vec<f32> = src.iter().zip(dst).map(|(a, b)| b[k] - a[k]).collect();
+        v.sort_by(f32::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(0.0)
+    };
+    [median(0), median(1)]
 }
 
 /// How the gripper acts on the task object.
@@ -271,9 +392,19 @@ pub fn subgoals(track: &ObjectTrack, interaction: Interaction) -> Subgoals {
         Interaction::Push | Interaction::Pull => contact_point(track, interaction),
         Interaction::Carry { .. } => grasp_point(&track.points),
     };
+    let mut points = track.trajectory(anchor);
+    if matches!(interaction, Interaction::Carry { .. }) {
+        // While carried out of sight, the object is where its carrier is drawn, lifted.
+        let c = track.lift_correction;
+        for (t, p) in points.iter_mut().enumerate() {
+            if track.carried_at(t) {
+                *p = [p[0] + c[0], p[1] + c[1]];
+            }
+        }
+    }
     Subgoals {
         interaction,
-        points: track.trajectory(anchor),
+        points,
     }
 }
 
@@ -371,7 +502,7 @@ mod tests {
     /// Pixels are table points scaled: 1 px = 0.05 table units, origin at pixel (16, 16).
     struct Scaled;
     impl PlaneCamera for Scaled {
-        fn to_table(&self, p: [f32; 2]) -> Option<[f32; 2]> {
+        fn to_table_at(&self, p: [f32; 2], _z: f32) -> Option<[f32; 2]> {
             Some([(p[0] - 16.0) * 0.05, (16.0 - p[1]) * 0.05])
         }
         fn to_pixel(&self, p: [f32; 2]) -> Option<[f32; 2]> {
