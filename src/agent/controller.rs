@@ -63,6 +63,8 @@ pub struct Controller {
     goals: Subgoals,
     params: ControllerParams,
     phase: Phase,
+    /// Where the object was last seen.
+    object: Option<[f32; 2]>,
 }
 
 fn dist(a: [f32; 2], b: [f32; 2]) -> f32 {
@@ -75,6 +77,7 @@ impl Controller {
             goals,
             params,
             phase: Phase::Approach,
+            object: None,
         }
     }
 
@@ -130,8 +133,17 @@ impl Controller {
         [e[0] + d[0] * by, e[1] + d[1] * by]
     }
 
-    /// The next action for the gripper in state `g`.
-    pub fn act(&mut self, g: &GripperState) -> Action {
+    /// The next action for the gripper in state `g`; `object` is where the task object's
+    /// centre is seen now (table coordinates), if it is seen.
+    pub fn act(&mut self, g: &GripperState, object: Option<[f32; 2]>) -> Action {
+        if let Some(seen) = object {
+            self.object = Some(seen);
+        }
+        if self.goals.slides
+            && let Some(object) = self.object
+        {
+            return self.slide(g, object);
+        }
         let p = self.params;
         let here = [g.x, g.y];
         let grip = self.grip();
@@ -223,6 +235,64 @@ impl Controller {
             self.phase = next;
         }
         Action::default()
+    }
+
+    /// Steers a sliding push by the object: for the next point of its planned path, line
+    /// up behind it (raised, then lowered) and push through it, correcting sideways drift.
+    fn slide(&mut self, g: &GripperState, object: [f32; 2]) -> Action {
+        let p = self.params;
+        let here = [g.x, g.y];
+        let path = &self.goals.object_path;
+        let last = path.len().saturating_sub(1);
+        if self.phase == Phase::Done {
+            return go(g, here, g.z, OPEN);
+        }
+        // The plan's path of a sliding object is close to straight: push it to where the
+        // plan ends (a little beyond, as the plan stops at the edge of success).
+        let from = path.first().copied().unwrap_or(object);
+        let end = path.get(last).copied().unwrap_or(object);
+        let span = dist(from, end);
+        let target = if span > 1e-3 {
+            let k = p.overshoot * 0.6 / span;
+            [
+                end[0] + (end[0] - from[0]) * k,
+                end[1] + (end[1] - from[1]) * k,
+            ]
+        } else {
+            end
+        };
+        if dist(object, target) < 0.015 {
+            self.phase = Phase::Done;
+            return go(g, here, g.z, OPEN);
+        }
+        self.phase = Phase::Follow { index: last };
+        let gap = dist(object, target).max(1e-6);
+        let dir = [(target[0] - object[0]) / gap, (target[1] - object[1]) / gap];
+        let perp = [-dir[1], dir[0]];
+        let contact =
+            self.goals.object_radius * 0.7 + super::super::env::tabletop::scene::GRIPPER_RADIUS;
+        let behind = [
+            object[0] - dir[0] * (contact + 0.03),
+            object[1] - dir[1] * (contact + 0.03),
+        ];
+        let rel = [here[0] - object[0], here[1] - object[1]];
+        let along = rel[0] * dir[0] + rel[1] * dir[1];
+        let lateral = rel[0] * perp[0] + rel[1] * perp[1];
+        let lowered = g.z <= p.work_z + 0.02;
+        if lowered && along < -(contact - 0.05) && lateral.abs() < 0.035 {
+            let aim = [
+                object[0] + dir[0] * 0.15 - perp[0] * lateral * 2.0,
+                object[1] + dir[1] * 0.15 - perp[1] * lateral * 2.0,
+            ];
+            return go(g, aim, p.work_z, OPEN);
+        }
+        if g.z < p.travel_z - 0.05 && dist(here, behind) > p.reach {
+            return go(g, here, p.travel_z, OPEN);
+        }
+        if dist(here, behind) < p.reach {
+            return go(g, behind, p.work_z, OPEN);
+        }
+        go(g, behind, p.travel_z, OPEN)
     }
 
     /// Follows subgoal `index`; `Err(action)` is the action to take now, `Ok(phase)` the

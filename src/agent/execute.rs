@@ -96,6 +96,24 @@ impl PlaneCamera for WorldCamera<'_> {
     }
 }
 
+/// Where the world's segmentation shows `object`'s centre on the table, if it is seen.
+fn object_centre(world: &dyn World, obs: &Observation, object: &str) -> Option<[f32; 2]> {
+    let size = obs.rgb.width;
+    let points: Vec<[f32; 2]> = obs
+        .mask_pixels(object)
+        .into_iter()
+        .filter_map(|(x, y)| world.pixel_to_table([x as f32 + 0.5, y as f32 + 0.5], size, 0.0))
+        .collect();
+    if points.is_empty() {
+        return None;
+    }
+    let n = points.len() as f32;
+    let s = points
+        .iter()
+        .fold([0.0, 0.0], |a, p| [a[0] + p[0], a[1] + p[1]]);
+    Some([s[0] / n, s[1] / n])
+}
+
 /// Turns a plan into gripper subgoals for `task`, with the object mask of `obs`.
 pub fn plan_subgoals(
     world: &dyn World,
@@ -118,8 +136,10 @@ pub fn plan_subgoals(
         });
     }
     let camera = WorldCamera { world, size };
-    let track = track_object(plan, &mask, &camera, params)?;
-    Ok(subgoals(&track, Interaction::for_task(task)))
+    let interaction = Interaction::for_task(task);
+    let carried = matches!(interaction, Interaction::Carry { .. });
+    let track = track_object(plan, &mask, &camera, params, carried)?;
+    Ok(subgoals(&track, interaction))
 }
 
 /// Executes `plan` (start frame first) for `task` from the world's current state.
@@ -165,7 +185,8 @@ pub fn execute_plan(
                     recent.clear();
                     let mut reason = None;
                     while rollout.steps < max_steps {
-                        let action = controller.act(&obs.gripper);
+                        let seen = object_centre(&*world, &obs, kind.task_object());
+                        let action = controller.act(&obs.gripper, seen);
                         let t1 = Instant::now();
                         let out = world.step(action)?;
                         rollout.world_ms += t1.elapsed().as_secs_f64() * 1e3;
@@ -362,7 +383,14 @@ mod look {
             );
             println!("  p {p:?} flow {d:?} c0 {c0:?} c1 {c1:?}");
         }
-        let track = track_object(&plan, &mask, &cam, &MotionParams::default()).expect("track");
+        let track = track_object(
+            &plan,
+            &mask,
+            &cam,
+            &MotionParams::default(),
+            matches!(Interaction::for_task(kind), Interaction::Carry { .. }),
+        )
+        .expect("track");
         let idx = crate::store::dataset::clip_indices(demo.frames.len(), 0);
         let c = track.centroid();
         let o0 = demo.states[0]

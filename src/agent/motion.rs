@@ -83,10 +83,11 @@ impl Default for MotionParams {
 pub enum StepKind {
     /// A rigid fit to the points visible in both frames.
     Fitted,
-    /// The object was covered in this step (by the gripper arriving): assumed still.
+    /// The object was covered in this step (by the gripper arriving), or stayed hidden
+    /// without being carried, or showed again where it was: assumed still.
     Covered,
-    /// The object was hidden at the start: it moves with what covers it (the gripper
-    /// carrying it), the median flow of its points.
+    /// The object stayed hidden and is carried: it moves with what covers it (the
+    /// gripper), the median flow of its points.
     Carried,
 }
 
@@ -107,6 +108,8 @@ pub struct StepMotion {
 pub struct ObjectTrack {
     /// The tracked points in frame 0, table coordinates.
     pub points: Vec<[f32; 2]>,
+    /// Centroid of the whole mask in frame 0 (the tracked points may leave some out).
+    pub mask_centroid: [f32; 2],
     pub steps: Vec<StepMotion>,
     /// Frame 0 -> frame `t` for every frame (`chained[0]` is the identity).
     pub chained: Vec<Similarity2>,
@@ -165,12 +168,15 @@ pub fn check_plan(frames: &[Rgb8Image]) -> Result<u32, MotionError> {
 }
 
 /// Follows the object whose frame-0 pixels are `mask` (plan pixel coordinates) through
-/// `frames` and fits its motion per step.
+/// `frames` and fits its motion per step. While the object is out of sight it moves with
+/// what covers it if `carried_when_hidden` (a grasped object under the gripper), otherwise
+/// it is assumed to stay put (the gripper passing over it).
 pub fn track_object(
     frames: &[Rgb8Image],
     mask: &[[f32; 2]],
     camera: &dyn PlaneCamera,
     params: &MotionParams,
+    carried_when_hidden: bool,
 ) -> Result<ObjectTrack, MotionError> {
     check_plan(frames)?;
     if mask.is_empty() {
@@ -192,6 +198,7 @@ pub fn track_object(
         (a[0] - b[0]).hypot(a[1] - b[1])
     };
     let tol2 = params.colour_tolerance * params.colour_tolerance;
+    let mask_centroid = mean(&table);
     let far = |a: [f32; 3], b: [f32; 3]| (0..3).map(|k| (a[k] - b[k]).powi(2)).sum::<f32>() > tol2;
     // Points coloured like the table cannot tell whether they are seen: drop them (unless
     // that leaves too few).
@@ -241,10 +248,10 @@ pub fn track_object(
         let n_now = seen_now.iter().filter(|v| **v).count();
         let both: Vec<usize> = (0..n).filter(|&i| seen_now[i] && seen_next[i]).collect();
         let enough = |k: usize, of: usize| k >= 3 && k as f32 >= 0.3 * of as f32;
-        let (transform, inlier_ratio, kind) = if enough(both.len(), n_now) {
-            let src: Vec<[f32; 2]> = both.iter().map(|&i| table[i]).collect();
-            let dst: Vec<[f32; 2]> = both.iter().map(|&i| moved[i]).collect();
-            let fit = ransac(
+        let fit_pairs = |idx: &[usize]| {
+            let src: Vec<[f32; 2]> = idx.iter().map(|&i| table[i]).collect();
+            let dst: Vec<[f32; 2]> = idx.iter().map(|&i| moved[i]).collect();
+            ransac(
                 &src,
                 &dst,
                 &RansacParams {
@@ -253,27 +260,44 @@ pub fn track_object(
                     with_scale: false,
                     seed: t as u64,
                 },
-            );
-            match fit {
-                Some(f) => (
-                    f.transform,
-                    f.inlier_count() as f32 / src.len() as f32,
-                    StepKind::Fitted,
-                ),
-                None => (Similarity2::IDENTITY, 0.0, StepKind::Covered),
+            )
+            .map(|f| (f.transform, f.inlier_count() as f32 / src.len() as f32))
+        };
+        let still = (Similarity2::IDENTITY, 0.0);
+        let (transform, inlier_ratio, kind) = if enough(both.len(), n_now) {
+            match fit_pairs(&both) {
+                Some((tf, ratio)) => (tf, ratio, StepKind::Fitted),
+                None => (still.0, still.1, StepKind::Covered),
             }
         } else if enough(n_now, n) {
-            (Similarity2::IDENTITY, 0.0, StepKind::Covered)
+            (still.0, still.1, StepKind::Covered)
         } else {
-            let d = median_translation(&table, &moved);
-            (
-                Similarity2 {
-                    translation: d,
-                    ..Similarity2::IDENTITY
-                },
-                1.0,
-                StepKind::Carried,
-            )
+            // Hidden now. If it shows again, either where it was or where the flow takes
+            // it, believe whichever shows more of it; if it stays hidden, it is carried
+            // along by what covers it, or (when nothing carries) it stays where it was.
+            let seen_still = visible_in(&frames[t + 1], &pixels);
+            let n_still = seen_still.iter().filter(|v| **v).count();
+            let moved_seen: Vec<usize> = (0..n).filter(|&i| seen_next[i]).collect();
+            if n_still >= 3 && n_still >= moved_seen.len() {
+                (still.0, still.1, StepKind::Covered)
+            } else if moved_seen.len() >= 3 {
+                match fit_pairs(&moved_seen) {
+                    Some((tf, ratio)) => (tf, ratio, StepKind::Fitted),
+                    None => (still.0, still.1, StepKind::Covered),
+                }
+            } else if carried_when_hidden {
+                let d = median_translation(&table, &moved);
+                (
+                    Similarity2 {
+                        translation: d,
+                        ..Similarity2::IDENTITY
+                    },
+                    1.0,
+                    StepKind::Carried,
+                )
+            } else {
+                (still.0, still.1, StepKind::Covered)
+            }
         };
         // The points move rigidly with the fit, so they stay on the object.
         table = table.iter().map(|p| transform.apply(*p)).collect();
@@ -300,6 +324,7 @@ pub fn track_object(
     };
     Ok(ObjectTrack {
         points,
+        mask_centroid,
         steps,
         chained,
         lift_correction,
@@ -382,6 +407,13 @@ const HANDLE_INSET: f32 = 0.05;
 pub struct Subgoals {
     pub interaction: Interaction,
     pub points: Vec<[f32; 2]>,
+    /// Where the object's centre should be in every frame.
+    pub object_path: Vec<[f32; 2]>,
+    /// Distance from the object's centre to its farthest tracked point.
+    pub object_radius: f32,
+    /// The object slides without turning much (a block, a drawer): a push can be steered
+    /// by watching the object rather than replaying the contact point's path.
+    pub slides: bool,
 }
 
 /// The subgoals of the grasp/contact point carried by the object's motion.
@@ -402,11 +434,27 @@ pub fn subgoals(track: &ObjectTrack, interaction: Interaction) -> Subgoals {
             }
         }
     }
+    let c = track.mask_centroid;
+    let turn = track
+        .chained
+        .iter()
+        .map(|t| t.angle.abs())
+        .fold(0.0, f32::max);
     Subgoals {
         interaction,
         points,
+        object_path: track.trajectory(c),
+        object_radius: track
+            .points
+            .iter()
+            .map(|p| (p[0] - c[0]).hypot(p[1] - c[1]))
+            .fold(0.0, f32::max),
+        slides: interaction == Interaction::Push && turn < SLIDE_MAX_TURN,
     }
 }
+
+/// Largest turn (radians) of a pushed object that still counts as sliding.
+const SLIDE_MAX_TURN: f32 = 0.5;
 
 /// For pushes: behind the part that moves most, facing away from its motion; for pulls: in
 /// front of the object, facing along its motion.
@@ -548,6 +596,7 @@ mod tests {
             &square_mask(centres[0]),
             &Scaled,
             &MotionParams::default(),
+            false,
         )
         .expect("track");
         let end = track.trajectory(track.centroid())[5];
@@ -576,12 +625,13 @@ mod tests {
                 std::slice::from_ref(&f),
                 &square_mask([10.0, 10.0]),
                 &cam,
-                &p
+                &p,
+                false
             ),
             Err(MotionError::TooFewFrames { found: 1 })
         );
         assert!(matches!(
-            track_object(&[f.clone(), f.clone()], &[], &cam, &p),
+            track_object(&[f.clone(), f.clone()], &[], &cam, &p, false),
             Err(MotionError::EmptyMask { .. })
         ));
         let small = Rgb8Image {
@@ -590,7 +640,7 @@ mod tests {
             pixels: vec![0; 16 * 16 * 3],
         };
         assert!(matches!(
-            track_object(&[f, small], &square_mask([10.0, 10.0]), &cam, &p),
+            track_object(&[f, small], &square_mask([10.0, 10.0]), &cam, &p, false),
             Err(MotionError::MixedSizes { index: 1, .. })
         ));
     }
