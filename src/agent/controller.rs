@@ -339,3 +339,82 @@ fn go(g: &GripperState, target: [f32; 2], z: f32, grip: f32) -> Action {
     let s = dx.abs().max(dy.abs()).max(1.0);
     Action::new(dx / s, dy / s, (z - g.z) / MAX_DZ, grip)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::env::World;
+    use crate::env::tabletop::Tabletop;
+
+    fn goals(interaction: Interaction, points: Vec<[f32; 2]>) -> Subgoals {
+        Subgoals {
+            interaction,
+            object_path: points.clone(),
+            points,
+            object_radius: 0.1,
+            slides: false,
+        }
+    }
+
+    #[test]
+    fn reaches_given_subgoals_in_order() {
+        let mut world = Tabletop::new(32).expect("world");
+        // An empty stretch of the button task's table.
+        let mut obs = world.reset("button-press", 0, 0).expect("reset");
+        let path = vec![[-0.5, -0.2], [-0.2, -0.3], [0.1, -0.35], [0.3, -0.3]];
+        let mut c = Controller::new(
+            goals(Interaction::Push, path.clone()),
+            ControllerParams::default(),
+        );
+        let mut next = 0;
+        let mut lowered_at_start = false;
+        for _ in 0..200 {
+            let a = c.act(&obs.gripper, None);
+            obs = world.step(a).expect("step").observation;
+            let g = [obs.gripper.x, obs.gripper.y];
+            if next < path.len() && dist(g, path[next]) < 0.03 {
+                if next == 0 {
+                    lowered_at_start = true;
+                }
+                next += 1;
+            }
+            if c.finished() {
+                break;
+            }
+        }
+        assert!(c.finished(), "stuck in {:?}", c.phase());
+        assert_eq!(
+            next,
+            path.len(),
+            "visited {next} of {} subgoals",
+            path.len()
+        );
+        assert!(lowered_at_start);
+        assert!(
+            (obs.gripper.z - 0.12).abs() < 0.03,
+            "pushes happen lowered: {}",
+            obs.gripper.z
+        );
+    }
+
+    #[test]
+    fn presses_down_on_a_press_subgoal() {
+        let mut world = Tabletop::new(32).expect("world");
+        let mut obs = world.reset("button-press", 1, 3).expect("reset");
+        let button = obs.object("button").map(|o| [o.x, o.y]).expect("button");
+        let mut c = Controller::new(
+            goals(Interaction::Press, vec![button; 8]),
+            ControllerParams::default(),
+        );
+        let mut solved = false;
+        for _ in 0..150 {
+            let out = world.step(c.act(&obs.gripper, None)).expect("step");
+            obs = out.observation;
+            if out.success {
+                solved = true;
+                break;
+            }
+        }
+        assert!(solved, "the button is not pressed: {:?}", obs.gripper);
+    }
+}

@@ -293,6 +293,151 @@ mod tests {
         execute_plan(&mut world, task, &plan, &ExecuteConfig::default(), None).expect("run")
     }
 
+    /// The plan-to-action path is sound: plans made from the expert's own video (8 frames at
+    /// the model's 32 px, executed in the 64 px world) succeed on most tasks.
+    #[test]
+    fn expert_video_plans_succeed_on_most_tasks() {
+        let mut ok = 0;
+        let mut report = Vec::new();
+        for task in TaskKind::ALL {
+            for view in 0..3 {
+                let r = run_expert_plan(task.name(), view, 1_000_000 + view as u64, 32);
+                ok += usize::from(r.success);
+                report.push(format!("{} v{view}: {}", task.name(), r.success));
+                assert!(r.steps <= task.max_steps());
+                assert_eq!(r.success, r.failure.is_none(), "{:?}", r.failure);
+            }
+        }
+        println!("{ok}/24 succeed: {report:?}");
+        assert!(
+            ok >= 14,
+            "only {ok}/24 expert-video plans succeed: {report:?}"
+        );
+    }
+
+    #[test]
+    fn bad_plans_end_in_failed_episodes_with_a_reason() {
+        let mut world = Tabletop::new(64).expect("world");
+        let first = world.reset("push", 0, 5).expect("reset").rgb;
+        let config = ExecuteConfig::default();
+        let one = execute_plan(
+            &mut world,
+            "push",
+            std::slice::from_ref(&first),
+            &config,
+            None,
+        )
+        .expect("run");
+        assert!(!one.success && one.steps == 0);
+        assert!(
+            one.failure
+                .as_deref()
+                .is_some_and(|f| f.contains("1 frames")),
+            "{:?}",
+            one.failure
+        );
+        let small = crate::model::pipeline::resize(&first, 16);
+        let mixed =
+            execute_plan(&mut world, "push", &[first.clone(), small], &config, None).expect("run");
+        assert!(
+            mixed
+                .failure
+                .as_deref()
+                .is_some_and(|f| f.contains("frame 1"))
+        );
+        // A plan of black frames: the object vanishes at once; the episode still ends, within
+        // its step limit.
+        let black = Rgb8Image {
+            width: 32,
+            height: 32,
+            pixels: vec![0; 32 * 32 * 3],
+        };
+        let plan = vec![
+            crate::model::pipeline::resize(&first, 32),
+            black.clone(),
+            black,
+        ];
+        let dark = execute_plan(&mut world, "push", &plan, &config, None).expect("run");
+        assert!(dark.steps <= 200 && dark.failure.is_some());
+        assert!(matches!(
+            execute_plan(&mut world, "fly", &plan, &config, None),
+            Err(ExecuteError::UnknownTask { .. })
+        ));
+    }
+
+    /// A world whose segmentation shows nothing.
+    struct Blind(Tabletop);
+    impl World for Blind {
+        fn name(&self) -> &'static str {
+            self.0.name()
+        }
+        fn tasks(&self) -> Vec<crate::env::TaskInfo> {
+            self.0.tasks()
+        }
+        fn views(&self) -> Vec<crate::env::ViewInfo> {
+            self.0.views()
+        }
+        fn reset(&mut self, task: &str, view: usize, seed: u64) -> Result<Observation, WorldError> {
+            self.0.reset(task, view, seed)
+        }
+        fn step(
+            &mut self,
+            action: crate::env::Action,
+        ) -> Result<crate::env::StepOutcome, WorldError> {
+            self.0.step(action)
+        }
+        fn expert_action(&mut self) -> Result<crate::env::Action, WorldError> {
+            self.0.expert_action()
+        }
+        fn observe(&self) -> Result<Observation, WorldError> {
+            let mut o = self.0.observe()?;
+            o.segmentation.iter_mut().for_each(|s| *s = 0);
+            Ok(o)
+        }
+        fn pixel_to_table(&self, p: [f32; 2], size: u32, z: f32) -> Option<[f32; 2]> {
+            self.0.pixel_to_table(p, size, z)
+        }
+        fn table_to_pixel(&self, p: [f32; 2], size: u32, z: f32) -> Option<[f32; 2]> {
+            self.0.table_to_pixel(p, size, z)
+        }
+    }
+
+    #[test]
+    fn an_empty_mask_fails_the_episode_and_replanning_is_bounded() {
+        let mut world = Blind(Tabletop::new(64).expect("world"));
+        let plan = expert_plan(&mut world, "push", 0, 7, 32).expect("plan");
+        let r =
+            execute_plan(&mut world, "push", &plan, &ExecuteConfig::default(), None).expect("run");
+        assert!(
+            r.failure
+                .as_deref()
+                .is_some_and(|f| f.contains("not visible")),
+            "{:?}",
+            r.failure
+        );
+        // The hook is asked again each time, at most max_replans times.
+        let mut calls = 0;
+        let again = plan.clone();
+        let mut hook = |_: &Observation| -> Result<Vec<Rgb8Image>, String> {
+            calls += 1;
+            Ok(again.clone())
+        };
+        let config = ExecuteConfig {
+            max_replans: 3,
+            ..ExecuteConfig::default()
+        };
+        let r = execute_plan(&mut world, "push", &plan, &config, Some(&mut hook)).expect("run");
+        assert_eq!(r.replans, 3);
+        assert!(
+            r.failure
+                .as_deref()
+                .is_some_and(|f| f.contains("after 3 replans")),
+            "{:?}",
+            r.failure
+        );
+        assert_eq!(calls, 3);
+    }
+
     /// Success of expert-video plans per task and view:
     /// `cargo test --lib expert_plan_success_table -- --ignored --nocapture`.
     #[test]
