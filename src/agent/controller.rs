@@ -65,7 +65,15 @@ pub struct Controller {
     phase: Phase,
     /// Where the object was last seen.
     object: Option<[f32; 2]>,
+    /// Strikes tried so far (a blocked strike is retried a little to the side).
+    strikes: usize,
+    /// Steps the gripper has not moved while striking.
+    blocked_steps: u32,
+    last_position: [f32; 2],
 }
+
+/// Sideways offsets of successive strikes (a tool must pass a narrow gap).
+const STRIKE_OFFSETS: [f32; 5] = [0.0, 0.012, -0.012, 0.024, -0.024];
 
 fn dist(a: [f32; 2], b: [f32; 2]) -> f32 {
     (a[0] - b[0]).hypot(a[1] - b[1])
@@ -78,6 +86,9 @@ impl Controller {
             params,
             phase: Phase::Approach,
             object: None,
+            strikes: 0,
+            blocked_steps: 0,
+            last_position: [f32::NAN; 2],
         }
     }
 
@@ -131,6 +142,14 @@ impl Controller {
     fn beyond_last(&self, by: f32) -> [f32; 2] {
         let (e, d) = (self.goal(self.last()), self.last_direction());
         [e[0] + d[0] * by, e[1] + d[1] * by]
+    }
+
+    /// Like [`Self::beyond_last`], shifted sideways for the current strike.
+    fn strike_point(&self, by: f32) -> [f32; 2] {
+        let p = self.beyond_last(by);
+        let d = self.last_direction();
+        let side = STRIKE_OFFSETS[self.strikes.min(STRIKE_OFFSETS.len() - 1)];
+        [p[0] - d[1] * side, p[1] + d[0] * side]
     }
 
     /// The next action for the gripper in state `g`; `object` is where the task object's
@@ -198,7 +217,7 @@ impl Controller {
                     Err(action) => return action,
                 },
                 Phase::Stage => {
-                    let stage = self.beyond_last(-p.stage_distance);
+                    let stage = self.strike_point(-p.stage_distance);
                     if dist(here, stage) > p.reach {
                         return go(g, stage, p.travel_z, CLOSE);
                     }
@@ -206,12 +225,26 @@ impl Controller {
                 }
                 Phase::Lower => {
                     if (g.z - p.work_z).abs() > 0.02 {
-                        return go(g, self.beyond_last(-p.stage_distance), p.work_z, CLOSE);
+                        return go(g, self.strike_point(-p.stage_distance), p.work_z, CLOSE);
                     }
                     Phase::Strike
                 }
                 Phase::Strike => {
-                    let end = self.beyond_last(p.overshoot);
+                    let end = self.strike_point(p.overshoot);
+                    let moved = dist(here, self.last_position);
+                    self.last_position = here;
+                    self.blocked_steps = if moved < 0.003 {
+                        self.blocked_steps + 1
+                    } else {
+                        0
+                    };
+                    if self.blocked_steps >= 4 && self.strikes + 1 < STRIKE_OFFSETS.len() {
+                        // Blocked (the tool hit the gap's side): back off and try beside.
+                        self.strikes += 1;
+                        self.blocked_steps = 0;
+                        self.phase = Phase::Stage;
+                        return go(g, self.strike_point(-p.stage_distance), p.travel_z, CLOSE);
+                    }
                     if dist(here, end) > p.reach {
                         return go(g, end, p.work_z, CLOSE);
                     }

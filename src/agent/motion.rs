@@ -110,6 +110,8 @@ pub struct ObjectTrack {
     pub points: Vec<[f32; 2]>,
     /// Centroid of the whole mask in frame 0 (the tracked points may leave some out).
     pub mask_centroid: [f32; 2],
+    /// The whole mask in frame 0, table coordinates (the object's shape).
+    pub mask_points: Vec<[f32; 2]>,
     pub steps: Vec<StepMotion>,
     /// Frame 0 -> frame `t` for every frame (`chained[0]` is the identity).
     pub chained: Vec<Similarity2>,
@@ -199,6 +201,7 @@ pub fn track_object(
     };
     let tol2 = params.colour_tolerance * params.colour_tolerance;
     let mask_centroid = mean(&table);
+    let mask_points = table.clone();
     let far = |a: [f32; 3], b: [f32; 3]| (0..3).map(|k| (a[k] - b[k]).powi(2)).sum::<f32>() > tol2;
     // Points coloured like the table cannot tell whether they are seen: drop them (unless
     // that leaves too few).
@@ -224,6 +227,8 @@ pub fn track_object(
     let n = pixels.len();
     let mut steps = Vec::new();
     let mut chained = vec![Similarity2::IDENTITY];
+    // A carried object, once covered, stays with its carrier until it shows clearly again.
+    let mut under_carrier = false;
     for t in 0..frames.len() - 1 {
         let flow = dense_flow(&frames[t], &frames[t + 1], &params.flow).map_err(|source| {
             MotionError::Flow {
@@ -264,7 +269,21 @@ pub fn track_object(
             .map(|f| (f.transform, f.inlier_count() as f32 / src.len() as f32))
         };
         let still = (Similarity2::IDENTITY, 0.0);
-        let (transform, inlier_ratio, kind) = if enough(both.len(), n_now) {
+        let carried = (
+            Similarity2 {
+                translation: median_translation(&table, &moved),
+                ..Similarity2::IDENTITY
+            },
+            1.0,
+            StepKind::Carried,
+        );
+        let clear = |k: usize| k as f32 >= 0.7 * n as f32;
+        if under_carrier && clear(n_now) && clear(both.len()) {
+            under_carrier = false;
+        }
+        let (transform, inlier_ratio, kind) = if under_carrier {
+            carried
+        } else if enough(both.len(), n_now) {
             match fit_pairs(&both) {
                 Some((tf, ratio)) => (tf, ratio, StepKind::Fitted),
                 None => (still.0, still.1, StepKind::Covered),
@@ -286,19 +305,14 @@ pub fn track_object(
                     None => (still.0, still.1, StepKind::Covered),
                 }
             } else if carried_when_hidden {
-                let d = median_translation(&table, &moved);
-                (
-                    Similarity2 {
-                        translation: d,
-                        ..Similarity2::IDENTITY
-                    },
-                    1.0,
-                    StepKind::Carried,
-                )
+                carried
             } else {
                 (still.0, still.1, StepKind::Covered)
             }
         };
+        if carried_when_hidden && kind != StepKind::Fitted {
+            under_carrier = true;
+        }
         // The points move rigidly with the fit, so they stay on the object.
         table = table.iter().map(|p| transform.apply(*p)).collect();
         pixels = table
@@ -325,6 +339,7 @@ pub fn track_object(
     Ok(ObjectTrack {
         points,
         mask_centroid,
+        mask_points,
         steps,
         chained,
         lift_correction,
@@ -422,7 +437,7 @@ pub fn subgoals(track: &ObjectTrack, interaction: Interaction) -> Subgoals {
     let anchor = match interaction {
         Interaction::Press => c,
         Interaction::Push | Interaction::Pull => contact_point(track, interaction),
-        Interaction::Carry { .. } => grasp_point(&track.points),
+        Interaction::Carry { .. } => grasp_point(&track.mask_points),
     };
     let mut points = track.trajectory(anchor);
     if matches!(interaction, Interaction::Carry { .. }) {
@@ -445,7 +460,7 @@ pub fn subgoals(track: &ObjectTrack, interaction: Interaction) -> Subgoals {
         points,
         object_path: track.trajectory(c),
         object_radius: track
-            .points
+            .mask_points
             .iter()
             .map(|p| (p[0] - c[0]).hypot(p[1] - c[1]))
             .fold(0.0, f32::max),
@@ -483,10 +498,13 @@ fn contact_point(track: &ObjectTrack, interaction: Interaction) -> [f32; 2] {
     let n = len(&d).max(1e-6);
     let dir = [d[0] / n, d[1] / n];
     let along = |p: &[f32; 2]| (p[0] - c[0]) * dir[0] + (p[1] - c[1]) * dir[1];
-    let (back, front) = track.points.iter().fold((0.0f32, 0.0f32), |(b, f), p| {
-        let a = along(p);
-        (b.min(a), f.max(a))
-    });
+    let (back, front) = track
+        .mask_points
+        .iter()
+        .fold((0.0f32, 0.0f32), |(b, f), p| {
+            let a = along(p);
+            (b.min(a), f.max(a))
+        });
     let offset = match interaction {
         Interaction::Pull => front + PULL_REACH,
         _ => back - GRIPPER_RADIUS - CONTACT_GAP,
