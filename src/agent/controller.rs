@@ -5,6 +5,7 @@
 //! carried tool for the last stretch). It reads only the gripper's own state.
 
 use super::motion::{Interaction, Subgoals};
+use super::rigid::Similarity2;
 use crate::env::tabletop::scene::{MAX_DZ, MAX_STEP, TABLE};
 use crate::env::{Action, GripperState};
 
@@ -57,6 +58,20 @@ pub enum Phase {
     Done,
 }
 
+/// What the world shows of the task object now.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ObjectView {
+    /// Centre of its visible pixels, table coordinates.
+    pub centre: [f32; 2],
+    /// Its pose relative to frame 0 of the plan, if it could be registered.
+    pub pose: Option<Similarity2>,
+}
+
+/// Largest turn toward the goal pose that one push aims at (radians).
+const TURN_LEAD: f32 = 0.35;
+/// How far turning pushes go past the plan's final pose (radians).
+const TURN_OVERSHOOT: f32 = 0.4;
+
 /// Follows one set of subgoals; make a new one for a new plan.
 #[derive(Clone, Debug)]
 pub struct Controller {
@@ -65,6 +80,8 @@ pub struct Controller {
     phase: Phase,
     /// Where the object was last seen.
     object: Option<[f32; 2]>,
+    /// Its pose when last seen (frame 0 -> now).
+    pose: Option<Similarity2>,
     /// Strikes tried so far (a blocked strike is retried a little to the side).
     strikes: usize,
     /// Steps the gripper has not moved while striking.
@@ -86,6 +103,7 @@ impl Controller {
             params,
             phase: Phase::Approach,
             object: None,
+            pose: None,
             strikes: 0,
             blocked_steps: 0,
             last_position: [f32::NAN; 2],
@@ -152,16 +170,19 @@ impl Controller {
         [p[0] - d[1] * side, p[1] + d[0] * side]
     }
 
-    /// The next action for the gripper in state `g`; `object` is where the task object's
-    /// centre is seen now (table coordinates), if it is seen.
-    pub fn act(&mut self, g: &GripperState, object: Option<[f32; 2]>) -> Action {
+    /// The next action for the gripper in state `g`; `object` is how the task object is
+    /// seen now, if it is seen.
+    pub fn act(&mut self, g: &GripperState, object: Option<&ObjectView>) -> Action {
         if let Some(seen) = object {
-            self.object = Some(seen);
+            self.object = Some(seen.centre);
+            if seen.pose.is_some() {
+                self.pose = seen.pose;
+            }
         }
-        if self.goals.slides
-            && let Some(object) = self.object
-        {
-            return self.slide(g, object);
+        match (self.goals.interaction, self.object, self.pose) {
+            (Interaction::Push, Some(object), _) => return self.slide(g, object),
+            (Interaction::Turn, _, Some(pose)) => return self.turn(g, pose),
+            _ => {}
         }
         let p = self.params;
         let here = [g.x, g.y];
@@ -190,7 +211,7 @@ impl Controller {
                     }
                     match self.goals.interaction {
                         Interaction::Press => Phase::Done,
-                        Interaction::Push => Phase::Follow { index: 1 },
+                        Interaction::Push | Interaction::Turn => Phase::Follow { index: 1 },
                         _ => Phase::Close {
                             left: p.grasp_steps,
                         },
@@ -268,6 +289,84 @@ impl Controller {
             self.phase = next;
         }
         Action::default()
+    }
+
+    /// Steers a turning push (a door) by the object's seen pose: keep the contact point on
+    /// the object where the plan put it, and push it along the arc toward the plan's final
+    /// pose, a limited turn at a time, about the pivot of the remaining motion.
+    fn turn(&mut self, g: &GripperState, pose: Similarity2) -> Action {
+        let p = self.params;
+        let here = [g.x, g.y];
+        if self.phase == Phase::Done {
+            return go(g, here, g.z, OPEN);
+        }
+        let anchor = self.goals.points.first().copied().unwrap_or(here);
+        let goal = self
+            .goals
+            .object_poses
+            .last()
+            .copied()
+            .unwrap_or(Similarity2::IDENTITY);
+        let contact = pose.apply(anchor);
+        // The remaining motion, goal after the inverse of the current pose; turning pushes
+        // go on past the plan's last pose (the plan stops at the edge of success, and the
+        // tracked turn tends to fall short when the gripper hides the object's end).
+        let planned = goal.angle - self.goals.object_poses.first().map_or(0.0, |p| p.angle);
+        let extra = TURN_OVERSHOOT * planned.signum() * f32::from(planned.abs() > 0.2);
+        let mut theta = wrap(goal.angle + extra - pose.angle);
+        let end = goal.apply(anchor);
+        if planned.abs() > 0.2 && (theta * planned <= 0.0 || theta.abs() < 0.1) {
+            // Past the plan's turn without success: keep turning the same way (a hinge
+            // stops it; a stall then ends the attempt). Never turn back.
+            theta = 0.2 * planned.signum();
+        } else if theta.abs() < 0.03 && dist(contact, end) < 0.03 {
+            self.phase = Phase::Done;
+            return go(g, here, g.z, OPEN);
+        }
+        let aim = if theta.abs() > 0.05 {
+            // Pivot of the remaining rigid motion: the point it leaves in place.
+            let rel_angle = theta;
+            let (s, c) = rel_angle.sin_cos();
+            let t_rel = {
+                // goal = rel ∘ pose  =>  rel.t = goal.t - R(theta) pose.t
+                let pt = pose.translation;
+                [
+                    goal.translation[0] - (c * pt[0] - s * pt[1]),
+                    goal.translation[1] - (s * pt[0] + c * pt[1]),
+                ]
+            };
+            let det = (1.0 - c) * (1.0 - c) + s * s;
+            let pivot = [
+                ((1.0 - c) * t_rel[0] - s * t_rel[1]) / det,
+                (s * t_rel[0] + (1.0 - c) * t_rel[1]) / det,
+            ];
+            let step = theta.signum() * theta.abs().min(TURN_LEAD);
+            let (s, c) = step.sin_cos();
+            let r = [contact[0] - pivot[0], contact[1] - pivot[1]];
+            [
+                pivot[0] + c * r[0] - s * r[1],
+                pivot[1] + s * r[0] + c * r[1],
+            ]
+        } else {
+            let d = dist(contact, end).max(1e-6);
+            let k = (d + p.overshoot).min(0.15) / d;
+            [
+                contact[0] + (end[0] - contact[0]) * k,
+                contact[1] + (end[1] - contact[1]) * k,
+            ]
+        };
+        self.phase = Phase::Follow { index: self.last() };
+        let lowered = g.z <= p.work_z + 0.02;
+        if lowered && dist(here, contact) < 0.06 {
+            return go(g, aim, p.work_z, OPEN);
+        }
+        if g.z < p.travel_z - 0.05 && dist(here, contact) > 0.05 {
+            return go(g, here, p.travel_z, OPEN);
+        }
+        if dist(here, contact) < p.reach {
+            return go(g, contact, p.work_z, OPEN);
+        }
+        go(g, contact, p.travel_z, OPEN)
     }
 
     /// Steers a sliding push by the object: for the next point of its planned path, line
@@ -366,6 +465,12 @@ impl Controller {
     }
 }
 
+fn wrap(a: f32) -> f32 {
+    let tau = std::f32::consts::TAU;
+    let a = a.rem_euclid(tau);
+    if a > std::f32::consts::PI { a - tau } else { a }
+}
+
 /// Moves toward `target` at height `z`, at full speed along a straight line.
 fn go(g: &GripperState, target: [f32; 2], z: f32, grip: f32) -> Action {
     let (dx, dy) = ((target[0] - g.x) / MAX_STEP, (target[1] - g.y) / MAX_STEP);
@@ -383,9 +488,10 @@ mod tests {
         Subgoals {
             interaction,
             object_path: points.clone(),
+            object_poses: vec![crate::agent::rigid::Similarity2::IDENTITY; points.len()],
             points,
             object_radius: 0.1,
-            slides: false,
+            object_shape: Vec::new(),
         }
     }
 

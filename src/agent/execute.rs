@@ -11,11 +11,12 @@
 
 use std::time::Instant;
 
-use super::controller::{Controller, ControllerParams};
+use super::controller::{Controller, ControllerParams, ObjectView};
 use super::motion::{
     Interaction, MotionError, MotionParams, PlaneCamera, Subgoals, check_plan, subgoals,
     track_object,
 };
+use super::rigid::{Similarity2, register_icp};
 use crate::env::tabletop::TaskKind;
 use crate::env::{Observation, Rgb8Image, World, WorldError};
 
@@ -39,6 +40,10 @@ pub struct ExecuteConfig {
     pub stall_steps: usize,
     /// ... in which the gripper moves less than this (table units, height included).
     pub stall_distance: f32,
+    /// Also a stall: this many steps in which the object stays put ...
+    pub dither_steps: usize,
+    /// ... and the gripper stays within a square of this side (it dithers).
+    pub dither_area: f32,
     pub motion: MotionParams,
     pub controller: ControllerParams,
 }
@@ -50,6 +55,8 @@ impl Default for ExecuteConfig {
             max_replans: 5,
             stall_steps: 15,
             stall_distance: 0.004,
+            dither_steps: 50,
+            dither_area: 0.12,
             motion: MotionParams::default(),
             controller: ControllerParams::default(),
         }
@@ -96,8 +103,16 @@ impl PlaneCamera for WorldCamera<'_> {
     }
 }
 
-/// Where the world's segmentation shows `object`'s centre on the table, if it is seen.
-fn object_centre(world: &dyn World, obs: &Observation, object: &str) -> Option<[f32; 2]> {
+/// How the world's segmentation shows `object` now: the centre of its pixels on the table
+/// and, for turning pushes, its pose registered against the plan's frame-0 shape (starting
+/// from the previous pose, which is updated).
+fn see_object(
+    world: &dyn World,
+    obs: &Observation,
+    object: &str,
+    goals: &Subgoals,
+    pose: &mut Similarity2,
+) -> Option<ObjectView> {
     let size = obs.rgb.width;
     let points: Vec<[f32; 2]> = obs
         .mask_pixels(object)
@@ -111,7 +126,23 @@ fn object_centre(world: &dyn World, obs: &Observation, object: &str) -> Option<[
     let s = points
         .iter()
         .fold([0.0, 0.0], |a, p| [a[0] + p[0], a[1] + p[1]]);
-    Some([s[0] / n, s[1] / n])
+    let turning = goals.interaction == Interaction::Turn;
+    let registered = if turning {
+        let pixel = world
+            .pixel_to_table([1.0, 0.0], size, 0.0)
+            .zip(world.pixel_to_table([0.0, 0.0], size, 0.0))
+            .map_or(0.03, |(a, b)| (a[0] - b[0]).hypot(a[1] - b[1]));
+        register_icp(&goals.object_shape, &points, *pose, 20, 1.5 * pixel)
+    } else {
+        None
+    };
+    if let Some(p) = registered {
+        *pose = p;
+    }
+    Some(ObjectView {
+        centre: [s[0] / n, s[1] / n],
+        pose: registered,
+    })
 }
 
 /// Turns a plan into gripper subgoals for `task`, with the object mask of `obs`.
@@ -182,11 +213,21 @@ pub fn execute_plan(
                 } else {
                     rollout.subgoals.push(goals.points.clone());
                     let mut controller = Controller::new(goals, config.controller);
+                    // The object's pose relative to the plan's frame 0, as last registered.
+                    let mut pose = Similarity2::IDENTITY;
+                    let mut history: std::collections::VecDeque<([f32; 2], Option<[f32; 2]>)> =
+                        Default::default();
                     recent.clear();
                     let mut reason = None;
                     while rollout.steps < max_steps {
-                        let seen = object_centre(&*world, &obs, kind.task_object());
-                        let action = controller.act(&obs.gripper, seen);
+                        let seen = see_object(
+                            &*world,
+                            &obs,
+                            kind.task_object(),
+                            controller.subgoals(),
+                            &mut pose,
+                        );
+                        let action = controller.act(&obs.gripper, seen.as_ref());
                         let t1 = Instant::now();
                         let out = world.step(action)?;
                         rollout.world_ms += t1.elapsed().as_secs_f64() * 1e3;
@@ -211,13 +252,36 @@ pub fn execute_plan(
                                 (p[0] - q[0]).hypot(p[1] - q[1]).hypot(p[2] - q[2])
                                     < config.stall_distance
                             });
-                        if stalled {
+                        // Dithering counts as a stall too: a long stretch in which the
+                        // object does not move and the gripper stays in a small area.
+                        let centre = seen.map(|v| v.centre);
+                        history.push_back(([g.x, g.y], centre));
+                        if history.len() > config.dither_steps {
+                            history.pop_front();
+                        }
+                        let dithering = history.len() == config.dither_steps && {
+                            let span = |k: usize| {
+                                let v = history.iter().map(|h| h.0[k]);
+                                v.clone().fold(f32::MIN, f32::max) - v.fold(f32::MAX, f32::min)
+                            };
+                            let first = history.front().and_then(|h| h.1);
+                            let still = history.iter().all(|h| match (first, h.1) {
+                                (Some(a), Some(b)) => (a[0] - b[0]).hypot(a[1] - b[1]) < 0.01,
+                                _ => true,
+                            });
+                            still && span(0).max(span(1)) < config.dither_area
+                        };
+                        if stalled || dithering {
                             reason = Some(if controller.finished() {
                                 "the plan was executed but the task is not solved".to_owned()
                             } else {
                                 format!(
                                     "no progress for {} steps ({:?})",
-                                    config.stall_steps,
+                                    if stalled {
+                                        config.stall_steps
+                                    } else {
+                                        config.dither_steps
+                                    },
                                     controller.phase()
                                 )
                             });
@@ -575,6 +639,40 @@ mod look {
         }
         let goals = subgoals(&track, Interaction::for_task(kind));
         println!("subgoals {:?}", goals.points);
+        if std::env::var("TRACE").is_ok() {
+            let goals =
+                plan_subgoals(&world, &obs, kind, &plan, &MotionParams::default()).expect("goals");
+            println!(
+                "{:?} poses last {:?}",
+                goals.interaction,
+                goals.object_poses.last()
+            );
+            let mut c = Controller::new(goals, ControllerParams::default());
+            let mut pose = Similarity2::IDENTITY;
+            let mut o = obs.clone();
+            for step in 0..150 {
+                let seen = see_object(&world, &o, object, c.subgoals(), &mut pose);
+                let a = c.act(&o.gripper, seen.as_ref());
+                let out = world.step(a).expect("step");
+                o = out.observation;
+                if step % 5 == 0 {
+                    println!(
+                        "  {step}: {:?} g ({:.2},{:.2},{:.2}) obj {:?} seen pose {:?}",
+                        c.phase(),
+                        o.gripper.x,
+                        o.gripper.y,
+                        o.gripper.z,
+                        o.object(object).map(|p| p.angle),
+                        seen.and_then(|s| s.pose).map(|p| p.angle)
+                    );
+                }
+                if out.done {
+                    println!("done {} at {step}", out.success);
+                    break;
+                }
+            }
+            world.reset(&task, view, seed).expect("reset");
+        }
         let r =
             execute_plan(&mut world, &task, &plan, &ExecuteConfig::default(), None).expect("run");
         println!(

@@ -381,8 +381,10 @@ fn median_translation(src: &[[f32; 2]], dst: &[[f32; 2]]) -> [f32; 2] {
 pub enum Interaction {
     /// Lower onto the object and stay (a button).
     Press,
-    /// Push it along with the open gripper, lowered.
+    /// Push it along with the open gripper, lowered, so that it slides (a block, a drawer).
     Push,
+    /// Push it around its hinge with the open gripper, lowered (a door).
+    Turn,
     /// Grasp it and drag it along the table (it cannot be lifted: a drawer).
     Pull,
     /// Grasp it, lift it and carry it; `release` lets go at the end (placing), otherwise it
@@ -391,13 +393,13 @@ pub enum Interaction {
 }
 
 impl Interaction {
-    /// Grasp vs push, from the task (the 2.5D world has no depth to see a lift in).
+    /// Grasp vs push, from the task (the 2.5D world has no depth to see a lift in, and a
+    /// door's turn is too often hidden under the gripper to be told from a slide).
     pub fn for_task(task: TaskKind) -> Self {
         match task {
             TaskKind::ButtonPress => Self::Press,
-            TaskKind::DoorOpen | TaskKind::DoorClose | TaskKind::DrawerClose | TaskKind::Push => {
-                Self::Push
-            }
+            TaskKind::DrawerClose | TaskKind::Push => Self::Push,
+            TaskKind::DoorOpen | TaskKind::DoorClose => Self::Turn,
             TaskKind::DrawerOpen => Self::Pull,
             TaskKind::PickPlace => Self::Carry { release: true },
             TaskKind::Hammer => Self::Carry { release: false },
@@ -426,9 +428,10 @@ pub struct Subgoals {
     pub object_path: Vec<[f32; 2]>,
     /// Distance from the object's centre to its farthest tracked point.
     pub object_radius: f32,
-    /// The object slides without turning much (a block, a drawer): a push can be steered
-    /// by watching the object rather than replaying the contact point's path.
-    pub slides: bool,
+    /// The object's planned pose in every frame (frame 0 -> frame t, table coordinates).
+    pub object_poses: Vec<Similarity2>,
+    /// The object's shape in frame 0 (mask points, table coordinates), to find it again.
+    pub object_shape: Vec<[f32; 2]>,
 }
 
 /// The subgoals of the grasp/contact point carried by the object's motion.
@@ -436,7 +439,9 @@ pub fn subgoals(track: &ObjectTrack, interaction: Interaction) -> Subgoals {
     let c = track.centroid();
     let anchor = match interaction {
         Interaction::Press => c,
-        Interaction::Push | Interaction::Pull => contact_point(track, interaction),
+        Interaction::Push | Interaction::Turn | Interaction::Pull => {
+            contact_point(track, interaction)
+        }
         Interaction::Carry { .. } => grasp_point(&track.mask_points),
     };
     let mut points = track.trajectory(anchor);
@@ -450,11 +455,6 @@ pub fn subgoals(track: &ObjectTrack, interaction: Interaction) -> Subgoals {
         }
     }
     let c = track.mask_centroid;
-    let turn = track
-        .chained
-        .iter()
-        .map(|t| t.angle.abs())
-        .fold(0.0, f32::max);
     Subgoals {
         interaction,
         points,
@@ -464,12 +464,10 @@ pub fn subgoals(track: &ObjectTrack, interaction: Interaction) -> Subgoals {
             .iter()
             .map(|p| (p[0] - c[0]).hypot(p[1] - c[1]))
             .fold(0.0, f32::max),
-        slides: interaction == Interaction::Push && turn < SLIDE_MAX_TURN,
+        object_poses: track.chained.clone(),
+        object_shape: track.mask_points.clone(),
     }
 }
-
-/// Largest turn (radians) of a pushed object that still counts as sliding.
-const SLIDE_MAX_TURN: f32 = 0.5;
 
 /// For pushes: behind the part that moves most, facing away from its motion; for pulls: in
 /// front of the object, facing along its motion.

@@ -190,6 +190,49 @@ pub fn ransac(src: &[[f32; 2]], dst: &[[f32; 2]], params: &RansacParams) -> Opti
     (count(&inliers) >= 2).then_some(RobustFit { transform, inliers })
 }
 
+/// Rigid registration without correspondences (trimmed ICP): the transform, starting from
+/// `init`, that lays `model` over `scene`. Model points farther than `max_dist` from every
+/// scene point (hidden parts) are left out of each refit. `None` if too little overlaps.
+pub fn register_icp(
+    model: &[[f32; 2]],
+    scene: &[[f32; 2]],
+    init: Similarity2,
+    iterations: usize,
+    max_dist: f32,
+) -> Option<Similarity2> {
+    if model.len() < 3 || scene.len() < 3 {
+        return None;
+    }
+    let mut t = init;
+    for _ in 0..iterations {
+        let (mut src, mut dst) = (Vec::new(), Vec::new());
+        for p in model {
+            let q = t.apply(*p);
+            let nearest = scene.iter().min_by(|a, b| {
+                let da = (a[0] - q[0]).powi(2) + (a[1] - q[1]).powi(2);
+                let db = (b[0] - q[0]).powi(2) + (b[1] - q[1]).powi(2);
+                da.total_cmp(&db)
+            })?;
+            if (nearest[0] - q[0]).hypot(nearest[1] - q[1]) <= max_dist {
+                src.push(*p);
+                dst.push(*nearest);
+            }
+        }
+        if src.len() < 3 || (src.len() as f32) < 0.3 * model.len() as f32 {
+            return None;
+        }
+        let next = fit_least_squares(&src, &dst, false)?;
+        let change = (next.angle - t.angle).abs()
+            + (next.translation[0] - t.translation[0]).abs()
+            + (next.translation[1] - t.translation[1]).abs();
+        t = next;
+        if change < 1e-5 {
+            break;
+        }
+    }
+    Some(t)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -279,6 +322,23 @@ mod tests {
         assert!(fit.inliers.iter().zip(&outlier).all(|(i, o)| *i != *o));
         // Deterministic.
         assert_eq!(ransac(&src, &dst, &params), Some(fit));
+    }
+
+    #[test]
+    fn icp_finds_a_turned_bar_with_a_hidden_end() {
+        // A bar of points, turned a step's worth; the scene misses the far end.
+        let model: Vec<[f32; 2]> = (0..50)
+            .flat_map(|i| [[i as f32 * 0.01, 0.0], [i as f32 * 0.01, 0.03]])
+            .collect();
+        let truth = Similarity2 {
+            scale: 1.0,
+            angle: 0.08,
+            translation: [0.01, 0.005],
+        };
+        let scene: Vec<[f32; 2]> = model[..80].iter().map(|p| truth.apply(*p)).collect();
+        let fit = register_icp(&model, &scene, Similarity2::IDENTITY, 40, 0.05).expect("fit");
+        assert!((fit.angle - 0.08).abs() < 0.01, "{fit:?}");
+        assert!(register_icp(&model, &scene[..2], Similarity2::IDENTITY, 30, 0.05).is_none());
     }
 
     #[test]
