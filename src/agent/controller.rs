@@ -324,22 +324,26 @@ impl Controller {
             return go(g, here, g.z, OPEN);
         }
         let aim = if theta.abs() > 0.05 {
-            // Pivot of the remaining rigid motion: the point it leaves in place.
-            let rel_angle = theta;
-            let (s, c) = rel_angle.sin_cos();
-            let t_rel = {
-                // goal = rel ∘ pose  =>  rel.t = goal.t - R(theta) pose.t
+            // The pivot: of the turn seen so far once there is one (a hinge shows itself),
+            // else of the remaining planned motion.
+            let rel = {
+                let (s, c) = (goal.angle - pose.angle).sin_cos();
                 let pt = pose.translation;
-                [
-                    goal.translation[0] - (c * pt[0] - s * pt[1]),
-                    goal.translation[1] - (s * pt[0] + c * pt[1]),
-                ]
+                Similarity2 {
+                    scale: 1.0,
+                    angle: goal.angle - pose.angle,
+                    translation: [
+                        goal.translation[0] - (c * pt[0] - s * pt[1]),
+                        goal.translation[1] - (s * pt[0] + c * pt[1]),
+                    ],
+                }
             };
-            let det = (1.0 - c) * (1.0 - c) + s * s;
-            let pivot = [
-                ((1.0 - c) * t_rel[0] - s * t_rel[1]) / det,
-                (s * t_rel[0] + (1.0 - c) * t_rel[1]) / det,
-            ];
+            let pivot = if pose.angle.abs() > 0.15 {
+                pivot_of(&pose)
+            } else {
+                pivot_of(&rel)
+            }
+            .unwrap_or(anchor);
             let step = theta.signum() * theta.abs().min(TURN_LEAD);
             let (s, c) = step.sin_cos();
             let r = [contact[0] - pivot[0], contact[1] - pivot[1]];
@@ -463,6 +467,20 @@ impl Controller {
         }
         Ok(Phase::Follow { index: index + 1 })
     }
+}
+
+/// The point a rigid motion leaves in place (`None` for a near-translation).
+fn pivot_of(t: &Similarity2) -> Option<[f32; 2]> {
+    let (s, c) = t.angle.sin_cos();
+    let det = (1.0 - c) * (1.0 - c) + s * s;
+    if det < 1e-4 {
+        return None;
+    }
+    let [tx, ty] = t.translation;
+    Some([
+        ((1.0 - c) * tx - s * ty) / det,
+        (s * tx + (1.0 - c) * ty) / det,
+    ])
 }
 
 fn wrap(a: f32) -> f32 {
