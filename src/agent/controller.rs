@@ -144,11 +144,17 @@ impl Controller {
     /// Direction of the last leg of the subgoals (zero if they end where they start).
     fn last_direction(&self) -> [f32; 2] {
         let end = self.goal(self.last());
-        let from = (0..self.last())
-            .rev()
-            .map(|i| self.goal(i))
-            .find(|p| dist(*p, end) > 0.02)
-            .unwrap_or(end);
+        // A pulled object moves along a straight slide: take the whole way, not the last
+        // leg (its intermediate points add tracking noise).
+        let from = if self.goals.interaction == Interaction::Pull {
+            self.goal(0)
+        } else {
+            (0..self.last())
+                .rev()
+                .map(|i| self.goal(i))
+                .find(|p| dist(*p, end) > 0.02)
+                .unwrap_or(end)
+        };
         let d = dist(from, end);
         if d < 1e-6 {
             [0.0, 0.0]
@@ -441,6 +447,15 @@ impl Controller {
         let z = if carry { p.travel_z } else { p.work_z };
         if index > last {
             return Ok(Phase::Done);
+        }
+        // Pulls and placements go straight for the plan's end: raised or along a slide,
+        // the way between matters less than the noise of its tracked points.
+        let straight = matches!(
+            self.goals.interaction,
+            Interaction::Pull | Interaction::Carry { release: true }
+        );
+        if straight && index < last {
+            return Ok(Phase::Follow { index: last });
         }
         if index == last {
             match self.goals.interaction {
