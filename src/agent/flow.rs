@@ -535,6 +535,7 @@ fn update(a: &Expansion, b: &Expansion, d: &Field2, prior: &Field2, params: &Flo
     let pooled: Vec<Vec<f32>> = sums.iter().map(|s| separable(s, w, h, &k)).collect();
     let lambda = params.prior_weight;
     let mut out = Field2::zeros(w, h);
+    #[allow(clippy::needless_range_loop)] // seven parallel planes indexed alike
     for i in 0..n {
         let (g11, g12, g22) = (pooled[0][i] + lambda, pooled[1][i], pooled[2][i] + lambda);
         let (h1, h2) = (

@@ -148,6 +148,10 @@ fn mean(points: &[[f32; 2]]) -> [f32; 2] {
     [s[0] / n, s[1] / n]
 }
 
+/// Share of the points seen in frame `t` that must still be seen where the flow takes them
+/// for a step to be fitted (fewer: the object was covered).
+const BOTH_SHARE: f32 = 0.3;
+
 /// Checks a plan's frames: at least two, all the size of frame 0.
 pub fn check_plan(frames: &[Rgb8Image]) -> Result<u32, MotionError> {
     let first = frames
@@ -283,7 +287,7 @@ pub fn track_object(
         }
         let (transform, inlier_ratio, kind) = if under_carrier {
             carried
-        } else if enough(both.len(), n_now) {
+        } else if both.len() >= 3 && both.len() as f32 >= BOTH_SHARE * n_now as f32 {
             match fit_pairs(&both) {
                 Some((tf, ratio)) => (tf, ratio, StepKind::Fitted),
                 None => (still.0, still.1, StepKind::Covered),

@@ -10,6 +10,9 @@ use super::render::{CAMERAS, gripper_scale};
 use crate::env::WorldError;
 use crate::env::demo::StateRecord;
 
+/// Where a pixel of the first frame shows the same material point in the second.
+type PixelMap = Box<dyn Fn(Vector) -> Vector>;
+
 /// Flow `[dx, dy]` (pixels, row-major) of every pixel of a `size` x `size` frame of `view`
 /// from the state `from` (whose segmentation and labels are given) to the state `to`.
 pub fn ground_truth_flow(
@@ -33,9 +36,9 @@ pub fn ground_truth_flow(
     }
     // Per label id: the map from a pixel of the first frame to the same material point's
     // pixel in the second frame (None: the table, which does not move).
-    let maps: Vec<Option<Box<dyn Fn(Vector) -> Vector>>> = labels
+    let maps: Vec<Option<PixelMap>> = labels
         .iter()
-        .map(|name| -> Option<Box<dyn Fn(Vector) -> Vector>> {
+        .map(|name| -> Option<PixelMap> {
             if name == "gripper" {
                 let pose =
                     |g: &crate::env::GripperState| Pose::from_translation(Vector::new(g.x, g.y));
