@@ -344,19 +344,28 @@ impl Controller {
                     ],
                 }
             };
-            let pivot = if pose.angle.abs() > 0.15 {
+            let seen_pivot = if pose.angle.abs() > 0.15 {
                 pivot_of(&pose)
             } else {
-                pivot_of(&rel)
+                None
+            };
+            let d = self.goals.push_direction;
+            match seen_pivot.or_else(|| pivot_of(&rel)) {
+                // Before the object shows its hinge, push the way the plan moved the contact.
+                Some(_) if seen_pivot.is_none() && d != [0.0, 0.0] => {
+                    [contact[0] + d[0] * 0.3, contact[1] + d[1] * 0.3]
+                }
+                Some(pivot) => {
+                    let step = theta.signum() * theta.abs().min(TURN_LEAD);
+                    let (s, c) = step.sin_cos();
+                    let r = [contact[0] - pivot[0], contact[1] - pivot[1]];
+                    [
+                        pivot[0] + c * r[0] - s * r[1],
+                        pivot[1] + s * r[0] + c * r[1],
+                    ]
+                }
+                None => [contact[0] + d[0] * 0.15, contact[1] + d[1] * 0.15],
             }
-            .unwrap_or(anchor);
-            let step = theta.signum() * theta.abs().min(TURN_LEAD);
-            let (s, c) = step.sin_cos();
-            let r = [contact[0] - pivot[0], contact[1] - pivot[1]];
-            [
-                pivot[0] + c * r[0] - s * r[1],
-                pivot[1] + s * r[0] + c * r[1],
-            ]
         } else {
             let d = dist(contact, end).max(1e-6);
             let k = (d + p.overshoot).min(0.15) / d;
@@ -367,7 +376,9 @@ impl Controller {
         };
         self.phase = Phase::Follow { index: self.last() };
         let lowered = g.z <= p.work_z + 0.02;
-        if lowered && dist(here, contact) < 0.06 {
+        // Until the object has turned, the first push may have to travel to reach it.
+        let reach_in = if pose.angle.abs() > 0.15 { 0.06 } else { 0.25 };
+        if lowered && dist(here, contact) < reach_in {
             return go(g, aim, p.work_z, OPEN);
         }
         if g.z < p.travel_z - 0.05 && dist(here, contact) > 0.05 {
@@ -525,6 +536,7 @@ mod tests {
             points,
             object_radius: 0.1,
             object_shape: Vec::new(),
+            push_direction: [0.0, 0.0],
         }
     }
 

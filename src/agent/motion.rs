@@ -412,17 +412,19 @@ pub struct Subgoals {
     pub object_poses: Vec<Similarity2>,
     /// The object's shape in frame 0 (mask points, table coordinates), to find it again.
     pub object_shape: Vec<[f32; 2]>,
+    /// Unit direction in which the contact point first pushes or pulls (zero if none).
+    pub push_direction: [f32; 2],
 }
 
 /// The subgoals of the grasp/contact point carried by the object's motion.
 pub fn subgoals(track: &ObjectTrack, interaction: Interaction) -> Subgoals {
     let c = track.centroid();
-    let anchor = match interaction {
-        Interaction::Press => c,
+    let (anchor, push_direction) = match interaction {
+        Interaction::Press => (c, [0.0, 0.0]),
         Interaction::Push | Interaction::Turn | Interaction::Pull => {
             contact_point(track, interaction)
         }
-        Interaction::Carry { .. } => grasp_point(&track.mask_points),
+        Interaction::Carry { .. } => (grasp_point(&track.mask_points), [0.0, 0.0]),
     };
     // A carried object's drawing is lifted while it is carried; its tracked points follow
     // the carrier's drawing and land with the object, so the path needs no correction
@@ -441,12 +443,13 @@ pub fn subgoals(track: &ObjectTrack, interaction: Interaction) -> Subgoals {
             .fold(0.0, f32::max),
         object_poses: track.chained.clone(),
         object_shape: track.mask_points.clone(),
+        push_direction,
     }
 }
 
 /// For pushes: behind the part that moves most, facing away from its motion; for pulls: in
 /// front of the object, facing along its motion.
-fn contact_point(track: &ObjectTrack, interaction: Interaction) -> [f32; 2] {
+fn contact_point(track: &ObjectTrack, interaction: Interaction) -> ([f32; 2], [f32; 2]) {
     let last = track.chained.last().copied().unwrap_or_default();
     let disp: Vec<[f32; 2]> = track
         .points
@@ -459,7 +462,7 @@ fn contact_point(track: &ObjectTrack, interaction: Interaction) -> [f32; 2] {
     let len = |d: &[f32; 2]| d[0].hypot(d[1]);
     let max = disp.iter().map(len).fold(0.0, f32::max);
     if max < 1e-3 {
-        return track.centroid();
+        return (track.centroid(), [0.0, 0.0]);
     }
     // The part that moves most (all of a sliding object, the free end of a door).
     let movers: Vec<usize> = (0..disp.len())
@@ -482,7 +485,7 @@ fn contact_point(track: &ObjectTrack, interaction: Interaction) -> [f32; 2] {
         Interaction::Pull => front + PULL_REACH,
         _ => back - GRIPPER_RADIUS - CONTACT_GAP,
     };
-    [c[0] + dir[0] * offset, c[1] + dir[1] * offset]
+    ([c[0] + dir[0] * offset, c[1] + dir[1] * offset], dir)
 }
 
 /// The centroid of compact objects; elongated ones are grasped near their narrow end (a
