@@ -6,7 +6,7 @@
 
 use super::motion::{Interaction, Subgoals};
 use super::rigid::Similarity2;
-use crate::env::tabletop::scene::{MAX_DZ, MAX_STEP, TABLE};
+use crate::env::tabletop::scene::{CONTACT_Z, MAX_DZ, MAX_STEP, TABLE};
 use crate::env::{Action, GripperState};
 
 const OPEN: f32 = -1.0;
@@ -179,9 +179,14 @@ impl Controller {
     /// The next action for the gripper in state `g`; `object` is how the task object is
     /// seen now, if it is seen.
     pub fn act(&mut self, g: &GripperState, object: Option<&ObjectView>) -> Action {
+        // A raised gripper touches nothing, so the object cannot have moved; what changes
+        // then is how much of it the (larger, raised) gripper hides: keep the last view.
+        let touching = g.z < CONTACT_Z;
         if let Some(seen) = object {
-            self.object = Some(seen.centre);
-            if seen.pose.is_some() {
+            if touching || self.object.is_none() {
+                self.object = Some(seen.centre);
+            }
+            if seen.pose.is_some() && (touching || self.pose.is_none()) {
                 self.pose = seen.pose;
             }
         }
