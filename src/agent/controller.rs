@@ -1,8 +1,12 @@
 //! A scripted controller that drives the gripper through a plan's subgoals with the world's
 //! [`Action`] interface: travel raised to the first subgoal, descend, grasp if the
-//! interaction grasps, then follow the subgoals (lowered when pushing or pulling, raised when
-//! carrying) and finish as the interaction requires (press and hold, release, or lower a
-//! carried tool for the last stretch). It reads only the gripper's own state.
+//! interaction grasps, then follow the subgoals (lowered when pulling, raised when carrying)
+//! and finish as the interaction requires (press and hold, release, or lower a carried tool
+//! and strike, retrying beside when blocked). Pushes are closed-loop on the object as the
+//! world shows it ([`ObjectView`]): a sliding push lines up behind the object and pushes it
+//! to where the plan ends; a turning push keeps the plan's contact point on the object and
+//! turns it about the hinge it shows. Everything else reads only the gripper's own state.
+//! The constants (speeds, heights) are the tabletop world's.
 
 use super::motion::{Interaction, Subgoals};
 use super::rigid::Similarity2;
@@ -87,7 +91,14 @@ pub struct Controller {
     /// Steps the gripper has not moved while striking.
     blocked_steps: u32,
     last_position: [f32; 2],
+    /// Closed-loop pushes: the least remaining distance (or turn) so far, and the steps
+    /// since it last shrank; a push that stops gaining gives up (and the episode stalls).
+    best_remaining: f32,
+    since_best: u32,
 }
+
+/// Steps a closed-loop push may go on without getting closer to its goal.
+const PATIENCE_STEPS: u32 = 80;
 
 /// Sideways offsets of successive strikes (a tool must pass a narrow gap).
 const STRIKE_OFFSETS: [f32; 5] = [0.0, 0.012, -0.012, 0.024, -0.024];
@@ -107,6 +118,8 @@ impl Controller {
             strikes: 0,
             blocked_steps: 0,
             last_position: [f32::NAN; 2],
+            best_remaining: f32::INFINITY,
+            since_best: 0,
         }
     }
 
@@ -302,6 +315,18 @@ impl Controller {
         Action::default()
     }
 
+    /// Records how far a closed-loop push still has to go; `true` once it has stopped
+    /// gaining for [`PATIENCE_STEPS`].
+    fn out_of_patience(&mut self, remaining: f32) -> bool {
+        if remaining < self.best_remaining - 0.01 {
+            self.best_remaining = remaining;
+            self.since_best = 0;
+        } else {
+            self.since_best += 1;
+        }
+        self.since_best > PATIENCE_STEPS
+    }
+
     /// Steers a turning push (a door) by the object's seen pose: keep the contact point on
     /// the object where the plan put it, and push it along the arc toward the plan's final
     /// pose, a limited turn at a time, about the pivot of the remaining motion.
@@ -326,6 +351,10 @@ impl Controller {
         let extra = TURN_OVERSHOOT * planned.signum() * f32::from(planned.abs() > 0.2);
         let mut theta = wrap(goal.angle + extra - pose.angle);
         let end = goal.apply(anchor);
+        if self.out_of_patience(pose.angle * planned.signum() * -1.0) {
+            self.phase = Phase::Done;
+            return go(g, here, g.z, OPEN);
+        }
         if planned.abs() > 0.2 && (theta * planned <= 0.0 || theta.abs() < 0.1) {
             // Past the plan's turn without success: keep turning the same way (a hinge
             // stops it; a stall then ends the attempt). Never turn back.
@@ -419,7 +448,7 @@ impl Controller {
         } else {
             end
         };
-        if dist(object, target) < 0.015 {
+        if dist(object, target) < 0.015 || self.out_of_patience(dist(object, target)) {
             self.phase = Phase::Done;
             return go(g, here, g.z, OPEN);
         }

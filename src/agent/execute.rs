@@ -1,5 +1,7 @@
 //! Executing a plan in a world: plan frames -> object motion -> subgoals -> controller ->
-//! world steps, until success, the step limit, or a stall. When the gripper makes no
+//! world steps, until success, the step limit, or a stall (no motion, or dithering). While
+//! it runs, the controller sees the task object through the world's segmentation (its
+//! centre, and for turning pushes its pose by ICP against the plan's frame-0 shape). When the gripper makes no
 //! progress for a while, an optional replanning hook makes a new plan from the current
 //! observation (up to N times, as in the paper); without one, a stall ends the episode.
 //!

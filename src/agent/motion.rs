@@ -4,7 +4,10 @@
 //! fit a rigid motion per step with RANSAC and chain the steps. The chained motion carries a
 //! grasp or contact point chosen on the object, which gives the gripper's subgoals.
 //!
-//! How the gripper interacts (press, push, pull, carry) is read from the task, and the
+//! Points hidden by the gripper are told apart by colour: a step in which the object gets
+//! covered keeps it still, a covered grasped object moves with its carrier.
+//!
+//! How the gripper interacts (press, push, turn, pull, carry) is read from the task, and the
 //! contact point from the motion: pushes touch the object on the side facing away from where
 //! it goes. What executes the subgoals is [`super::controller`].
 
