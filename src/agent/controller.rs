@@ -97,8 +97,8 @@ pub struct Controller {
     since_best: u32,
 }
 
-/// Steps a closed-loop push may go on without getting closer to its goal.
-const PATIENCE_STEPS: u32 = 80;
+/// Steps in contact that a closed-loop push may go on without getting closer to its goal.
+const PATIENCE_STEPS: u32 = 40;
 
 /// Sideways offsets of successive strikes (a tool must pass a narrow gap).
 const STRIKE_OFFSETS: [f32; 5] = [0.0, 0.012, -0.012, 0.024, -0.024];
@@ -316,12 +316,12 @@ impl Controller {
     }
 
     /// Records how far a closed-loop push still has to go; `true` once it has stopped
-    /// gaining for [`PATIENCE_STEPS`].
-    fn out_of_patience(&mut self, remaining: f32) -> bool {
+    /// gaining for [`PATIENCE_STEPS`] steps with the gripper low enough to touch.
+    fn out_of_patience(&mut self, remaining: f32, touching: bool) -> bool {
         if remaining < self.best_remaining - 0.01 {
             self.best_remaining = remaining;
             self.since_best = 0;
-        } else {
+        } else if touching {
             self.since_best += 1;
         }
         self.since_best > PATIENCE_STEPS
@@ -351,7 +351,7 @@ impl Controller {
         let extra = TURN_OVERSHOOT * planned.signum() * f32::from(planned.abs() > 0.2);
         let mut theta = wrap(goal.angle + extra - pose.angle);
         let end = goal.apply(anchor);
-        if self.out_of_patience(pose.angle * planned.signum() * -1.0) {
+        if self.out_of_patience(-pose.angle * planned.signum(), g.z < CONTACT_Z) {
             self.phase = Phase::Done;
             return go(g, here, g.z, OPEN);
         }
@@ -448,7 +448,9 @@ impl Controller {
         } else {
             end
         };
-        if dist(object, target) < 0.015 || self.out_of_patience(dist(object, target)) {
+        if dist(object, target) < 0.015
+            || self.out_of_patience(dist(object, target), g.z < CONTACT_Z)
+        {
             self.phase = Phase::Done;
             return go(g, here, g.z, OPEN);
         }
