@@ -911,11 +911,9 @@ fn run_plan(args: &RunArgs) -> Result<()> {
         env_seed: args.seed,
         sample_seed: args.seed,
         model: planner.clone(),
-        device: if model.is_some() {
-            args.device.clone()
-        } else {
-            "none".to_owned()
-        },
+        device: model.as_ref().map_or("none".to_owned(), |m| {
+            videoagent::model::device::device_label(&m.device).to_owned()
+        }),
         sampler: SamplerRecord {
             kind: if model.is_some() { "ddim" } else { "expert" }.to_owned(),
             steps: if model.is_some() {

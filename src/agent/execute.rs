@@ -46,6 +46,8 @@ pub struct ExecuteConfig {
     pub dither_steps: usize,
     /// ... and the gripper stays within a square of this side (it dithers).
     pub dither_area: f32,
+    /// Also a stall: this many steps in which the object does not move at all.
+    pub idle_steps: usize,
     pub motion: MotionParams,
     pub controller: ControllerParams,
 }
@@ -59,6 +61,7 @@ impl Default for ExecuteConfig {
             stall_distance: 0.004,
             dither_steps: 50,
             dither_area: 0.12,
+            idle_steps: 100,
             motion: MotionParams::default(),
             controller: ControllerParams::default(),
         }
@@ -219,6 +222,8 @@ pub fn execute_plan(
                     let mut pose = Similarity2::IDENTITY;
                     let mut history: std::collections::VecDeque<([f32; 2], Option<[f32; 2]>)> =
                         Default::default();
+                    let mut seen_centres: std::collections::VecDeque<Option<[f32; 2]>> =
+                        Default::default();
                     recent.clear();
                     let mut reason = None;
                     while rollout.steps < max_steps {
@@ -273,7 +278,22 @@ pub fn execute_plan(
                             });
                             still && span(0).max(span(1)) < config.dither_area
                         };
-                        if stalled || dithering {
+                        // And a long stretch in which the object does not move at all,
+                        // whatever the gripper does.
+                        seen_centres.push_back(centre);
+                        if seen_centres.len() > config.idle_steps {
+                            seen_centres.pop_front();
+                        }
+                        let idle = seen_centres.len() == config.idle_steps && {
+                            let known: Vec<[f32; 2]> =
+                                seen_centres.iter().flatten().copied().collect();
+                            known.first().is_some_and(|a| {
+                                known
+                                    .iter()
+                                    .all(|b| (a[0] - b[0]).hypot(a[1] - b[1]) < 0.02)
+                            })
+                        };
+                        if stalled || dithering || idle {
                             reason = Some(if controller.finished() {
                                 "the plan was executed but the task is not solved".to_owned()
                             } else {
@@ -281,8 +301,10 @@ pub fn execute_plan(
                                     "no progress for {} steps ({:?})",
                                     if stalled {
                                         config.stall_steps
-                                    } else {
+                                    } else if dithering {
                                         config.dither_steps
+                                    } else {
+                                        config.idle_steps
                                     },
                                     controller.phase()
                                 )
