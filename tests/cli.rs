@@ -152,3 +152,118 @@ fn a_corrupt_model_file_is_named_in_the_error() {
         "no plan folder may be written from a corrupt model"
     );
 }
+
+#[test]
+fn run_executes_the_expert_plan_and_a_model_plan_and_writes_run_json() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let expert = dir.path().join("expert");
+    let o = videoagent(&[
+        "run",
+        "--task",
+        "button-press",
+        "--view",
+        "1",
+        "--seed",
+        "1000001",
+        "--expert-plan",
+        "--out",
+        expert.to_str().expect("utf-8"),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let run: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(expert.join("run.json")).expect("run.json"))
+            .expect("json");
+    assert_eq!(run["success"], true, "{run}");
+    assert_eq!(run["planner"], "expert");
+    assert!(run["steps"].as_u64().expect("steps") <= 150);
+    assert!(run["timings_ms"]["total"].as_f64().expect("total") > 0.0);
+    for f in [
+        "rollout.gif",
+        "plan.gif",
+        "plan.json",
+        "frames/00.png",
+        "frames/07.png",
+    ] {
+        assert!(expert.join(f).exists(), "{f} missing");
+    }
+
+    // The shipped model plans (2 DDIM steps to stay fast); whatever the outcome, the episode
+    // ends within its step limit and says why it failed if it did.
+    let model = dir.path().join("model");
+    let o = videoagent(&[
+        "run",
+        "--task",
+        "push",
+        "--seed",
+        "1000000",
+        "--steps",
+        "2",
+        "--max-steps",
+        "40",
+        "--replan",
+        "1",
+        "--device",
+        "cpu",
+        "--out",
+        model.to_str().expect("utf-8"),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let run: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(model.join("run.json")).expect("run.json"))
+            .expect("json");
+    assert!(
+        run["planner"]
+            .as_str()
+            .expect("planner")
+            .contains("tabletop-cpu")
+    );
+    assert!(run["steps"].as_u64().expect("steps") <= 40, "{run}");
+    assert!(run["replans"].as_u64().expect("replans") <= 1);
+    assert!(run["success"].as_bool().expect("success") || run["failure"].is_string());
+    assert!(model.join("rollout.gif").exists() && model.join("frames/07.png").exists());
+}
+
+#[test]
+fn run_rejects_bad_input_with_one_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("r");
+    let out = out.to_str().expect("utf-8");
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &["run", "--task", "fly", "--expert-plan", "--out", out],
+            "unknown task 'fly'",
+        ),
+        (
+            &[
+                "run",
+                "--task",
+                "push",
+                "--view",
+                "top",
+                "--expert-plan",
+                "--out",
+                out,
+            ],
+            "unknown view 'top'",
+        ),
+        (
+            &[
+                "run",
+                "--task",
+                "push",
+                "--model",
+                "/nonexistent/model",
+                "--out",
+                out,
+            ],
+            "/nonexistent/model",
+        ),
+    ];
+    for (args, expected) in cases {
+        let o = videoagent(args);
+        let err = stderr(&o);
+        assert!(!o.status.success(), "{args:?} must fail");
+        assert!(err.contains(expected), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+    }
+}

@@ -1,6 +1,12 @@
-//! The agent side of VideoAgent: measuring plans against what really happens (and, as the
-//! project grows, turning plans into actions, executing them and improving the model).
+//! The agent side of VideoAgent: measuring plans against what really happens, and turning
+//! plans into actions: [`flow`] (dense optical flow) -> [`motion`] (object motion and
+//! subgoals, with [`rigid`] fits) -> [`controller`] -> [`execute`] (episodes with replanning).
 
+pub mod controller;
+pub mod execute;
+pub mod flow;
 pub mod model_eval;
+pub mod motion;
 pub mod quality;
 pub mod refine;
+pub mod rigid;

@@ -43,6 +43,16 @@ pub trait World: Send {
     fn expert_action(&mut self) -> Result<Action, WorldError>;
     /// The observation of the current state, rendered again.
     fn observe(&self) -> Result<Observation, WorldError>;
+    /// The table point at height `z` that the current episode's camera shows at `pixel` of a
+    /// `size` x `size` frame (continuous coordinates, pixel centres at `i + 0.5`); `None`
+    /// before a reset or for worlds without a planar camera model.
+    fn pixel_to_table(&self, _pixel: [f32; 2], _size: u32, _z: f32) -> Option<[f32; 2]> {
+        None
+    }
+    /// The inverse of [`World::pixel_to_table`].
+    fn table_to_pixel(&self, _point: [f32; 2], _size: u32, _z: f32) -> Option<[f32; 2]> {
+        None
+    }
 }
 
 /// Names of the worlds this build knows.

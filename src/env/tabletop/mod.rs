@@ -10,6 +10,7 @@ pub mod render;
 pub mod scene;
 pub mod shapes;
 pub mod tasks;
+pub mod true_flow;
 
 use crate::env::{
     GripperState, ObjectPose, Observation, StepOutcome, TaskInfo, ViewInfo, World, WorldError,
@@ -18,6 +19,7 @@ use render::CAMERAS;
 use scene::Scene;
 use shapes::palette;
 pub use tasks::TaskKind;
+pub use true_flow::ground_truth_flow;
 
 pub const WORLD_NAME: &str = "tabletop";
 /// Frame sizes the renderer accepts, pixels per side.
@@ -160,6 +162,28 @@ impl World for Tabletop {
 
     fn observe(&self) -> Result<Observation, WorldError> {
         self.observation(self.episode()?)
+    }
+
+    fn pixel_to_table(&self, pixel: [f32; 2], size: u32, z: f32) -> Option<[f32; 2]> {
+        let camera = &CAMERAS[self.episode.as_ref()?.camera];
+        let p = render::unproject(
+            camera,
+            size,
+            rapier2d::math::Vector::new(pixel[0], pixel[1]),
+            z,
+        );
+        Some([p.x, p.y])
+    }
+
+    fn table_to_pixel(&self, point: [f32; 2], size: u32, z: f32) -> Option<[f32; 2]> {
+        let camera = &CAMERAS[self.episode.as_ref()?.camera];
+        let p = render::project(
+            camera,
+            size,
+            rapier2d::math::Vector::new(point[0], point[1]),
+            z,
+        );
+        Some([p.x, p.y])
     }
 }
 

@@ -76,20 +76,20 @@ pub fn view_infos() -> Vec<ViewInfo> {
 
 /// A 2D affine map `p -> m * p + t` (column-major 2x2 `m`).
 #[derive(Clone, Copy, Debug, PartialEq)]
-struct Affine {
+pub(super) struct Affine {
     m: [f32; 4],
     t: [f32; 2],
 }
 
 impl Affine {
-    fn apply(&self, p: Vector) -> Vector {
+    pub(super) fn apply(&self, p: Vector) -> Vector {
         Vector::new(
             self.m[0] * p.x + self.m[2] * p.y + self.t[0],
             self.m[1] * p.x + self.m[3] * p.y + self.t[1],
         )
     }
 
-    fn then_pose(&self, pose: &Pose) -> Affine {
+    pub(super) fn then_pose(&self, pose: &Pose) -> Affine {
         let (s, c) = pose.rotation.angle().sin_cos();
         let m = [
             self.m[0] * c + self.m[2] * s,
@@ -101,7 +101,7 @@ impl Affine {
         Affine { m, t: [t.x, t.y] }
     }
 
-    fn inverse(&self) -> Affine {
+    pub(super) fn inverse(&self) -> Affine {
         let [a, b, c, d] = self.m;
         let det = a * d - b * c;
         let m = [d / det, -b / det, -c / det, a / det];
@@ -125,7 +125,7 @@ impl Affine {
 
 impl Camera {
     /// Table coordinates at height `z` -> pixel coordinates of a `size` x `size` frame.
-    fn pixel_map(&self, size: u32, z: f32) -> Affine {
+    pub(super) fn pixel_map(&self, size: u32, z: f32) -> Affine {
         let px = size as f32 / (2.0 * FRAME_HALF);
         let (s, c) = self.rotation.sin_cos();
         let (sx, sy) = (self.zoom * px, -self.zoom * self.squash * px);
@@ -162,7 +162,7 @@ pub fn labels(scene: &Scene) -> Vec<String> {
 }
 
 fn gripper_parts(z: f32, closed: bool) -> Vec<Part> {
-    let s = 1.0 + 0.35 * z;
+    let s = gripper_scale(z);
     let finger_x = if closed { 0.06 } else { 0.095 } * s;
     let finger = Shape::Rect {
         half_w: 0.022 * s,
@@ -337,6 +337,17 @@ pub fn segment(scene: &Scene, camera: &Camera, size: u32) -> Vec<u8> {
 /// Pixel position of a table point at height `z` in `camera` (for tests and trackers).
 pub fn project(camera: &Camera, size: u32, p: Vector, z: f32) -> Vector {
     camera.pixel_map(size, z).apply(p)
+}
+
+/// The table point at height `z` that `camera` shows at `pixel` (continuous coordinates,
+/// pixel centres at `i + 0.5`): the inverse of [`project`].
+pub fn unproject(camera: &Camera, size: u32, pixel: Vector, z: f32) -> Vector {
+    camera.pixel_map(size, z).inverse().apply(pixel)
+}
+
+/// Scale of the gripper's drawing at height `z` (it looks bigger when raised).
+pub(super) fn gripper_scale(z: f32) -> f32 {
+    1.0 + 0.35 * z
 }
 
 #[cfg(test)]
