@@ -1238,6 +1238,8 @@ mod store_cli {
         crash::worker(&args.store, &args.journal, args.seed, args.ops)?;
         Ok(())
     }
+}
+
 // ---- `videoagent run`: plan -> action -> rollout (issue 7) --------------------------------
 
 #[derive(Debug, Args)]
@@ -1393,6 +1395,7 @@ fn run_plan(args: &RunArgs) -> Result<()> {
         frames: (0..plan.len())
             .map(|i| format!("frames/{i:02}.png"))
             .collect(),
+        refinement: None,
     };
     write_plan(&args.out, &record, &first.rgb, plan.get(1..).unwrap_or(&[]))
         .with_context(|| format!("writing the plan to {}", args.out.display()))?;
