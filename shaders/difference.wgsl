@@ -19,8 +19,8 @@ fn unpack(word: u32) -> vec3<f32> {
     );
 }
 
-fn channel(t: f32, from: f32) -> u32 {
-    return u32(round(clamp(t - from, 0.0, 1.0) * 255.0));
+fn channel(t: f32, start: f32) -> u32 {
+    return u32(round(clamp(t - start, 0.0, 1.0) * 255.0));
 }
 
 @compute @workgroup_size(64)

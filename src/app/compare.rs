@@ -43,6 +43,7 @@ pub fn compare_ui(
     studio: &Studio,
     plan: &PlanView,
     textures: &mut TextureCache,
+    heatmap: &dyn Fn(&Rgb8Image, &Rgb8Image) -> Rgb8Image,
     commands: &mut Vec<Command>,
 ) {
     let mut state: CompareState = studio.compare;
@@ -152,7 +153,7 @@ pub fn compare_ui(
             };
             let texture = textures.get_or_upload(&ctx, key, || {
                 let size = a.width.min(b.width);
-                crate::viz::difference_heatmap(
+                heatmap(
                     &crate::model::pipeline::resize(a, size),
                     &crate::model::pipeline::resize(b, size),
                 )

@@ -123,6 +123,8 @@ pub struct StudioApp {
     views: Vec<ViewInfo>,
     repaint: Option<Repaint>,
     show_shortcuts: bool,
+    /// The difference heatmap on the GPU (eframe's wgpu device); the CPU path otherwise.
+    gpu_difference: Option<crate::viz::gpu_difference::GpuDifference>,
 }
 
 impl StudioApp {
@@ -172,6 +174,7 @@ impl StudioApp {
             views,
             repaint: None,
             show_shortcuts: false,
+            gpu_difference: None,
         }
     }
 
@@ -267,6 +270,12 @@ impl StudioApp {
         for e in errors.drain(..) {
             self.toast(e, true);
         }
+    }
+
+    /// Computes difference heatmaps with `gpu` from now on.
+    pub fn with_gpu_difference(mut self, gpu: crate::viz::gpu_difference::GpuDifference) -> Self {
+        self.gpu_difference = Some(gpu);
+        self
     }
 
     /// A generation is running.
@@ -471,7 +480,12 @@ impl StudioApp {
         panels::browser(ui, self, &mut commands);
         panels::inspector(ui, &self.studio, &mut commands);
         egui::CentralPanel::default_margins().show(ui, |ui| {
-            panels::viewport(ui, &self.studio, &mut self.textures, &mut commands);
+            let gpu = self.gpu_difference.as_ref();
+            let heatmap = |a: &crate::env::Rgb8Image, b: &crate::env::Rgb8Image| {
+                gpu.and_then(|g| g.heatmap(a, b).ok())
+                    .unwrap_or_else(|| crate::viz::difference_heatmap(a, b))
+            };
+            panels::viewport(ui, &self.studio, &mut self.textures, &heatmap, &mut commands);
         });
         if self.show_shortcuts {
             egui::Window::new("Keyboard shortcuts")
@@ -515,6 +529,16 @@ pub fn run_native(options: StudioOptions) -> Result<(), eframe::Error> {
     eframe::run_native(
         "VideoAgent Studio",
         native,
-        Box::new(move |_cc| Ok(Box::new(StudioApp::new(options)))),
+        Box::new(move |cc| {
+            let app = StudioApp::new(options);
+            Ok(Box::new(match &cc.wgpu_render_state {
+                Some(rs) => app.with_gpu_difference(crate::viz::gpu_difference::GpuDifference::new(
+                    rs.device.clone(),
+                    rs.queue.clone(),
+                    rs.adapter.get_info().name,
+                )),
+                None => app,
+            }))
+        }),
     )
 }

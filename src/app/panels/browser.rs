@@ -125,9 +125,9 @@ fn plan_list_ui(ui: &mut egui::Ui, app: &StudioApp, commands: &mut Vec<Command>)
     for plan in studio.visible_plans() {
         let label = studio.labels.get(&plan.id);
         let mark = match label.and_then(|l| l.verdict) {
-            Some(Verdict::Accept) => "✔",
-            Some(Verdict::Reject) => "✖",
-            None => "·",
+            Some(Verdict::Accept) => "[A]",
+            Some(Verdict::Reject) => "[R]",
+            None => "[ ]",
         };
         let text = format!("{mark} {}", plan.title());
         if ui

@@ -105,7 +105,7 @@ fn labels_ui(ui: &mut egui::Ui, studio: &Studio, commands: &mut Vec<Command>) {
                 "iteration {} frame {} at {:?}",
                 mark.iteration, mark.frame_idx, mark.region
             ));
-            if ui.small_button("✖").on_hover_text("Remove").clicked() {
+            if ui.small_button("x").on_hover_text("Remove").clicked() {
                 commands.push(Command::RemoveMark(i));
             }
         });

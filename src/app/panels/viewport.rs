@@ -16,6 +16,7 @@ pub fn viewport(
     ui: &mut egui::Ui,
     studio: &Studio,
     textures: &mut TextureCache,
+    heatmap: &dyn Fn(&Rgb8Image, &Rgb8Image) -> Rgb8Image,
     commands: &mut Vec<Command>,
 ) {
     let Some(plan) = studio.selected_plan() else {
@@ -26,7 +27,7 @@ pub fn viewport(
     };
     ui.horizontal(|ui| {
         ui.heading(plan.title());
-        ui.label(format!("“{}”", plan.instruction));
+        ui.label(format!("\"{}\"", plan.instruction));
     });
     egui::ScrollArea::vertical().show(ui, |ui| {
         let thumb = thumb_size(ui, plan);
@@ -50,7 +51,7 @@ pub fn viewport(
             frames_ui(ui, studio, plan.id.0, ROLLOUT_ROW, &rollout.frames, thumb, None, textures, commands);
         }
         ui.separator();
-        compare::compare_ui(ui, studio, plan, textures, commands);
+        compare::compare_ui(ui, studio, plan, textures, heatmap, commands);
     });
 }
 
