@@ -76,7 +76,11 @@ fn an_annotator_labels_plans_with_the_keyboard_and_undoes() {
     sample_plans(dir.path(), 3);
     let mut h = harness(studio(Some(dir.path())));
     h.run_steps(2);
-    assert_eq!(h.state().studio.plans.len(), 3, "the sample plans open at start");
+    assert_eq!(
+        h.state().studio.plans.len(),
+        3,
+        "the sample plans open at start"
+    );
 
     h.key_press(Key::A);
     h.run_steps(2);
@@ -96,10 +100,17 @@ fn an_annotator_labels_plans_with_the_keyboard_and_undoes() {
     h.key_press_modifiers(Modifiers::COMMAND, Key::Z);
     h.run_steps(2);
     assert_eq!(verdict_of(&h, 1), None, "Ctrl+Z takes the reject back");
-    assert_eq!(h.state().studio.selected, Some(h.state().studio.plans[1].id));
+    assert_eq!(
+        h.state().studio.selected,
+        Some(h.state().studio.plans[1].id)
+    );
     h.key_press_modifiers(Modifiers::COMMAND.plus(Modifiers::SHIFT), Key::Z);
     h.run_steps(2);
-    assert_eq!(verdict_of(&h, 1), Some(Verdict::Reject), "and redo brings it back");
+    assert_eq!(
+        verdict_of(&h, 1),
+        Some(Verdict::Reject),
+        "and redo brings it back"
+    );
     assert!(h.state().studio.audit.len() >= 5);
 }
 
@@ -177,12 +188,24 @@ fn generate_runs_in_the_background_and_can_be_cancelled() {
     h.run_steps(1);
     h.get_by_label("Generate").click();
     h.run_steps(1);
-    assert!(h.state().is_generating(), "the UI returns while the plan samples");
+    assert!(
+        h.state().is_generating(),
+        "the UI returns while the plan samples"
+    );
     step_until(&mut h, Duration::from_secs(120), |a| !a.is_generating());
-    let plan = h.state().studio.selected_plan().expect("a new plan").clone();
+    let plan = h
+        .state()
+        .studio
+        .selected_plan()
+        .expect("a new plan")
+        .clone();
     assert_eq!(plan.origin.task, "door-open");
     assert_eq!(plan.iterations.len(), 1);
-    assert_eq!(plan.iterations[0].frames.len(), 8, "start frame + 7 generated");
+    assert_eq!(
+        plan.iterations[0].frames.len(),
+        8,
+        "start frame + 7 generated"
+    );
 
     h.state_mut().settings.sampler_steps = 50;
     h.get_by_label("Generate").click();
@@ -190,7 +213,10 @@ fn generate_runs_in_the_background_and_can_be_cancelled() {
     h.key_press(Key::Escape);
     step_until(&mut h, Duration::from_secs(120), |a| !a.is_generating());
     let cancelled = h.state().studio.selected_plan().expect("started plan");
-    assert!(cancelled.iterations.is_empty(), "cancelled before a plan was done");
+    assert!(
+        cancelled.iterations.is_empty(),
+        "cancelled before a plan was done"
+    );
     assert!(
         h.state()
             .toasts
@@ -238,7 +264,11 @@ fn labels_and_plans_survive_a_restart_through_the_store() {
     };
     let mut h = open();
     h.run_steps(2);
-    assert_eq!(h.state().studio.plans.len(), 3, "samples imported into the empty store");
+    assert_eq!(
+        h.state().studio.plans.len(),
+        3,
+        "samples imported into the empty store"
+    );
     h.key_press(Key::Num2);
     h.key_press(Key::R);
     h.run_steps(2);
@@ -248,8 +278,18 @@ fn labels_and_plans_survive_a_restart_through_the_store() {
 
     let mut h = open();
     h.run_steps(2);
-    assert_eq!(h.state().studio.plans.len(), 3, "samples are not imported twice");
-    let label = h.state().studio.labels.get(&first).cloned().expect("label kept");
+    assert_eq!(
+        h.state().studio.plans.len(),
+        3,
+        "samples are not imported twice"
+    );
+    let label = h
+        .state()
+        .studio
+        .labels
+        .get(&first)
+        .cloned()
+        .expect("label kept");
     assert_eq!(label.verdict, Some(Verdict::Reject));
     assert_eq!(label.rating, Some(2));
     assert!(

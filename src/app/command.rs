@@ -465,6 +465,9 @@ mod tests {
         });
         assert_eq!(s.playback.frame_idx, 5);
         assert_eq!(s.highlight, Some((0, 0)));
-        assert_eq!(s.apply(Command::Job(JobCommand::Generate)), Some(JobCommand::Generate));
+        assert_eq!(
+            s.apply(Command::Job(JobCommand::Generate)),
+            Some(JobCommand::Generate)
+        );
     }
 }

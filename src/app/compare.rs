@@ -12,7 +12,11 @@ const VIEW_SIZE: f32 = 256.0;
 
 /// The frame of `source` shown at plan frame `frame_idx` (a rollout is stretched onto the plan's
 /// frames, so its start and end line up with the plan's).
-pub fn source_frame(plan: &PlanView, source: CompareSource, frame_idx: usize) -> Option<&Rgb8Image> {
+pub fn source_frame(
+    plan: &PlanView,
+    source: CompareSource,
+    frame_idx: usize,
+) -> Option<&Rgb8Image> {
     match source {
         CompareSource::Iteration(k) => plan.iterations.get(k)?.frames.get(frame_idx),
         CompareSource::Rollout => {
@@ -136,12 +140,8 @@ pub fn compare_ui(
             let (rect, _) = ui.allocate_exact_size(Vec2::splat(VIEW_SIZE), Sense::hover());
             ui.painter().image(ta.id(), rect, full, Color32::WHITE);
             let alpha = (state.mix * 255.0) as u8;
-            ui.painter().image(
-                tb.id(),
-                rect,
-                full,
-                Color32::from_white_alpha(alpha),
-            );
+            ui.painter()
+                .image(tb.id(), rect, full, Color32::from_white_alpha(alpha));
         }
         CompareMode::Difference => {
             let (ka, kb) = (row_of(state.a), row_of(state.b));

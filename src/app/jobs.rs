@@ -214,21 +214,26 @@ fn run_generate(
         chosen: 0,
         rollout: None,
     };
-    let stored = store.and_then(|s| {
-        match super::persist::add_plan(s, &plan, start_frame.clone()) {
-            Ok(id) => Some((s, id)),
-            Err(e) => {
-                report.send(GenerateEvent::Warning(format!("the plan is not stored: {e}")));
-                None
-            }
-        }
-    });
+    let stored =
+        store.and_then(
+            |s| match super::persist::add_plan(s, &plan, start_frame.clone()) {
+                Ok(id) => Some((s, id)),
+                Err(e) => {
+                    report.send(GenerateEvent::Warning(format!(
+                        "the plan is not stored: {e}"
+                    )));
+                    None
+                }
+            },
+        );
     if let Some((_, id)) = stored {
         plan.id = super::persist::studio_id(id);
     }
     report.send(GenerateEvent::Started(Box::new(plan)));
     let critic: Box<dyn Critic> = match request.critic {
-        CriticChoice::Perception => Box::new(PerceptionCritic::new(PerceptionThresholds::default())),
+        CriticChoice::Perception => {
+            Box::new(PerceptionCritic::new(PerceptionThresholds::default()))
+        }
         CriticChoice::None => Box::new(NoCritic),
     };
     let settings = RefineSettings {

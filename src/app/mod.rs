@@ -244,7 +244,10 @@ impl StudioApp {
             }
             Err(e) => (
                 StoreSlot::Unavailable(e.clone()),
-                vec![(format!("the store could not open, labels stay in memory: {e}"), true)],
+                vec![(
+                    format!("the store could not open, labels stay in memory: {e}"),
+                    true,
+                )],
             ),
         };
         self.store = slot;
@@ -394,7 +397,9 @@ impl StudioApp {
         self.poll_model();
         self.poll_store();
         self.save_labels();
-        if matches!(self.model, ModelSlot::Loading(_)) || matches!(self.store, StoreSlot::Opening(_)) {
+        if matches!(self.model, ModelSlot::Loading(_))
+            || matches!(self.store, StoreSlot::Opening(_))
+        {
             ctx.request_repaint_after(std::time::Duration::from_millis(50));
         }
         self.drain_generate();
@@ -485,7 +490,13 @@ impl StudioApp {
                 gpu.and_then(|g| g.heatmap(a, b).ok())
                     .unwrap_or_else(|| crate::viz::difference_heatmap(a, b))
             };
-            panels::viewport(ui, &self.studio, &mut self.textures, &heatmap, &mut commands);
+            panels::viewport(
+                ui,
+                &self.studio,
+                &mut self.textures,
+                &heatmap,
+                &mut commands,
+            );
         });
         if self.show_shortcuts {
             egui::Window::new("Keyboard shortcuts")
@@ -532,11 +543,13 @@ pub fn run_native(options: StudioOptions) -> Result<(), eframe::Error> {
         Box::new(move |cc| {
             let app = StudioApp::new(options);
             Ok(Box::new(match &cc.wgpu_render_state {
-                Some(rs) => app.with_gpu_difference(crate::viz::gpu_difference::GpuDifference::new(
-                    rs.device.clone(),
-                    rs.queue.clone(),
-                    rs.adapter.get_info().name,
-                )),
+                Some(rs) => {
+                    app.with_gpu_difference(crate::viz::gpu_difference::GpuDifference::new(
+                        rs.device.clone(),
+                        rs.queue.clone(),
+                        rs.adapter.get_info().name,
+                    ))
+                }
                 None => app,
             }))
         }),

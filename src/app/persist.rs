@@ -148,7 +148,10 @@ pub fn add_iteration(
     )
 }
 
-fn load_plans(store: &Store, annotator: &str) -> (Vec<PlanView>, Vec<(PlanId, Label)>, Vec<String>) {
+fn load_plans(
+    store: &Store,
+    annotator: &str,
+) -> (Vec<PlanView>, Vec<(PlanId, Label)>, Vec<String>) {
     let (mut plans, mut labels, mut warnings) = (Vec::new(), Vec::new(), Vec::new());
     let summaries = match store.plans(&Filter::default()) {
         Ok(s) => s,
@@ -178,21 +181,22 @@ fn load_plan(
     let mut iterations = Vec::new();
     for record in &detail.iterations {
         let frames = store.load_frames(id, Some(record.idx))?;
-        let critique = (!record.critique.is_empty() || record.verdict.is_some()).then(|| Critique {
-            critic: "critic".into(),
-            accepted: record.verdict.map(|v| v == db::Verdict::Accept),
-            feedback: record.critique.clone(),
-            findings: record
-                .findings
-                .iter()
-                .map(|f| FindingView {
-                    frame_idx: f.frame_idx,
-                    text: f.text.clone(),
-                    region: [0, 0, 0, 0],
-                })
-                .collect(),
-            latency_ms: 0.0,
-        });
+        let critique =
+            (!record.critique.is_empty() || record.verdict.is_some()).then(|| Critique {
+                critic: "critic".into(),
+                accepted: record.verdict.map(|v| v == db::Verdict::Accept),
+                feedback: record.critique.clone(),
+                findings: record
+                    .findings
+                    .iter()
+                    .map(|f| FindingView {
+                        frame_idx: f.frame_idx,
+                        text: f.text.clone(),
+                        region: [0, 0, 0, 0],
+                    })
+                    .collect(),
+                latency_ms: 0.0,
+            });
         iterations.push(IterationView {
             frames,
             critique,
@@ -315,10 +319,8 @@ impl LabelWriter {
         std::thread::spawn(move || {
             for write in rx {
                 if let Err(e) = write_label(&store, &write) {
-                    let _ = err_tx.try_send(format!(
-                        "label of plan {} not saved: {e}",
-                        write.plan.0
-                    ));
+                    let _ =
+                        err_tx.try_send(format!("label of plan {} not saved: {e}", write.plan.0));
                 }
                 counter.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
             }

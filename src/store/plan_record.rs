@@ -230,6 +230,9 @@ mod read_tests {
         let err = read_plan(dir.path()).expect_err("damaged frame");
         assert!(err.to_string().contains("01.png"), "{err}");
         std::fs::write(dir.path().join("plan.json"), b"{").expect("damage");
-        assert!(matches!(read_plan(dir.path()), Err(ReadPlanError::Json { .. })));
+        assert!(matches!(
+            read_plan(dir.path()),
+            Err(ReadPlanError::Json { .. })
+        ));
     }
 }

@@ -200,7 +200,10 @@ mod tests {
         let gpu = match GpuDifference::open() {
             Ok(gpu) => gpu,
             Err(e) => {
-                assert!(!software_vulkan_installed(), "lavapipe is installed, yet: {e}");
+                assert!(
+                    !software_vulkan_installed(),
+                    "lavapipe is installed, yet: {e}"
+                );
                 eprintln!("skipped: {e}");
                 return;
             }
@@ -222,7 +225,10 @@ mod tests {
             .map(|(g, c)| g.abs_diff(*c))
             .max()
             .unwrap_or(0);
-        eprintln!("{}: largest channel difference to the CPU path {worst}", gpu.adapter_name());
+        eprintln!(
+            "{}: largest channel difference to the CPU path {worst}",
+            gpu.adapter_name()
+        );
         assert!(worst <= 1, "GPU and CPU heatmaps differ by {worst}");
     }
 }

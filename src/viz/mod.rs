@@ -164,7 +164,16 @@ mod difference_tests {
             height: 1,
             pixels: vec![40, 0, 0],
         };
-        let tiny = difference_heatmap(&small, &Rgb8Image { pixels: vec![0; 3], ..small.clone() });
-        assert!(tiny.pixels[0] > 0 && tiny.pixels[2] == 0, "small errors show as red");
+        let tiny = difference_heatmap(
+            &small,
+            &Rgb8Image {
+                pixels: vec![0; 3],
+                ..small.clone()
+            },
+        );
+        assert!(
+            tiny.pixels[0] > 0 && tiny.pixels[2] == 0,
+            "small errors show as red"
+        );
     }
 }

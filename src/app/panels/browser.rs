@@ -1,9 +1,9 @@
 //! Left panel: make a plan (world start, sampler and refinement settings), then the list of
 //! plans with filters and the curated-set counts.
 
+use crate::app::StudioApp;
 use crate::app::command::{Command, JobCommand};
 use crate::app::state::{StatusFilter, Tag, Verdict};
-use crate::app::StudioApp;
 
 pub fn browser(ui: &mut egui::Ui, app: &mut StudioApp, commands: &mut Vec<Command>) {
     egui::Panel::left("browser")

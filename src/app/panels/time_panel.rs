@@ -8,13 +8,25 @@ pub fn time_panel(ui: &mut egui::Ui, app: &StudioApp, commands: &mut Vec<Command
         let studio = &app.studio;
         let frames = studio.selected_plan().map_or(0, |p| p.frame_count());
         ui.horizontal(|ui| {
-            if ui.button("|<").on_hover_text("First frame (Home)").clicked() {
+            if ui
+                .button("|<")
+                .on_hover_text("First frame (Home)")
+                .clicked()
+            {
                 commands.push(Command::FirstFrame);
             }
-            if ui.button("<").on_hover_text("Previous frame (Left)").clicked() {
+            if ui
+                .button("<")
+                .on_hover_text("Previous frame (Left)")
+                .clicked()
+            {
                 commands.push(Command::StepFrames(-1));
             }
-            let play = if studio.playback.playing { "Pause" } else { "Play" };
+            let play = if studio.playback.playing {
+                "Pause"
+            } else {
+                "Play"
+            };
             if ui.button(play).on_hover_text("Space").clicked() {
                 commands.push(Command::TogglePlay);
             }

@@ -48,7 +48,17 @@ pub fn viewport(
                 };
                 ui.colored_label(colour, format!("{text} in {} steps", rollout.steps));
             });
-            frames_ui(ui, studio, plan.id.0, ROLLOUT_ROW, &rollout.frames, thumb, None, textures, commands);
+            frames_ui(
+                ui,
+                studio,
+                plan.id.0,
+                ROLLOUT_ROW,
+                &rollout.frames,
+                thumb,
+                None,
+                textures,
+                commands,
+            );
         }
         ui.separator();
         compare::compare_ui(ui, studio, plan, textures, heatmap, commands);
@@ -99,7 +109,17 @@ fn iteration_row_ui(
         .filter(|(row, _)| *row == k)
         .and_then(|(_, f)| iteration.critique.as_ref()?.findings.get(f))
         .map(|f| (f.frame_idx, f.region));
-    frames_ui(ui, studio, plan.id.0, k, &iteration.frames, thumb, highlight, textures, commands);
+    frames_ui(
+        ui,
+        studio,
+        plan.id.0,
+        k,
+        &iteration.frames,
+        thumb,
+        highlight,
+        textures,
+        commands,
+    );
     if let Some(critique) = &iteration.critique {
         ui.label(format!("{}: {}", critique.critic, critique.feedback));
         for (i, finding) in critique.findings.iter().enumerate() {
@@ -163,10 +183,7 @@ fn frames_ui(
                     egui::StrokeKind::Outside,
                 );
             }
-            if response
-                .on_hover_text(format!("frame {i}"))
-                .clicked()
-            {
+            if response.on_hover_text(format!("frame {i}")).clicked() {
                 commands.push(Command::SeekFrame(i));
             }
         }
