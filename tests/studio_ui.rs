@@ -297,3 +297,49 @@ fn labels_and_plans_survive_a_restart_through_the_store() {
         "the status bar reports a working store"
     );
 }
+
+#[test]
+fn execute_runs_the_chosen_iteration_and_shows_the_rollout() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut world = videoagent::env::open_world("tabletop", 64).expect("world");
+    let plan = videoagent::agent::execute::expert_plan(world.as_mut(), "button-press", 0, 4, 32)
+        .expect("expert plan");
+    let record = PlanRecord {
+        world: "tabletop".into(),
+        task: "button-press".into(),
+        view: 0,
+        instruction: "press the button".into(),
+        env_seed: 4,
+        sample_seed: 4,
+        model: "expert".into(),
+        device: "none".into(),
+        sampler: SamplerRecord {
+            kind: "expert".into(),
+            steps: 0,
+            guidance: 0.0,
+        },
+        load_ms: 0.0,
+        sample_ms: 0.0,
+        frames: (0..plan.len())
+            .map(|f| format!("frames/{f:02}.png"))
+            .collect(),
+        refinement: None,
+    };
+    write_plan(&dir.path().join("expert"), &record, &plan[0], &plan[1..]).expect("plan");
+    let mut h = harness(studio(Some(dir.path())));
+    h.run_steps(2);
+    h.get_by_label("Execute").click();
+    h.run_steps(1);
+    assert!(h.state().is_executing(), "execution runs in the background");
+    step_until(&mut h, Duration::from_secs(120), |a| !a.is_executing());
+    let rollout = h.state().studio.plans[0]
+        .rollout
+        .clone()
+        .expect("rollout shown");
+    assert!(
+        rollout.success,
+        "the expert's own video, executed, presses the button"
+    );
+    assert!(rollout.frames.len() > 8);
+    h.get_by_label_contains("success in");
+}

@@ -298,6 +298,47 @@ fn iteration_view(critic: &str, start: &Rgb8Image, done: &RefineIteration) -> It
     }
 }
 
+/// Messages of an execution job.
+#[derive(Debug)]
+pub enum ExecuteEvent {
+    Done(PlanId, Box<super::state::RolloutView>),
+    Failed(String),
+}
+
+/// Resets the world to the plan's start and executes `frames` (start frame first) through
+/// flow -> subgoals -> controller.
+pub fn execute(
+    plan: PlanId,
+    origin: PlanOrigin,
+    frames: Vec<Rgb8Image>,
+    report: Reporter<ExecuteEvent>,
+) {
+    let run = || -> Result<super::state::RolloutView, String> {
+        let mut world = env::open_world(&origin.world, 64).map_err(|e| e.to_string())?;
+        world
+            .reset(&origin.task, origin.view, origin.seed)
+            .map_err(|e| e.to_string())?;
+        let config = crate::agent::execute::ExecuteConfig::default();
+        let rollout = crate::agent::execute::execute_plan(
+            world.as_mut(),
+            &origin.task,
+            &frames,
+            &config,
+            None,
+        )
+        .map_err(|e| format!("execution failed: {e}"))?;
+        Ok(super::state::RolloutView {
+            frames: rollout.frames,
+            success: rollout.success,
+            steps: rollout.steps as usize,
+        })
+    };
+    match run() {
+        Ok(rollout) => report.send(ExecuteEvent::Done(plan, Box::new(rollout))),
+        Err(e) => report.send(ExecuteEvent::Failed(e)),
+    };
+}
+
 /// Loads a model folder on a worker thread (the studio shows the UI meanwhile).
 pub fn load_model(
     dir: PathBuf,

@@ -117,6 +117,7 @@ pub struct StudioApp {
     model: ModelSlot,
     store: StoreSlot,
     generate: Option<(Job<GenerateEvent>, GenerateProgress)>,
+    execute: Option<Job<jobs::ExecuteEvent>>,
     textures: TextureCache,
     pub toasts: Vec<Toast>,
     tasks: Vec<TaskInfo>,
@@ -168,6 +169,7 @@ impl StudioApp {
             settings: GenerateSettings::default(),
             options,
             generate: None,
+            execute: None,
             textures: TextureCache::default(),
             toasts,
             tasks,
@@ -345,9 +347,67 @@ impl StudioApp {
                     job.cancel();
                 }
             }
-            JobCommand::Execute | JobCommand::FineTune | JobCommand::ExportGif => {
+            JobCommand::Execute => self.start_execute(),
+            JobCommand::FineTune | JobCommand::ExportGif => {
                 self.toast("not available in this build yet", true);
             }
+        }
+    }
+
+    /// An execution is running.
+    pub fn is_executing(&self) -> bool {
+        self.execute.is_some()
+    }
+
+    fn start_execute(&mut self) {
+        if self.execute.is_some() {
+            self.toast("a plan is already being executed", true);
+            return;
+        }
+        let Some(plan) = self.studio.selected_plan() else {
+            self.toast("select a plan to execute", true);
+            return;
+        };
+        let Some(iteration) = plan.iterations.get(plan.chosen) else {
+            self.toast("the plan has no frames yet", true);
+            return;
+        };
+        let (id, origin, frames) = (plan.id, plan.origin.clone(), iteration.frames.clone());
+        let repaint = self.repaint.clone().unwrap_or_else(|| Arc::new(|| {}));
+        self.execute = Some(Job::spawn("execute", repaint, move |report| {
+            jobs::execute(id, origin, frames, report)
+        }));
+    }
+
+    fn drain_execute(&mut self) {
+        let Some(job) = &mut self.execute else {
+            return;
+        };
+        let events = job.drain();
+        let finished = job.is_finished();
+        for event in events {
+            match event {
+                jobs::ExecuteEvent::Done(id, rollout) => {
+                    let text = format!(
+                        "executed: {} in {} steps",
+                        if rollout.success {
+                            "success"
+                        } else {
+                            "failure"
+                        },
+                        rollout.steps
+                    );
+                    self.textures.forget_plan(id.0);
+                    if let Some(plan) = self.studio.plans.iter_mut().find(|p| p.id == id) {
+                        plan.rollout = Some(*rollout);
+                    }
+                    self.toast(text, false);
+                }
+                jobs::ExecuteEvent::Failed(e) => self.toast(e, true),
+            }
+        }
+        if finished {
+            self.execute = None;
         }
     }
 
@@ -403,6 +463,7 @@ impl StudioApp {
             ctx.request_repaint_after(std::time::Duration::from_millis(50));
         }
         self.drain_generate();
+        self.drain_execute();
         for command in shortcuts::pressed(ctx) {
             self.apply(command);
         }

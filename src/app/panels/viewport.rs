@@ -28,6 +28,13 @@ pub fn viewport(
     ui.horizontal(|ui| {
         ui.heading(plan.title());
         ui.label(format!("\"{}\"", plan.instruction));
+        if ui
+            .add_enabled(!plan.iterations.is_empty(), egui::Button::new("Execute"))
+            .on_hover_text("Run the chosen iteration in the world (E)")
+            .clicked()
+        {
+            commands.push(Command::Job(crate::app::command::JobCommand::Execute));
+        }
     });
     egui::ScrollArea::vertical().show(ui, |ui| {
         let thumb = thumb_size(ui, plan);
