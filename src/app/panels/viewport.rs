@@ -72,11 +72,12 @@ pub fn viewport(
     });
 }
 
-/// Thumbnails fill the width: 8 frames with spacing, at most 4x upscaled... and at least 48 px.
+/// Thumbnails fill the width (all frames of a row visible), between 48 and 160 points.
 fn thumb_size(ui: &egui::Ui, plan: &PlanView) -> f32 {
     let frames = plan.frame_count().max(1) as f32;
-    let width = ui.available_width() - 16.0;
-    ((width - 4.0 * frames) / frames).clamp(48.0, 160.0)
+    let spacing = ui.spacing().item_spacing.x;
+    let width = ui.available_width() - 24.0;
+    ((width - spacing * frames) / frames).clamp(48.0, 160.0)
 }
 
 #[allow(clippy::too_many_arguments)]
