@@ -343,3 +343,51 @@ fn execute_runs_the_chosen_iteration_and_shows_the_rollout() {
     assert!(rollout.frames.len() > 8);
     h.get_by_label_contains("success in");
 }
+
+#[test]
+fn fine_tune_on_the_curated_set_plots_the_loss_and_can_switch_models() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    sample_plans(dir.path(), 2);
+    let store = tempfile::tempdir().expect("tempdir");
+    let mut app = StudioApp::new(StudioOptions {
+        model_dir: videoagent::model::pipeline::default_model_dir(),
+        device: "cpu".into(),
+        sample_plans: Some(dir.path().to_owned()),
+        store_dir: Some(store.path().join("store")),
+        annotator: "tester".into(),
+    });
+    app.wait_for_model().expect("model");
+    app.flush_store().expect("store");
+    app.finetune_steps = 2;
+    let mut h = harness(app);
+    h.run_steps(2);
+    h.key_press(Key::A);
+    h.run_steps(2);
+    h.get_by_label("Fine-tune on curated set").click();
+    h.run_steps(1);
+    assert!(h.state().is_finetuning(), "training runs in the background");
+    step_until(&mut h, Duration::from_secs(300), |a| !a.is_finetuning());
+    let status = h.state().finetune_status.clone();
+    assert_eq!(status.losses.len(), 2, "one loss point per step");
+    let model_dir = status.result.clone().expect("a fine-tuned model to choose");
+    assert!(model_dir.join("model.safetensors").is_file());
+    h.get_by_label("Use the new model").click();
+    h.run_steps(1);
+    h.state_mut().wait_for_model().expect("the fine-tuned model loads");
+    h.run_steps(1);
+    h.get_by_label_contains(&format!(
+        "model {}",
+        model_dir.file_name().expect("name").to_string_lossy()
+    ));
+
+    h.get_by_label("Export GIF").click();
+    h.run_steps(1);
+    let exports = store.path().join("store").join("exports");
+    let gifs: Vec<_> = std::fs::read_dir(&exports)
+        .expect("exports folder")
+        .filter_map(Result::ok)
+        .collect();
+    assert_eq!(gifs.len(), 1, "one GIF exported");
+    let bytes = std::fs::read(gifs[0].path()).expect("gif");
+    assert!(bytes.starts_with(b"GIF89a"));
+}

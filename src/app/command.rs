@@ -16,7 +16,11 @@ use super::state::{
 pub enum JobCommand {
     Generate,
     Execute,
+    /// Fine-tune a copy of the model on the curated set.
     FineTune,
+    /// Switch to the model the last fine-tune produced.
+    UseFineTuned,
+    DiscardFineTuned,
     ExportGif,
     Cancel,
 }

@@ -298,6 +298,82 @@ fn iteration_view(critic: &str, start: &Rgb8Image, done: &RefineIteration) -> It
     }
 }
 
+/// What to fine-tune on: the curated plans' chosen iterations.
+pub struct FineTuneRequest {
+    pub base: Arc<VideoModel>,
+    pub out_dir: PathBuf,
+    pub steps: u64,
+    pub batch: usize,
+    /// (start frame + plan frames, instruction) per curated plan.
+    pub clips: Vec<(Vec<Rgb8Image>, String)>,
+}
+
+/// Messages of a fine-tuning job.
+#[derive(Debug)]
+pub enum FineTuneEvent {
+    Step {
+        step: u64,
+        total: u64,
+        loss: f32,
+        steps_per_sec: f64,
+    },
+    /// The run folder holds the fine-tuned model (also after a cancel: it is saved).
+    Done { model_dir: PathBuf, stopped: bool },
+    Failed(String),
+}
+
+/// Fine-tunes a copy of the base model on the clips with the library's trainer (resumable
+/// run folder, checkpoint on cancel).
+pub fn fine_tune(request: FineTuneRequest, report: Reporter<FineTuneEvent>) {
+    use crate::model::train::{TrainConfig, TrainData, TrainOutcome, Trainer};
+    let run = || -> Result<bool, String> {
+        let base = &request.base;
+        let config = TrainConfig {
+            steps: request.steps,
+            batch: request.batch,
+            checkpoint_every: request.steps.max(1),
+            ..TrainConfig::default()
+        };
+        let mut trainer = Trainer::new(
+            base.config.clone(),
+            config,
+            &request.out_dir,
+            Some(&base.source),
+            &base.device,
+        )
+        .map_err(|e| format!("cannot start fine-tuning: {e}"))?;
+        let items = request
+            .clips
+            .iter()
+            .map(|(frames, instruction)| (frames.clone(), vec![instruction.clone()]))
+            .collect();
+        let data = TrainData::from_frames(base.config.frame_size(), items);
+        let outcome = trainer
+            .train(&data, |p| {
+                report.progress(FineTuneEvent::Step {
+                    step: p.step,
+                    total: p.total,
+                    loss: p.loss,
+                    steps_per_sec: p.steps_per_sec,
+                });
+                if report.is_cancelled() {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })
+            .map_err(|e| format!("fine-tuning failed: {e}"))?;
+        Ok(outcome == TrainOutcome::Stopped)
+    };
+    match run() {
+        Ok(stopped) => report.send(FineTuneEvent::Done {
+            model_dir: request.out_dir.clone(),
+            stopped,
+        }),
+        Err(e) => report.send(FineTuneEvent::Failed(e)),
+    };
+}
+
 /// Messages of an execution job.
 #[derive(Debug)]
 pub enum ExecuteEvent {

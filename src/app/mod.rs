@@ -102,6 +102,18 @@ pub struct Toast {
     pub shown_at_secs: Option<f64>,
 }
 
+/// A fine-tune's live numbers and its result.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FineTuneStatus {
+    /// (step, loss) of every step reported.
+    pub losses: Vec<[f64; 2]>,
+    pub step: u64,
+    pub total: u64,
+    pub steps_per_sec: f64,
+    /// The fine-tuned model folder, until the user keeps or discards it.
+    pub result: Option<PathBuf>,
+}
+
 /// Progress of the running generation.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct GenerateProgress {
@@ -118,6 +130,11 @@ pub struct StudioApp {
     store: StoreSlot,
     generate: Option<(Job<GenerateEvent>, GenerateProgress)>,
     execute: Option<Job<jobs::ExecuteEvent>>,
+    finetune: Option<Job<jobs::FineTuneEvent>>,
+    /// Loss curve and progress of the current (or last) fine-tune.
+    pub finetune_status: FineTuneStatus,
+    /// Steps of the next fine-tune.
+    pub finetune_steps: u64,
     textures: TextureCache,
     pub toasts: Vec<Toast>,
     tasks: Vec<TaskInfo>,
@@ -170,6 +187,9 @@ impl StudioApp {
             options,
             generate: None,
             execute: None,
+            finetune: None,
+            finetune_status: FineTuneStatus::default(),
+            finetune_steps: 100,
             textures: TextureCache::default(),
             toasts,
             tasks,
@@ -346,11 +366,136 @@ impl StudioApp {
                 if let Some((job, _)) = &self.generate {
                     job.cancel();
                 }
+                if let Some(job) = &self.finetune {
+                    job.cancel();
+                }
             }
             JobCommand::Execute => self.start_execute(),
-            JobCommand::FineTune | JobCommand::ExportGif => {
-                self.toast("not available in this build yet", true);
+            JobCommand::FineTune => self.start_finetune(),
+            JobCommand::ExportGif => self.export_gif(),
+            JobCommand::UseFineTuned => {
+                if let Some(dir) = self.finetune_status.result.take() {
+                    self.toast(format!("loading the fine-tuned model {}", dir.display()), false);
+                    self.model = ModelSlot::Loading(jobs::load_model(dir, self.options.device.clone()));
+                }
             }
+            JobCommand::DiscardFineTuned => {
+                self.finetune_status.result = None;
+            }
+        }
+    }
+
+    /// A fine-tune is running.
+    pub fn is_finetuning(&self) -> bool {
+        self.finetune.is_some()
+    }
+
+    fn start_finetune(&mut self) {
+        if self.finetune.is_some() {
+            self.toast("a fine-tune is already running", true);
+            return;
+        }
+        let ModelSlot::Ready { model, .. } = &self.model else {
+            self.toast("the model is not loaded yet", true);
+            return;
+        };
+        let clips: Vec<(Vec<crate::env::Rgb8Image>, String)> = self
+            .studio
+            .curated()
+            .into_iter()
+            .filter_map(|p| {
+                let frames = p.iterations.get(p.chosen)?.frames.clone();
+                (frames.len() >= 2).then(|| (frames, p.instruction.clone()))
+            })
+            .collect();
+        if clips.is_empty() {
+            self.toast("the curated set is empty: accept some plans first", true);
+            return;
+        }
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let out_dir = self
+            .options
+            .store_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("runs"))
+            .join(format!("finetune-{stamp}"));
+        let request = jobs::FineTuneRequest {
+            base: model.clone(),
+            out_dir,
+            steps: self.finetune_steps.max(1),
+            batch: clips.len().clamp(1, 8),
+            clips,
+        };
+        self.finetune_status = FineTuneStatus {
+            total: request.steps,
+            ..FineTuneStatus::default()
+        };
+        let repaint = self.repaint.clone().unwrap_or_else(|| Arc::new(|| {}));
+        self.finetune = Some(Job::spawn("fine-tune", repaint, move |report| {
+            jobs::fine_tune(request, report)
+        }));
+    }
+
+    fn drain_finetune(&mut self) {
+        let Some(job) = &mut self.finetune else {
+            return;
+        };
+        let events = job.drain();
+        let finished = job.is_finished();
+        for event in events {
+            match event {
+                jobs::FineTuneEvent::Step {
+                    step,
+                    total,
+                    loss,
+                    steps_per_sec,
+                } => {
+                    let s = &mut self.finetune_status;
+                    s.losses.push([step as f64, f64::from(loss)]);
+                    s.step = step;
+                    s.total = total;
+                    s.steps_per_sec = steps_per_sec;
+                }
+                jobs::FineTuneEvent::Done { model_dir, stopped } => {
+                    let what = if stopped { "stopped (saved)" } else { "finished" };
+                    self.toast(format!("fine-tune {what}: {}", model_dir.display()), false);
+                    self.finetune_status.result = Some(model_dir);
+                }
+                jobs::FineTuneEvent::Failed(e) => self.toast(e, true),
+            }
+        }
+        if finished {
+            self.finetune = None;
+        }
+    }
+
+    /// Writes the selected plan's chosen iteration as an animated GIF under the store folder.
+    fn export_gif(&mut self) {
+        let Some(plan) = self.studio.selected_plan() else {
+            self.toast("select a plan to export", true);
+            return;
+        };
+        let Some(iteration) = plan.iterations.get(plan.chosen) else {
+            self.toast("the plan has no frames yet", true);
+            return;
+        };
+        let dir = self
+            .options
+            .store_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("runs"))
+            .join("exports");
+        let path = dir.join(format!(
+            "{}-v{}-s{}-plan{}.gif",
+            plan.origin.task, plan.origin.view, plan.origin.seed, plan.id.0
+        ));
+        let result = std::fs::create_dir_all(&dir)
+            .and_then(|()| crate::viz::write_gif(&path, &iteration.frames, 250, 4));
+        match result {
+            Ok(()) => self.toast(format!("exported {}", path.display()), false),
+            Err(e) => self.toast(format!("cannot export {}: {e}", path.display()), true),
         }
     }
 
@@ -464,6 +609,7 @@ impl StudioApp {
         }
         self.drain_generate();
         self.drain_execute();
+        self.drain_finetune();
         for command in shortcuts::pressed(ctx) {
             self.apply(command);
         }

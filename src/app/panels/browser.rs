@@ -14,6 +14,8 @@ pub fn browser(ui: &mut egui::Ui, app: &mut StudioApp, commands: &mut Vec<Comman
                 make_plan_ui(ui, app, commands);
                 ui.separator();
                 plan_list_ui(ui, app, commands);
+                ui.separator();
+                finetune_ui(ui, app, commands);
             });
         });
 }
@@ -149,5 +151,60 @@ fn plan_list_ui(ui: &mut egui::Ui, app: &StudioApp, commands: &mut Vec<Command>)
     }
     for (task, n) in per_task {
         ui.weak(format!("  {task}: {n}"));
+    }
+}
+
+fn finetune_ui(ui: &mut egui::Ui, app: &mut StudioApp, commands: &mut Vec<Command>) {
+    ui.heading("Fine-tune");
+    let curated = app.studio.curated().len();
+    ui.horizontal(|ui| {
+        ui.label("Steps");
+        ui.add(egui::DragValue::new(&mut app.finetune_steps).range(1..=100_000));
+    });
+    let running = app.is_finetuning();
+    ui.horizontal(|ui| {
+        if ui
+            .add_enabled(
+                !running && curated > 0,
+                egui::Button::new("Fine-tune on curated set"),
+            )
+            .on_hover_text("Trains a copy of the model on the accepted plans")
+            .clicked()
+        {
+            commands.push(Command::Job(JobCommand::FineTune));
+        }
+        if running && ui.button("Stop").clicked() {
+            commands.push(Command::Job(JobCommand::Cancel));
+        }
+    });
+    let status = &app.finetune_status;
+    if running || !status.losses.is_empty() {
+        let fraction = status.step as f32 / status.total.max(1) as f32;
+        let eta_secs = if status.steps_per_sec > 0.0 {
+            status.total.saturating_sub(status.step) as f64 / status.steps_per_sec
+        } else {
+            0.0
+        };
+        ui.add(egui::ProgressBar::new(fraction).text(format!(
+            "step {}/{}  {:.2} steps/s  eta {:.0} s",
+            status.step, status.total, status.steps_per_sec, eta_secs
+        )));
+        egui_plot::Plot::new("finetune_loss")
+            .height(110.0)
+            .allow_scroll(false)
+            .show(ui, |plot| {
+                plot.line(egui_plot::Line::new("loss", status.losses.clone()));
+            });
+    }
+    if let Some(dir) = &status.result {
+        ui.label(format!("New model in {}", dir.display()));
+        ui.horizontal(|ui| {
+            if ui.button("Use the new model").clicked() {
+                commands.push(Command::Job(JobCommand::UseFineTuned));
+            }
+            if ui.button("Keep the current one").clicked() {
+                commands.push(Command::Job(JobCommand::DiscardFineTuned));
+            }
+        });
     }
 }

@@ -35,6 +35,13 @@ pub fn viewport(
         {
             commands.push(Command::Job(crate::app::command::JobCommand::Execute));
         }
+        if ui
+            .add_enabled(!plan.iterations.is_empty(), egui::Button::new("Export GIF"))
+            .on_hover_text("The chosen iteration as an animated GIF")
+            .clicked()
+        {
+            commands.push(Command::Job(crate::app::command::JobCommand::ExportGif));
+        }
     });
     egui::ScrollArea::vertical().show(ui, |ui| {
         let thumb = thumb_size(ui, plan);
