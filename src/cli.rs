@@ -244,9 +244,21 @@ pub enum BenchCommand {
     Model(BenchModelArgs),
     /// Kill -9 harness: kill labelling/exporting processes at random moments, verify the store.
     Crash(BenchCrashArgs),
+    /// Studio frame times (UI thread, headless) idle, while generating, while fine-tuning.
+    Ui(BenchUiArgs),
     /// The process `bench crash` kills (internal).
     #[command(hide = true)]
     CrashWorker(CrashWorkerArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchUiArgs {
+    /// Frames measured per scenario (~60 per second of wall time).
+    #[arg(long, default_value_t = 300)]
+    pub frames: usize,
+    /// Also write the report as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -299,6 +311,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Quality(a)) => quality(&a),
         Some(Command::Bench(BenchCommand::World(a))) => bench_world(&a),
         Some(Command::Bench(BenchCommand::Model(a))) => bench_model(&a),
+        Some(Command::Bench(BenchCommand::Ui(a))) => bench_ui(&a),
         Some(Command::Bench(BenchCommand::Crash(a))) => store_cli::bench_crash(&a),
         Some(Command::Bench(BenchCommand::CrashWorker(a))) => store_cli::crash_worker(&a),
         Some(Command::Export(a)) => store_cli::export(&a),
@@ -471,6 +484,35 @@ fn bench_world(args: &BenchWorldArgs) -> Result<()> {
         );
     }
     println!("  {:<14} {:>10} {:>14.0}", "all", "", report.frames_per_sec);
+    if let Some(path) = &args.json {
+        videoagent::store::atomic::write_json(path, &report)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn bench_ui(args: &BenchUiArgs) -> Result<()> {
+    let samples = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sample_data/plans");
+    let report = videoagent::bench::ui::run(
+        videoagent::model::pipeline::default_model_dir(),
+        samples,
+        args.frames.max(1),
+    )
+    .map_err(anyhow::Error::msg)?;
+    println!(
+        "studio UI thread, headless, {} threads; first frame after {:.0} ms",
+        report.threads, report.first_frame_ms
+    );
+    println!(
+        "  {:<42} {:>7} {:>9} {:>9} {:>9}",
+        "scenario", "frames", "p50 ms", "p99 ms", "max ms"
+    );
+    for s in &report.scenarios {
+        println!(
+            "  {:<42} {:>7} {:>9.2} {:>9.2} {:>9.2}",
+            s.scenario, s.frames, s.p50_ms, s.p99_ms, s.max_ms
+        );
+    }
     if let Some(path) = &args.json {
         videoagent::store::atomic::write_json(path, &report)
             .with_context(|| format!("writing {}", path.display()))?;

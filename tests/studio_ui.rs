@@ -373,7 +373,9 @@ fn fine_tune_on_the_curated_set_plots_the_loss_and_can_switch_models() {
     assert!(model_dir.join("model.safetensors").is_file());
     h.get_by_label("Use the new model").click();
     h.run_steps(1);
-    h.state_mut().wait_for_model().expect("the fine-tuned model loads");
+    h.state_mut()
+        .wait_for_model()
+        .expect("the fine-tuned model loads");
     h.run_steps(1);
     h.get_by_label_contains(&format!(
         "model {}",

@@ -318,7 +318,10 @@ pub enum FineTuneEvent {
         steps_per_sec: f64,
     },
     /// The run folder holds the fine-tuned model (also after a cancel: it is saved).
-    Done { model_dir: PathBuf, stopped: bool },
+    Done {
+        model_dir: PathBuf,
+        stopped: bool,
+    },
     Failed(String),
 }
 

@@ -375,8 +375,12 @@ impl StudioApp {
             JobCommand::ExportGif => self.export_gif(),
             JobCommand::UseFineTuned => {
                 if let Some(dir) = self.finetune_status.result.take() {
-                    self.toast(format!("loading the fine-tuned model {}", dir.display()), false);
-                    self.model = ModelSlot::Loading(jobs::load_model(dir, self.options.device.clone()));
+                    self.toast(
+                        format!("loading the fine-tuned model {}", dir.display()),
+                        false,
+                    );
+                    self.model =
+                        ModelSlot::Loading(jobs::load_model(dir, self.options.device.clone()));
                 }
             }
             JobCommand::DiscardFineTuned => {
@@ -459,7 +463,11 @@ impl StudioApp {
                     s.steps_per_sec = steps_per_sec;
                 }
                 jobs::FineTuneEvent::Done { model_dir, stopped } => {
-                    let what = if stopped { "stopped (saved)" } else { "finished" };
+                    let what = if stopped {
+                        "stopped (saved)"
+                    } else {
+                        "finished"
+                    };
                     self.toast(format!("fine-tune {what}: {}", model_dir.display()), false);
                     self.finetune_status.result = Some(model_dir);
                 }

@@ -3,6 +3,7 @@
 
 pub mod crash;
 pub mod model;
+pub mod ui;
 pub mod world;
 
 /// Threads this process may use, as the benchmarks report it.
