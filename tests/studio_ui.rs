@@ -393,3 +393,30 @@ fn fine_tune_on_the_curated_set_plots_the_loss_and_can_switch_models() {
     let bytes = std::fs::read(gifs[0].path()).expect("gif");
     assert!(bytes.starts_with(b"GIF89a"));
 }
+
+#[test]
+fn demo_mode_hides_the_side_panels_and_plays() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    sample_plans(dir.path(), 2);
+    let mut h = harness(studio(Some(dir.path())));
+    h.run_steps(2);
+    assert!(
+        h.query_by_label("Label").is_some(),
+        "the inspector is shown"
+    );
+    h.key_press(Key::F11);
+    h.run_steps(2);
+    assert!(h.state().studio.demo);
+    assert!(h.state().studio.playback.playing, "demo mode plays");
+    assert!(
+        h.query_by_label("Label").is_none(),
+        "the inspector is hidden"
+    );
+    assert!(
+        h.query_by_label("Make a plan").is_none(),
+        "the browser is hidden"
+    );
+    h.get_by_label("Leave demo").click();
+    h.run_steps(2);
+    assert!(!h.state().studio.demo);
+}

@@ -56,6 +56,8 @@ pub enum Command {
     SetAnnotator(String),
     /// Auto-advance to the next unlabeled plan after a verdict.
     SetAutoAdvance(bool),
+    /// Demo mode: the viewport alone, large frames, playing (for talks).
+    ToggleDemo,
     Job(JobCommand),
 }
 
@@ -82,6 +84,7 @@ pub struct Studio {
     pub filter: PlanFilter,
     pub annotator: String,
     pub auto_advance: bool,
+    pub demo: bool,
     undo: Vec<LabelChange>,
     redo: Vec<LabelChange>,
     /// Every label change, undo and redo included, oldest first.
@@ -230,6 +233,10 @@ impl Studio {
             Command::SetFilter(filter) => self.filter = filter,
             Command::SetAnnotator(name) => self.annotator = name,
             Command::SetAutoAdvance(on) => self.auto_advance = on,
+            Command::ToggleDemo => {
+                self.demo = !self.demo;
+                self.playback.playing = self.demo;
+            }
             Command::Job(job) => return Some(job),
         }
         None

@@ -693,12 +693,15 @@ impl StudioApp {
 
     /// Draws the whole studio into `ui` and applies what the panels asked for.
     pub fn show(&mut self, ui: &mut egui::Ui) {
+        let demo_before = self.studio.demo;
         self.logic(ui.ctx());
         let mut commands = Vec::new();
-        panels::status_bar(ui, self);
+        panels::status_bar(ui, self, &mut commands);
         panels::time_panel(ui, self, &mut commands);
-        panels::browser(ui, self, &mut commands);
-        panels::inspector(ui, &self.studio, &mut commands);
+        if !self.studio.demo {
+            panels::browser(ui, self, &mut commands);
+            panels::inspector(ui, &self.studio, &mut commands);
+        }
         egui::CentralPanel::default_margins().show(ui, |ui| {
             let gpu = self.gpu_difference.as_ref();
             let heatmap = |a: &crate::env::Rgb8Image, b: &crate::env::Rgb8Image| {
@@ -721,6 +724,10 @@ impl StudioApp {
         panels::toasts(ui.ctx(), &mut self.toasts);
         for command in commands {
             self.apply(command);
+        }
+        if self.studio.demo != demo_before {
+            ui.ctx()
+                .send_viewport_cmd(egui::ViewportCommand::Fullscreen(self.studio.demo));
         }
     }
 

@@ -124,6 +124,11 @@ pub const SHORTCUTS: &[Shortcut] = &[
         command: || Command::SetRating(5),
     },
     Shortcut {
+        keys: key(Modifiers::NONE, Key::F11),
+        description: "Demo mode (full screen, frames only, playing)",
+        command: || Command::ToggleDemo,
+    },
+    Shortcut {
         keys: key(Modifiers::NONE, Key::E),
         description: "Execute the chosen iteration in the world",
         command: || Command::Job(JobCommand::Execute),

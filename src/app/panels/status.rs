@@ -1,10 +1,11 @@
 //! The status bar (device, model, plans, curated set) and the toasts in the corner.
 
+use crate::app::command::Command;
 use crate::app::{StudioApp, Toast};
 
 const TOAST_SECS: f64 = 4.0;
 
-pub fn status_bar(ui: &mut egui::Ui, app: &StudioApp) {
+pub fn status_bar(ui: &mut egui::Ui, app: &StudioApp, commands: &mut Vec<Command>) {
     egui::Panel::top("status_bar").show(ui, |ui| {
         ui.horizontal(|ui| {
             ui.strong("VideoAgent Studio");
@@ -19,6 +20,14 @@ pub fn status_bar(ui: &mut egui::Ui, app: &StudioApp) {
             ui.separator();
             ui.label(app.store_status());
             ui.separator();
+            let demo = if app.studio.demo {
+                "Leave demo"
+            } else {
+                "Demo"
+            };
+            if ui.button(demo).on_hover_text("F11").clicked() {
+                commands.push(Command::ToggleDemo);
+            }
             ui.weak("? shortcuts");
         });
     });

@@ -44,7 +44,7 @@ pub fn viewport(
         }
     });
     egui::ScrollArea::vertical().show(ui, |ui| {
-        let thumb = thumb_size(ui, plan);
+        let thumb = thumb_size(ui, plan, studio.demo);
         for (k, iteration) in plan.iterations.iter().enumerate() {
             iteration_row_ui(ui, studio, plan, k, iteration, thumb, textures, commands);
             ui.add_space(6.0);
@@ -79,12 +79,14 @@ pub fn viewport(
     });
 }
 
-/// Thumbnails fill the width (all frames of a row visible), between 48 and 160 points.
-fn thumb_size(ui: &egui::Ui, plan: &PlanView) -> f32 {
+/// Thumbnails fill the width (all frames of a row visible), between 48 and 160 points (320
+/// in demo mode).
+fn thumb_size(ui: &egui::Ui, plan: &PlanView, demo: bool) -> f32 {
     let frames = plan.frame_count().max(1) as f32;
     let spacing = ui.spacing().item_spacing.x;
     let width = ui.available_width() - 24.0;
-    ((width - spacing * frames) / frames).clamp(48.0, 160.0)
+    let largest = if demo { 320.0 } else { 160.0 };
+    ((width - spacing * frames) / frames).clamp(48.0, largest)
 }
 
 #[allow(clippy::too_many_arguments)]
