@@ -420,3 +420,54 @@ fn demo_mode_hides_the_side_panels_and_plays() {
     h.run_steps(2);
     assert!(!h.state().studio.demo);
 }
+
+#[test]
+fn a_plan_from_an_opened_image_and_bad_images_are_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut world = videoagent::env::open_world("tabletop", 96).expect("world");
+    let first = world.reset("push", 1, 9).expect("reset").rgb;
+    let png = dir.path().join("start.png");
+    first.to_image().save(&png).expect("png");
+    let junk = dir.path().join("junk.png");
+    std::fs::write(&junk, b"not an image").expect("junk");
+
+    let mut app = studio(None);
+    app.wait_for_model().expect("model");
+    app.open_first_frame(&junk);
+    assert!(app.settings.image.is_none());
+    assert!(
+        app.toasts
+            .iter()
+            .any(|t| t.is_error && t.text.contains("junk.png"))
+    );
+    app.open_first_frame(&png);
+    assert_eq!(app.settings.image.as_ref().map(|(_, f)| f.width), Some(64));
+    app.settings.sampler_steps = 3;
+    let mut h = harness(app);
+    h.run_steps(1);
+    h.get_by_label("Generate").click();
+    h.run_steps(1);
+    step_until(&mut h, Duration::from_secs(120), |a| !a.is_generating());
+    assert!(
+        h.state()
+            .toasts
+            .iter()
+            .any(|t| t.is_error && t.text.contains("type an instruction")),
+        "an empty instruction is refused with a message"
+    );
+    h.state_mut().settings.instruction = "push the block to the left".into();
+    h.get_by_label("Generate").click();
+    h.run_steps(1);
+    step_until(&mut h, Duration::from_secs(120), |a| !a.is_generating());
+    let toasts: Vec<String> = h.state().toasts.iter().map(|t| t.text.clone()).collect();
+    let plan = h
+        .state()
+        .studio
+        .selected_plan()
+        .unwrap_or_else(|| panic!("no plan; toasts: {toasts:?}"))
+        .clone();
+    assert_eq!(plan.origin.world, "image");
+    assert_eq!(plan.origin.task, "start.png");
+    assert!(!plan.iterations.is_empty());
+    assert_eq!(plan.iterations[0].frames.len(), 8);
+}

@@ -22,6 +22,10 @@ pub enum JobCommand {
     UseFineTuned,
     DiscardFineTuned,
     ExportGif,
+    /// Choose a first-frame image with a file dialog.
+    OpenImage,
+    /// Go back to world starts.
+    ClearImage,
     Cancel,
 }
 

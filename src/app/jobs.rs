@@ -147,6 +147,8 @@ pub struct GenerateRequest {
     pub sampler_steps: usize,
     pub guidance: f64,
     pub sample_seed: u64,
+    /// A first frame the user opened instead of a world start (no critic can judge it).
+    pub image: Option<Rgb8Image>,
 }
 
 /// Messages of a generation job.
@@ -190,20 +192,34 @@ fn run_generate(
     report: &Reporter<GenerateEvent>,
 ) -> Result<Option<usize>, String> {
     let origin = &request.origin;
-    let mut world = env::open_world(&origin.world, 64).map_err(|e| e.to_string())?;
-    let task = world
-        .tasks()
-        .into_iter()
-        .find(|t| t.name == origin.task)
-        .ok_or_else(|| format!("unknown task {}", origin.task))?;
-    let instruction = if request.instruction.trim().is_empty() {
-        task.instruction().to_owned()
-    } else {
-        request.instruction.clone()
+    let (first, instruction) = match &request.image {
+        Some(image) => {
+            if request.instruction.trim().is_empty() {
+                return Err("type an instruction for the opened image".into());
+            }
+            (
+                crate::env::Observation::from_image(image.clone()),
+                request.instruction.clone(),
+            )
+        }
+        None => {
+            let mut world = env::open_world(&origin.world, 64).map_err(|e| e.to_string())?;
+            let task = world
+                .tasks()
+                .into_iter()
+                .find(|t| t.name == origin.task)
+                .ok_or_else(|| format!("unknown task {}", origin.task))?;
+            let instruction = if request.instruction.trim().is_empty() {
+                task.instruction().to_owned()
+            } else {
+                request.instruction.clone()
+            };
+            let first = world
+                .reset(&origin.task, origin.view, origin.seed)
+                .map_err(|e| e.to_string())?;
+            (first, instruction)
+        }
     };
-    let first = world
-        .reset(&origin.task, origin.view, origin.seed)
-        .map_err(|e| e.to_string())?;
     let size = model.config.frame_size() as u32;
     let start_frame = crate::model::pipeline::resize(&first.rgb, size);
     let mut plan = PlanView {

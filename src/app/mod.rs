@@ -55,6 +55,8 @@ pub struct GenerateSettings {
     pub critic: jobs::CriticChoice,
     pub sampler_steps: usize,
     pub guidance: f64,
+    /// A first frame opened from a file (replaces the world start), with its file name.
+    pub image: Option<(String, crate::env::Rgb8Image)>,
 }
 
 impl Default for GenerateSettings {
@@ -69,6 +71,7 @@ impl Default for GenerateSettings {
             critic: jobs::CriticChoice::Perception,
             sampler_steps: 10,
             guidance: 0.0,
+            image: None,
         }
     }
 }
@@ -128,6 +131,8 @@ pub struct StudioApp {
     pub options: StudioOptions,
     model: ModelSlot,
     store: StoreSlot,
+    /// A file dialog open on a worker thread (rfd), for a first frame.
+    open_image: Option<poll_promise::Promise<Option<PathBuf>>>,
     generate: Option<(Job<GenerateEvent>, GenerateProgress)>,
     execute: Option<Job<jobs::ExecuteEvent>>,
     finetune: Option<Job<jobs::FineTuneEvent>>,
@@ -183,6 +188,7 @@ impl StudioApp {
             )),
             studio,
             store,
+            open_image: None,
             settings: GenerateSettings::default(),
             options,
             generate: None,
@@ -371,6 +377,18 @@ impl StudioApp {
                 }
             }
             JobCommand::Execute => self.start_execute(),
+            JobCommand::OpenImage => {
+                if self.open_image.is_none() {
+                    self.open_image =
+                        Some(poll_promise::Promise::spawn_thread("open image", || {
+                            rfd::FileDialog::new()
+                                .set_title("Open a first frame")
+                                .add_filter("image", &["png", "jpg", "jpeg", "bmp", "gif"])
+                                .pick_file()
+                        }));
+                }
+            }
+            JobCommand::ClearImage => self.settings.image = None,
             JobCommand::FineTune => self.start_finetune(),
             JobCommand::ExportGif => self.export_gif(),
             JobCommand::UseFineTuned => {
@@ -386,6 +404,37 @@ impl StudioApp {
             JobCommand::DiscardFineTuned => {
                 self.finetune_status.result = None;
             }
+        }
+    }
+
+    /// Uses the image at `path` as the next plan's first frame (what the file dialog calls).
+    pub fn open_first_frame(&mut self, path: &std::path::Path) {
+        match crate::store::plan_record::read_first_frame(path, 64) {
+            Ok(frame) => {
+                let name = path
+                    .file_name()
+                    .map_or_else(|| "image".into(), |n| n.to_string_lossy().into_owned());
+                self.toast(
+                    format!("first frame {name}: type an instruction, then Generate"),
+                    false,
+                );
+                self.settings.image = Some((name, frame));
+            }
+            Err(e) => self.toast(e.to_string(), true),
+        }
+    }
+
+    fn poll_open_image(&mut self) {
+        let Some(promise) = &self.open_image else {
+            return;
+        };
+        let Some(choice) = promise.ready() else {
+            return;
+        };
+        let choice = choice.clone();
+        self.open_image = None;
+        if let Some(path) = choice {
+            self.open_first_frame(&path);
         }
     }
 
@@ -576,12 +625,21 @@ impl StudioApp {
         let s = &self.settings;
         let request = GenerateRequest {
             id: self.studio.next_plan_id(),
-            origin: PlanOrigin {
-                world: s.world.clone(),
-                task: s.task.clone(),
-                view: s.view,
-                seed: s.seed,
+            origin: match &s.image {
+                Some((name, _)) => PlanOrigin {
+                    world: "image".into(),
+                    task: name.clone(),
+                    view: 0,
+                    seed: 0,
+                },
+                None => PlanOrigin {
+                    world: s.world.clone(),
+                    task: s.task.clone(),
+                    view: s.view,
+                    seed: s.seed,
+                },
             },
+            image: s.image.as_ref().map(|(_, frame)| frame.clone()),
             instruction: s.instruction.clone(),
             max_refinements: s.max_refinements,
             critic: s.critic,
@@ -618,6 +676,7 @@ impl StudioApp {
         self.drain_generate();
         self.drain_execute();
         self.drain_finetune();
+        self.poll_open_image();
         for command in shortcuts::pressed(ctx) {
             self.apply(command);
         }

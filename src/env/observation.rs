@@ -56,6 +56,25 @@ pub struct Observation {
 }
 
 impl Observation {
+    /// A camera image from outside any world (a first frame the user opened): everything is
+    /// "table" to the segmentation, the gripper state is unknown (at the origin), no objects.
+    pub fn from_image(rgb: Rgb8Image) -> Self {
+        let pixels = (rgb.width * rgb.height) as usize;
+        Self {
+            rgb,
+            segmentation: vec![0; pixels],
+            labels: vec!["table".to_owned()],
+            gripper: GripperState {
+                x: 0.0,
+                y: 0.0,
+                z: 1.0,
+                closed: false,
+                holding: None,
+            },
+            objects: Vec::new(),
+        }
+    }
+
     /// Pixels of the object called `name` as (x, y) pixel coordinates.
     pub fn mask_pixels(&self, name: &str) -> Vec<(u32, u32)> {
         let Some(id) = self.labels.iter().position(|l| l == name) else {

@@ -191,6 +191,38 @@ pub fn read_frame(path: &Path) -> Result<Rgb8Image, ReadPlanError> {
     })
 }
 
+/// Largest side of an image accepted as a first frame (decoding more is a mistake, not a plan).
+pub const MAX_FIRST_FRAME_SIDE: u32 = 8192;
+
+/// Reads a first frame the user chose: centre-cropped to a square and resized to `size`.
+pub fn read_first_frame(path: &Path, size: u32) -> Result<Rgb8Image, ReadPlanError> {
+    let bad = |reason: String| ReadPlanError::Image {
+        reason,
+        path: path.to_owned(),
+    };
+    let (width, height) = image::image_dimensions(path).map_err(|e| bad(e.to_string()))?;
+    if width.max(height) > MAX_FIRST_FRAME_SIDE || width == 0 || height == 0 {
+        return Err(bad(format!(
+            "{width}x{height} pixels; a first frame must be 1 to {MAX_FIRST_FRAME_SIDE} pixels a side"
+        )));
+    }
+    let frame = read_frame(path)?;
+    let side = width.min(height);
+    let (x0, y0) = ((width - side) / 2, (height - side) / 2);
+    let mut pixels = Vec::with_capacity((side * side * 3) as usize);
+    for y in y0..y0 + side {
+        for x in x0..x0 + side {
+            pixels.extend(frame.pixel(x, y));
+        }
+    }
+    let square = Rgb8Image {
+        width: side,
+        height: side,
+        pixels,
+    };
+    Ok(crate::model::pipeline::resize(&square, size))
+}
+
 #[cfg(test)]
 mod read_tests {
     use super::*;
@@ -234,5 +266,26 @@ mod read_tests {
             read_plan(dir.path()),
             Err(ReadPlanError::Json { .. })
         ));
+    }
+
+    #[test]
+    fn first_frames_are_cropped_square_and_resized_and_junk_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("wide.png");
+        let mut img = image::RgbImage::new(40, 20);
+        for (x, _, p) in img.enumerate_pixels_mut() {
+            *p = image::Rgb([if x < 10 { 255 } else { 0 }, 0, 0]);
+        }
+        img.save(&path).expect("png");
+        let frame = read_first_frame(&path, 8).expect("frame");
+        assert_eq!((frame.width, frame.height), (8, 8));
+        assert!(
+            frame.pixels.chunks(3).all(|p| p[0] == 0),
+            "the red left margin is cropped"
+        );
+        let junk = dir.path().join("junk.png");
+        std::fs::write(&junk, b"not an image").expect("junk");
+        let err = read_first_frame(&junk, 8).expect_err("junk");
+        assert!(err.to_string().contains("junk.png"), "{err}");
     }
 }

@@ -77,6 +77,27 @@ fn make_plan_ui(ui: &mut egui::Ui, app: &mut StudioApp, commands: &mut Vec<Comma
         ui.add(egui::Slider::new(&mut s.guidance, 0.0..=5.0));
         ui.end_row();
     });
+    ui.horizontal(|ui| match &app.settings.image {
+        Some((name, _)) => {
+            ui.label(format!("First frame {name}"));
+            if ui
+                .small_button("x")
+                .on_hover_text("Back to world starts")
+                .clicked()
+            {
+                commands.push(Command::Job(JobCommand::ClearImage));
+            }
+        }
+        None => {
+            if ui
+                .button("Open first frame…")
+                .on_hover_text("Plan from an image instead of a world start")
+                .clicked()
+            {
+                commands.push(Command::Job(JobCommand::OpenImage));
+            }
+        }
+    });
     ui.horizontal(|ui| {
         let busy = app.is_generating();
         if ui
