@@ -178,7 +178,10 @@ impl EvalSpec {
         let steps = self.max_steps.map_or("task".to_owned(), |s| s.to_string());
         match mode {
             Mode::Expert => format!("expert@{}px steps={steps}", self.expert_plan_size),
-            Mode::Baseline => format!("{} ddim{} steps={steps}", self.model_label, self.sampler_steps),
+            Mode::Baseline => format!(
+                "{} ddim{} steps={steps}",
+                self.model_label, self.sampler_steps
+            ),
             Mode::Refine => format!(
                 "{} ddim{} K={} critic=perception steps={steps}",
                 self.model_label, self.sampler_steps, self.refinements
@@ -446,20 +449,10 @@ fn episode_into(
         .reset(&key.task, key.view, key.seed)
         .map_err(|e| format!("world: {e}"))?;
     let t0 = Instant::now();
-    let needs_model = || {
-        model.ok_or_else(|| {
-            EvalError::NeedsModel { mode: key.mode }.to_string()
-        })
-    };
+    let needs_model = || model.ok_or_else(|| EvalError::NeedsModel { mode: key.mode }.to_string());
     let plan = match key.mode {
-        Mode::Expert => expert_plan(
-            world,
-            &key.task,
-            key.view,
-            key.seed,
-            spec.expert_plan_size,
-        )
-        .map_err(|e| format!("world: {e}"))?,
+        Mode::Expert => expert_plan(world, &key.task, key.view, key.seed, spec.expert_plan_size)
+            .map_err(|e| format!("world: {e}"))?,
         Mode::Baseline | Mode::Replan => {
             model_plan(needs_model()?, &first.rgb, &instruction, &sample, key.seed)?
         }
@@ -517,10 +510,10 @@ pub fn run_eval(
     control: &EvalControl,
     on_done: &(dyn Fn(&EpisodeResult) + Sync),
 ) -> Result<EvalRun, EvalError> {
-    if let Some(mode) = spec.modes.iter().find(|m| m.needs_model()) {
-        if model.is_none() {
-            return Err(EvalError::NeedsModel { mode: *mode });
-        }
+    if let Some(mode) = spec.modes.iter().find(|m| m.needs_model())
+        && model.is_none()
+    {
+        return Err(EvalError::NeedsModel { mode: *mode });
     }
     let all = spec.episodes();
     if all.is_empty() {
@@ -570,10 +563,7 @@ pub fn run_eval(
                         return;
                     }
                     on_done(&result);
-                    fresh
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push(result);
+                    fresh.lock().unwrap_or_else(|e| e.into_inner()).push(result);
                 }
             });
         }
@@ -932,7 +922,12 @@ mod tests {
         assert_eq!((third.ran, third.reused), (0, total));
         let table = EvalTable::from_results(&s, &third.results);
         assert_eq!(table.rows.len(), 2);
-        assert!(table.rows.iter().all(|r| r.tasks.iter().all(|c| c.episodes == 1)));
+        assert!(
+            table
+                .rows
+                .iter()
+                .all(|r| r.tasks.iter().all(|c| c.episodes == 1))
+        );
         let report = EvalReport {
             spec: s.clone(),
             table,

@@ -133,6 +133,70 @@ pub enum ImproveEvent<'a> {
     RoundDone(&'a RoundSummary),
 }
 
+/// A training item: an episode's frames and its instructions.
+pub type TrainItem = (Vec<Rgb8Image>, Vec<String>);
+
+/// A verified success: the rollout as 8 frames, the task's instructions, the steps taken.
+struct Verified {
+    clip: Vec<Rgb8Image>,
+    instructions: Vec<String>,
+    steps: u32,
+}
+
+/// Plans with refinement from (`task`, `view`, `seed`) and executes; `Some` if the world
+/// says the task was solved. Planning and execution problems are failed episodes (`None`).
+fn attempt(
+    world: &mut dyn crate::env::World,
+    spec: &ImproveSpec,
+    model: &VideoModel,
+    sample: &SampleConfig,
+    (task, view, seed): (&str, usize, u64),
+) -> Result<Option<Verified>, ImproveError> {
+    let first = world.reset(task, view, seed)?;
+    let info = world.tasks().into_iter().find(|t| t.name == task);
+    let instructions = info.map(|t| t.instructions).unwrap_or_default();
+    let instruction = instructions.first().cloned().unwrap_or_default();
+    let plan = match refined_plan(
+        model,
+        &first,
+        task,
+        &instruction,
+        sample,
+        spec.refinements,
+        seed,
+    ) {
+        Ok(p) => p,
+        Err(why) => {
+            tracing::warn!("{task} v{view} s{seed}: {why}");
+            return Ok(None);
+        }
+    };
+    let config = ExecuteConfig {
+        max_steps: spec.max_steps,
+        max_replans: 0,
+        ..ExecuteConfig::default()
+    };
+    let rollout = match execute_plan(world, task, &plan.frames, &config, None) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!("{task} v{view} s{seed}: {e}");
+            return Ok(None);
+        }
+    };
+    if !rollout.success || instructions.is_empty() {
+        return Ok(None);
+    }
+    let clip: Vec<Rgb8Image> = clip_indices(rollout.frames.len(), 0)
+        .into_iter()
+        .filter_map(|k| rollout.frames.get(k).cloned())
+        .collect();
+    Ok(Some(Verified {
+        clip,
+        instructions,
+        steps: rollout.steps,
+    }))
+}
+
 pub fn round_dir(out: &Path, round: usize) -> PathBuf {
     out.join(format!("round-{round}"))
 }
@@ -175,9 +239,7 @@ fn read_strip(path: &Path) -> Result<Vec<Rgb8Image>, ImproveError> {
 }
 
 /// The verified successes saved in a round's data folder, as training items.
-pub fn read_round_data(
-    data_dir: &Path,
-) -> Result<Vec<(Vec<Rgb8Image>, Vec<String>)>, ImproveError> {
+pub fn read_round_data(data_dir: &Path) -> Result<Vec<TrainItem>, ImproveError> {
     let episodes: Vec<CollectedEpisode> = read_json(&data_dir.join("episodes.json"))?;
     episodes
         .into_iter()
@@ -218,7 +280,10 @@ pub fn collect_round(
     let kept: Mutex<Vec<(usize, Vec<Rgb8Image>, CollectedEpisode)>> = Mutex::new(Vec::new());
     let error: Mutex<Option<ImproveError>> = Mutex::new(None);
     let fail = |e: ImproveError| {
-        error.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
+        error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert(e);
         stop.store(true, Ordering::SeqCst);
     };
     std::thread::scope(|scope| {
@@ -236,47 +301,14 @@ pub fn collect_round(
                     let Some((task, view, seed)) = starts.get(i) else {
                         return;
                     };
-                    let episode = (|| -> Result<Option<(Vec<Rgb8Image>, Vec<String>, u32)>, ImproveError> {
-                        let first = world.reset(task, *view, *seed)?;
-                        let info = world.tasks().into_iter().find(|t| &t.name == task);
-                        let instructions = info.map(|t| t.instructions).unwrap_or_default();
-                        let instruction = instructions.first().cloned().unwrap_or_default();
-                        let plan = match refined_plan(
-                            model,
-                            &first,
-                            task,
-                            &instruction,
-                            &sample,
-                            spec.refinements,
-                            *seed,
-                        ) {
-                            Ok(p) => p,
-                            Err(why) => {
-                                tracing::warn!("{task} v{view} s{seed}: {why}");
-                                return Ok(None);
-                            }
-                        };
-                        let config = ExecuteConfig {
-                            max_steps: spec.max_steps,
-                            max_replans: 0,
-                            ..ExecuteConfig::default()
-                        };
-                        let Ok(rollout) =
-                            execute_plan(world.as_mut(), task, &plan.frames, &config, None)
-                        else {
-                            return Ok(None);
-                        };
-                        if !rollout.success || instructions.is_empty() {
-                            return Ok(None);
-                        }
-                        let clip: Vec<Rgb8Image> = clip_indices(rollout.frames.len(), 0)
-                            .into_iter()
-                            .filter_map(|k| rollout.frames.get(k).cloned())
-                            .collect();
-                        Ok(Some((clip, instructions, rollout.steps)))
-                    })();
+                    let episode =
+                        attempt(world.as_mut(), spec, model, &sample, (task, *view, *seed));
                     match episode {
-                        Ok(Some((clip, instructions, steps))) => {
+                        Ok(Some(Verified {
+                            clip,
+                            instructions,
+                            steps,
+                        })) => {
                             kept_count.fetch_add(1, Ordering::SeqCst);
                             kept.lock().unwrap_or_else(|p| p.into_inner()).push((
                                 i,
@@ -327,7 +359,7 @@ pub fn collect_round(
 pub fn improve(
     spec: &ImproveSpec,
     base_model: &Path,
-    expert: &[(Vec<Rgb8Image>, Vec<String>)],
+    expert: &[TrainItem],
     out: &Path,
     device: &Device,
     stop: &AtomicBool,
@@ -371,7 +403,9 @@ pub fn improve(
         items.extend(expert.iter().cloned());
         let model_dir = dir.join("model");
         let (model_out, final_loss) = if items.is_empty() {
-            tracing::warn!("round {round}: no verified success and no expert data; the model is unchanged");
+            tracing::warn!(
+                "round {round}: no verified success and no expert data; the model is unchanged"
+            );
             (model_in.clone(), None)
         } else {
             let data = TrainData::from_frames(model.config.frame_size(), items);
@@ -380,7 +414,13 @@ pub fn improve(
             let mut trainer = if model_dir.join(crate::model::train::STATE_JSON).exists() {
                 Trainer::resume(&model_dir, Some(spec.train.steps), device)?
             } else {
-                Trainer::new(config, spec.train.clone(), &model_dir, Some(&model_in), device)?
+                Trainer::new(
+                    config,
+                    spec.train.clone(),
+                    &model_dir,
+                    Some(&model_in),
+                    device,
+                )?
             };
             let outcome = trainer.train(&data, |p| {
                 on_event(ImproveEvent::Training { round, progress: p });
@@ -458,8 +498,10 @@ pub fn improve(
             eval_table: markdown,
             wall_secs: t0.elapsed().as_secs_f64(),
         };
-        atomic::write_json(&summary_path, &summary)
-            .map_err(atomic::io_error("cannot write the round summary", &summary_path))?;
+        atomic::write_json(&summary_path, &summary).map_err(atomic::io_error(
+            "cannot write the round summary",
+            &summary_path,
+        ))?;
         on_event(ImproveEvent::RoundDone(&summary));
         model_in = model_out;
         summaries.push(summary);
@@ -478,14 +520,19 @@ mod tests {
     fn a_round_runs_and_a_rerun_skips_it() {
         let base = crate::model::pipeline::default_model_dir();
         let mut world = crate::env::tabletop::Tabletop::new(64).expect("world");
-        let demo = crate::env::demo::record_expert(&mut world, "button-press", 0, 3)
-            .expect("expert");
+        let demo =
+            crate::env::demo::record_expert(&mut world, "button-press", 0, 3).expect("expert");
         let clip: Vec<Rgb8Image> = clip_indices(demo.frames.len(), 0)
             .into_iter()
             .filter_map(|i| demo.frames.get(i).cloned())
             .collect();
         let expert = vec![(clip, vec!["press the button".to_owned()])];
-        let mut eval = EvalSpec::new(vec!["button-press".into()], vec![0], 1, vec![Mode::Baseline]);
+        let mut eval = EvalSpec::new(
+            vec!["button-press".into()],
+            vec![0],
+            1,
+            vec![Mode::Baseline],
+        );
         eval.threads = 2;
         eval.max_steps = Some(100);
         let spec = ImproveSpec {
@@ -520,8 +567,8 @@ mod tests {
             events.lock().expect("lock").push(name);
         };
         let device = Device::Cpu;
-        let s = improve(&spec, &base, &expert, dir.path(), &device, &stop, &on_event)
-            .expect("improve");
+        let s =
+            improve(&spec, &base, &expert, dir.path(), &device, &stop, &on_event).expect("improve");
         assert_eq!(s.len(), 1);
         let r = &s[0];
         assert_eq!(r.attempted, 2);
@@ -532,18 +579,31 @@ mod tests {
         assert!(r.final_loss.is_some_and(f32::is_finite));
         // The round's artefacts are all there and the model loads.
         let round = round_dir(dir.path(), 1);
-        for f in ["round.json", "eval.json", "eval.jsonl", "eval.png", "eval.md", "data/episodes.json"] {
+        for f in [
+            "round.json",
+            "eval.json",
+            "eval.jsonl",
+            "eval.png",
+            "eval.md",
+            "data/episodes.json",
+        ] {
             assert!(round.join(f).exists(), "{f} missing");
         }
-        assert_eq!(read_round_data(&round.join("data")).expect("data").len(), r.successes);
+        assert_eq!(
+            read_round_data(&round.join("data")).expect("data").len(),
+            r.successes
+        );
         VideoModel::load(&r.model_out, &device).expect("round model loads");
         let seen = events.lock().expect("lock").clone();
-        assert!(seen.contains(&"training") && seen.contains(&"done"), "{seen:?}");
+        assert!(
+            seen.contains(&"training") && seen.contains(&"done"),
+            "{seen:?}"
+        );
 
         // A rerun skips the finished round: nothing is collected, trained or evaluated.
         events.lock().expect("lock").clear();
-        let again = improve(&spec, &base, &expert, dir.path(), &device, &stop, &on_event)
-            .expect("rerun");
+        let again =
+            improve(&spec, &base, &expert, dir.path(), &device, &stop, &on_event).expect("rerun");
         assert_eq!(again.len(), 1);
         assert_eq!(*events.lock().expect("lock"), vec!["skipped"]);
         assert_eq!(again[0].eval_table, r.eval_table);
