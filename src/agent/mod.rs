@@ -1,10 +1,14 @@
 //! The agent side of VideoAgent: measuring plans against what really happens, and turning
 //! plans into actions: [`flow`] (dense optical flow) -> [`motion`] (object motion and
-//! subgoals, with [`rigid`] fits) -> [`controller`] -> [`execute`] (episodes with replanning).
+//! subgoals, with [`rigid`] fits) -> [`controller`] -> [`execute`] (episodes with replanning);
+//! [`eval`] runs the paper's protocol over tasks, views and seeds, and [`improve`] the
+//! self-improvement rounds (execute refined plans, keep verified successes, fine-tune).
 
 pub mod controller;
+pub mod eval;
 pub mod execute;
 pub mod flow;
+pub mod improve;
 pub mod model_eval;
 pub mod motion;
 pub mod quality;

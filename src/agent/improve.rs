@@ -1,0 +1,611 @@
+//! VideoAgent's self-improvement loop (paper §6): each round executes refined plans on fresh
+//! starts, keeps only the episodes the world verifies as successful (the executed rollout
+//! subsampled to 8 frames, with the task's instructions), fine-tunes the model on everything
+//! collected so far (plus expert clips, if given) starting from the previous round's weights,
+//! and evaluates the new model.
+//!
+//! ```text
+//! <out>/round-k/data/episodes.json   the verified successes of round k (CollectedEpisode)
+//! <out>/round-k/data/NNN.png         each one as a strip of 8 frames
+//! <out>/round-k/model/               the fine-tuned model (a training run folder)
+//! <out>/round-k/eval.{json,jsonl,png,md}  its evaluation
+//! <out>/round-k/round.json           RoundSummary, written last: the round is done
+//! ```
+//!
+//! Resumable: a round with `round.json` is skipped; inside an unfinished round, collected
+//! data is reused, training resumes from its checkpoint and the evaluation from its log.
+//! This module does not draw progress; it reports [`ImproveEvent`]s.
+
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use candle_core::Device;
+use serde::{Deserialize, Serialize};
+
+use super::eval::{
+    EvalControl, EvalError, EvalReport, EvalSpec, EvalTable, ResultLog, refined_plan, run_eval,
+    write_report,
+};
+use super::execute::{ExecuteConfig, execute_plan};
+use crate::env::{Rgb8Image, WorldError, open_world};
+use crate::model::train::{Progress, TrainConfig, TrainData, TrainError, Trainer};
+use crate::model::{ModelError, SampleConfig, VideoModel};
+use crate::store::atomic;
+use crate::store::dataset::clip_indices;
+
+/// First seed of the starts the rounds collect on (training data uses small seeds and the
+/// evaluation starts at 1,000,000: these are neither).
+pub const IMPROVE_SEED: u64 = 2_000_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImproveError {
+    #[error(transparent)]
+    World(#[from] WorldError),
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error(transparent)]
+    Train(#[from] TrainError),
+    #[error(transparent)]
+    Eval(#[from] EvalError),
+    #[error(transparent)]
+    Io(#[from] atomic::IoError),
+    #[error("{reason} ({path})")]
+    Data { reason: String, path: PathBuf },
+    #[error("stopped before round {round} was finished")]
+    Stopped { round: usize },
+}
+
+/// What the loop does.
+#[derive(Clone, Debug, Serialize)]
+pub struct ImproveSpec {
+    pub tasks: Vec<String>,
+    pub views: Vec<usize>,
+    pub rounds: usize,
+    /// Refined plans executed per task and round (views taken in turn).
+    pub episodes_per_task: usize,
+    pub refinements: usize,
+    pub sampler_steps: usize,
+    /// Fine-tuning of each round (`steps` is the steps per round).
+    pub train: TrainConfig,
+    /// The evaluation after each round (its tasks, views, seeds and modes).
+    pub eval: EvalSpec,
+    pub first_seed: u64,
+    pub max_steps: Option<u32>,
+    pub threads: usize,
+}
+
+/// One verified success kept as training data.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CollectedEpisode {
+    pub task: String,
+    pub view: usize,
+    pub seed: u64,
+    pub instructions: Vec<String>,
+    /// The strip of 8 frames, relative to the data folder.
+    pub file: String,
+    /// Environment steps the rollout took.
+    pub steps: u32,
+}
+
+/// What a round did (`round.json`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RoundSummary {
+    pub round: usize,
+    /// The model the round planned with and fine-tuned from.
+    pub model_in: PathBuf,
+    /// The model the round produced (the same as `model_in` if there was nothing to train on).
+    pub model_out: PathBuf,
+    pub attempted: usize,
+    pub successes: usize,
+    /// Clips trained on: collected in rounds 1..=k, then expert clips.
+    pub collected_clips: usize,
+    pub expert_clips: usize,
+    pub train_steps: u64,
+    pub final_loss: Option<f32>,
+    /// Overall success of each evaluated method (mode name, mean over tasks).
+    pub eval_overall: Vec<(String, f64)>,
+    pub eval_table: String,
+    pub wall_secs: f64,
+}
+
+/// Progress of [`improve`].
+#[derive(Debug)]
+pub enum ImproveEvent<'a> {
+    RoundSkipped(&'a RoundSummary),
+    Collecting {
+        round: usize,
+        done: usize,
+        total: usize,
+        successes: usize,
+    },
+    Training {
+        round: usize,
+        progress: &'a Progress,
+    },
+    Evaluating {
+        round: usize,
+        done: usize,
+        total: usize,
+    },
+    RoundDone(&'a RoundSummary),
+}
+
+/// A training item: an episode's frames and its instructions.
+pub type TrainItem = (Vec<Rgb8Image>, Vec<String>);
+
+/// A verified success: the rollout as 8 frames, the task's instructions, the steps taken.
+struct Verified {
+    clip: Vec<Rgb8Image>,
+    instructions: Vec<String>,
+    steps: u32,
+}
+
+/// Plans with refinement from (`task`, `view`, `seed`) and executes; `Some` if the world
+/// says the task was solved. Planning and execution problems are failed episodes (`None`).
+fn attempt(
+    world: &mut dyn crate::env::World,
+    spec: &ImproveSpec,
+    model: &VideoModel,
+    sample: &SampleConfig,
+    (task, view, seed): (&str, usize, u64),
+) -> Result<Option<Verified>, ImproveError> {
+    let first = world.reset(task, view, seed)?;
+    let info = world.tasks().into_iter().find(|t| t.name == task);
+    let instructions = info.map(|t| t.instructions).unwrap_or_default();
+    let instruction = instructions.first().cloned().unwrap_or_default();
+    let plan = match refined_plan(
+        model,
+        &first,
+        task,
+        &instruction,
+        sample,
+        spec.refinements,
+        seed,
+    ) {
+        Ok(p) => p,
+        Err(why) => {
+            tracing::warn!("{task} v{view} s{seed}: {why}");
+            return Ok(None);
+        }
+    };
+    let config = ExecuteConfig {
+        max_steps: spec.max_steps,
+        max_replans: 0,
+        ..ExecuteConfig::default()
+    };
+    let rollout = match execute_plan(world, task, &plan.frames, &config, None) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!("{task} v{view} s{seed}: {e}");
+            return Ok(None);
+        }
+    };
+    if !rollout.success || instructions.is_empty() {
+        return Ok(None);
+    }
+    let clip: Vec<Rgb8Image> = clip_indices(rollout.frames.len(), 0)
+        .into_iter()
+        .filter_map(|k| rollout.frames.get(k).cloned())
+        .collect();
+    Ok(Some(Verified {
+        clip,
+        instructions,
+        steps: rollout.steps,
+    }))
+}
+
+pub fn round_dir(out: &Path, round: usize) -> PathBuf {
+    out.join(format!("round-{round}"))
+}
+
+fn data_error(path: &Path) -> impl FnOnce(String) -> ImproveError + '_ {
+    move |reason| ImproveError::Data {
+        reason,
+        path: path.to_owned(),
+    }
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ImproveError> {
+    let bytes = std::fs::read(path).map_err(atomic::io_error("cannot read", path))?;
+    serde_json::from_slice(&bytes).map_err(|e| data_error(path)(format!("malformed JSON: {e}")))
+}
+
+/// Reads the 8 frames of a strip written by [`collect_round`].
+fn read_strip(path: &Path) -> Result<Vec<Rgb8Image>, ImproveError> {
+    let img = image::open(path)
+        .map_err(|e| data_error(path)(format!("cannot read the strip: {e}")))?
+        .to_rgb8();
+    let side = img.height();
+    if side == 0 || img.width() % side != 0 {
+        return Err(data_error(path)(format!(
+            "a strip of {}x{} is not square frames side by side",
+            img.width(),
+            img.height()
+        )));
+    }
+    Ok((0..img.width() / side)
+        .map(|i| {
+            let frame = image::imageops::crop_imm(&img, i * side, 0, side, side).to_image();
+            Rgb8Image {
+                width: side,
+                height: side,
+                pixels: frame.into_raw(),
+            }
+        })
+        .collect())
+}
+
+/// The verified successes saved in a round's data folder, as training items.
+pub fn read_round_data(data_dir: &Path) -> Result<Vec<TrainItem>, ImproveError> {
+    let episodes: Vec<CollectedEpisode> = read_json(&data_dir.join("episodes.json"))?;
+    episodes
+        .into_iter()
+        .map(|e| Ok((read_strip(&data_dir.join(&e.file))?, e.instructions)))
+        .collect()
+}
+
+/// Runs refined plans with `model` on fresh starts and keeps the verified successes in
+/// `data_dir` (skipped if it already has `episodes.json`). Returns (attempted, kept).
+pub fn collect_round(
+    spec: &ImproveSpec,
+    round: usize,
+    model: &VideoModel,
+    data_dir: &Path,
+    stop: &AtomicBool,
+    on_episode: &(dyn Fn(usize, usize, usize) + Sync),
+) -> Result<(usize, Vec<CollectedEpisode>), ImproveError> {
+    let index = data_dir.join("episodes.json");
+    if index.exists() {
+        let kept: Vec<CollectedEpisode> = read_json(&index)?;
+        let attempted = spec.tasks.len() * spec.episodes_per_task;
+        return Ok((attempted, kept));
+    }
+    std::fs::create_dir_all(data_dir)
+        .map_err(atomic::io_error("cannot create data folder", data_dir))?;
+    let mut starts = Vec::new();
+    for task in &spec.tasks {
+        for i in 0..spec.episodes_per_task {
+            let view = spec.views[i % spec.views.len().max(1)];
+            let seed = spec.first_seed + round as u64 * 100_000 + i as u64;
+            starts.push((task.clone(), view, seed));
+        }
+    }
+    let sample = SampleConfig::ddim(spec.sampler_steps.max(1));
+    let next = AtomicUsize::new(0);
+    let finished = AtomicUsize::new(0);
+    let kept_count = AtomicUsize::new(0);
+    let kept: Mutex<Vec<(usize, Vec<Rgb8Image>, CollectedEpisode)>> = Mutex::new(Vec::new());
+    let error: Mutex<Option<ImproveError>> = Mutex::new(None);
+    let fail = |e: ImproveError| {
+        error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert(e);
+        stop.store(true, Ordering::SeqCst);
+    };
+    std::thread::scope(|scope| {
+        for _ in 0..spec.threads.clamp(1, starts.len().max(1)) {
+            scope.spawn(|| {
+                let mut world = match open_world(&spec.eval.world, spec.eval.world_size) {
+                    Ok(w) => w,
+                    Err(e) => return fail(e.into()),
+                };
+                loop {
+                    if stop.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some((task, view, seed)) = starts.get(i) else {
+                        return;
+                    };
+                    let episode =
+                        attempt(world.as_mut(), spec, model, &sample, (task, *view, *seed));
+                    match episode {
+                        Ok(Some(Verified {
+                            clip,
+                            instructions,
+                            steps,
+                        })) => {
+                            kept_count.fetch_add(1, Ordering::SeqCst);
+                            kept.lock().unwrap_or_else(|p| p.into_inner()).push((
+                                i,
+                                clip,
+                                CollectedEpisode {
+                                    task: task.clone(),
+                                    view: *view,
+                                    seed: *seed,
+                                    instructions,
+                                    file: String::new(),
+                                    steps,
+                                },
+                            ));
+                        }
+                        Ok(None) => {}
+                        Err(e) => return fail(e),
+                    }
+                    let done = finished.fetch_add(1, Ordering::SeqCst) + 1;
+                    on_episode(done, starts.len(), kept_count.load(Ordering::SeqCst));
+                }
+            });
+        }
+    });
+    if let Some(e) = error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(e);
+    }
+    if finished.load(Ordering::SeqCst) < starts.len() {
+        return Err(ImproveError::Stopped { round });
+    }
+    let mut kept = kept.into_inner().unwrap_or_else(|p| p.into_inner());
+    kept.sort_by_key(|k| k.0);
+    let mut index_rows = Vec::new();
+    for (n, (_, clip, mut meta)) in kept.into_iter().enumerate() {
+        meta.file = format!("{n:03}.png");
+        let path = data_dir.join(&meta.file);
+        crate::viz::write_png(&path, &crate::viz::grid(&[clip], 0, [0, 0, 0]))
+            .map_err(atomic::io_error("cannot write a clip", &path))?;
+        index_rows.push(meta);
+    }
+    // The index is written last: it marks the data as complete.
+    atomic::write_json(&index, &index_rows)
+        .map_err(atomic::io_error("cannot write the data index", &index))?;
+    Ok((starts.len(), index_rows))
+}
+
+/// Runs (or resumes) `spec.rounds` rounds from `base_model` into `out`; `expert` clips are
+/// added to every round's training data. Returns every round's summary.
+pub fn improve(
+    spec: &ImproveSpec,
+    base_model: &Path,
+    expert: &[TrainItem],
+    out: &Path,
+    device: &Device,
+    stop: &AtomicBool,
+    on_event: &(dyn Fn(ImproveEvent<'_>) + Sync),
+) -> Result<Vec<RoundSummary>, ImproveError> {
+    let mut summaries = Vec::new();
+    let mut model_in = base_model.to_owned();
+    for round in 1..=spec.rounds {
+        let dir = round_dir(out, round);
+        let summary_path = dir.join("round.json");
+        if summary_path.exists() {
+            let s: RoundSummary = read_json(&summary_path)?;
+            on_event(ImproveEvent::RoundSkipped(&s));
+            model_in = s.model_out.clone();
+            summaries.push(s);
+            continue;
+        }
+        let t0 = Instant::now();
+        let model = VideoModel::load(&model_in, device)?;
+        let (attempted, kept) = collect_round(
+            spec,
+            round,
+            &model,
+            &dir.join("data"),
+            stop,
+            &|done, total, successes| {
+                on_event(ImproveEvent::Collecting {
+                    round,
+                    done,
+                    total,
+                    successes,
+                })
+            },
+        )?;
+        // Everything verified so far, then the expert clips.
+        let mut items = Vec::new();
+        for r in 1..=round {
+            items.extend(read_round_data(&round_dir(out, r).join("data"))?);
+        }
+        let collected_clips = items.len();
+        items.extend(expert.iter().cloned());
+        let model_dir = dir.join("model");
+        let (model_out, final_loss) = if items.is_empty() {
+            tracing::warn!(
+                "round {round}: no verified success and no expert data; the model is unchanged"
+            );
+            (model_in.clone(), None)
+        } else {
+            let data = TrainData::from_frames(model.config.frame_size(), items);
+            let config = model.config.clone();
+            drop(model);
+            let mut trainer = if model_dir.join(crate::model::train::STATE_JSON).exists() {
+                Trainer::resume(&model_dir, Some(spec.train.steps), device)?
+            } else {
+                Trainer::new(
+                    config,
+                    spec.train.clone(),
+                    &model_dir,
+                    Some(&model_in),
+                    device,
+                )?
+            };
+            let outcome = trainer.train(&data, |p| {
+                on_event(ImproveEvent::Training { round, progress: p });
+                if stop.load(Ordering::SeqCst) {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })?;
+            if outcome == crate::model::train::TrainOutcome::Stopped {
+                return Err(ImproveError::Stopped { round });
+            }
+            let last = trainer.loss_log().last().map(|l| l.1);
+            (model_dir.clone(), last)
+        };
+
+        // Evaluate the round's model.
+        let mut eval = spec.eval.clone();
+        eval.model_label = model_out.display().to_string();
+        let model = VideoModel::load(&model_out, device)?;
+        let eval_out = dir.join("eval.json");
+        let log = ResultLog::open(&super::eval::log_path(&eval_out))?;
+        let control = EvalControl::default();
+        let total = eval.episodes().len();
+        let done = AtomicUsize::new(0);
+        let te = Instant::now();
+        let run = run_eval(&eval, Some(&model), &log, &control, &|_| {
+            let d = done.fetch_add(1, Ordering::SeqCst) + 1;
+            on_event(ImproveEvent::Evaluating {
+                round,
+                done: d,
+                total,
+            });
+            if stop.load(Ordering::SeqCst) {
+                control.stop.store(true, Ordering::SeqCst);
+            }
+        })?;
+        if !run.complete {
+            return Err(ImproveError::Stopped { round });
+        }
+        let table = EvalTable::from_results(&eval, &run.results);
+        let markdown = table.to_markdown();
+        let report = EvalReport {
+            spec: eval,
+            table: table.clone(),
+            complete: run.complete,
+            ran: run.ran,
+            reused: run.reused,
+            wall_secs: te.elapsed().as_secs_f64(),
+            episodes: run.results,
+        };
+        write_report(&eval_out, &report)?;
+        let md = dir.join("eval.md");
+        atomic::write_file(&md, markdown.as_bytes())
+            .map_err(atomic::io_error("cannot write the table", &md))?;
+        let summary = RoundSummary {
+            round,
+            model_in: model_in.clone(),
+            model_out: model_out.clone(),
+            attempted,
+            successes: kept.len(),
+            collected_clips,
+            expert_clips: expert.len(),
+            train_steps: if model_out == model_in {
+                0
+            } else {
+                spec.train.steps
+            },
+            final_loss,
+            eval_overall: table
+                .rows
+                .iter()
+                .map(|r| (r.mode.name().to_owned(), r.overall))
+                .collect(),
+            eval_table: markdown,
+            wall_secs: t0.elapsed().as_secs_f64(),
+        };
+        atomic::write_json(&summary_path, &summary).map_err(atomic::io_error(
+            "cannot write the round summary",
+            &summary_path,
+        ))?;
+        on_event(ImproveEvent::RoundDone(&summary));
+        model_in = model_out;
+        summaries.push(summary);
+    }
+    Ok(summaries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::eval::Mode;
+
+    /// One tiny round on the CPU: collection, fine-tuning from the shipped model (with one
+    /// expert clip, so there is always data), evaluation; a rerun skips the finished round.
+    #[test]
+    fn a_round_runs_and_a_rerun_skips_it() {
+        let base = crate::model::pipeline::default_model_dir();
+        let mut world = crate::env::tabletop::Tabletop::new(64).expect("world");
+        let demo =
+            crate::env::demo::record_expert(&mut world, "button-press", 0, 3).expect("expert");
+        let clip: Vec<Rgb8Image> = clip_indices(demo.frames.len(), 0)
+            .into_iter()
+            .filter_map(|i| demo.frames.get(i).cloned())
+            .collect();
+        let expert = vec![(clip, vec!["press the button".to_owned()])];
+        let mut eval = EvalSpec::new(
+            vec!["button-press".into()],
+            vec![0],
+            1,
+            vec![Mode::Baseline],
+        );
+        eval.threads = 2;
+        eval.max_steps = Some(100);
+        let spec = ImproveSpec {
+            tasks: vec!["button-press".into()],
+            views: vec![0, 1],
+            rounds: 1,
+            episodes_per_task: 2,
+            refinements: 1,
+            sampler_steps: 4,
+            train: TrainConfig {
+                steps: 2,
+                batch: 2,
+                checkpoint_every: 1000,
+                ..TrainConfig::default()
+            },
+            eval,
+            first_seed: IMPROVE_SEED,
+            max_steps: Some(100),
+            threads: 2,
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let stop = AtomicBool::new(false);
+        let events = Mutex::new(Vec::new());
+        let on_event = |e: ImproveEvent<'_>| {
+            let name = match e {
+                ImproveEvent::RoundSkipped(_) => "skipped",
+                ImproveEvent::Collecting { .. } => "collecting",
+                ImproveEvent::Training { .. } => "training",
+                ImproveEvent::Evaluating { .. } => "evaluating",
+                ImproveEvent::RoundDone(_) => "done",
+            };
+            events.lock().expect("lock").push(name);
+        };
+        let device = Device::Cpu;
+        let s =
+            improve(&spec, &base, &expert, dir.path(), &device, &stop, &on_event).expect("improve");
+        assert_eq!(s.len(), 1);
+        let r = &s[0];
+        assert_eq!(r.attempted, 2);
+        assert_eq!(r.expert_clips, 1);
+        assert_eq!(r.collected_clips, r.successes);
+        assert_eq!(r.model_out, round_dir(dir.path(), 1).join("model"));
+        assert_eq!(r.train_steps, 2);
+        assert!(r.final_loss.is_some_and(f32::is_finite));
+        // The round's artefacts are all there and the model loads.
+        let round = round_dir(dir.path(), 1);
+        for f in [
+            "round.json",
+            "eval.json",
+            "eval.jsonl",
+            "eval.png",
+            "eval.md",
+            "data/episodes.json",
+        ] {
+            assert!(round.join(f).exists(), "{f} missing");
+        }
+        assert_eq!(
+            read_round_data(&round.join("data")).expect("data").len(),
+            r.successes
+        );
+        VideoModel::load(&r.model_out, &device).expect("round model loads");
+        let seen = events.lock().expect("lock").clone();
+        assert!(
+            seen.contains(&"training") && seen.contains(&"done"),
+            "{seen:?}"
+        );
+
+        // A rerun skips the finished round: nothing is collected, trained or evaluated.
+        events.lock().expect("lock").clear();
+        let again =
+            improve(&spec, &base, &expert, dir.path(), &device, &stop, &on_event).expect("rerun");
+        assert_eq!(again.len(), 1);
+        assert_eq!(*events.lock().expect("lock"), vec!["skipped"]);
+        assert_eq!(again[0].eval_table, r.eval_table);
+    }
+}
