@@ -150,8 +150,8 @@ mod refinement {
         let mut writer = DatasetWriter::create(dir, "tabletop", 32).expect("writer");
         for (task, seed) in [("push", 1), ("push", 2), ("door-open", 1)] {
             let demo = record_expert(world.as_mut(), task, 0, seed).expect("demo");
-            let meta = write_episode(writer.root(), &demo, "front", &[task.to_owned()])
-                .expect("episode");
+            let meta =
+                write_episode(writer.root(), &demo, "front", &[task.to_owned()]).expect("episode");
             writer.register(meta);
         }
         writer.finish().expect("finish");
@@ -228,7 +228,8 @@ mod refinement {
             let g = &s.meta.generations;
             assert!(!g[0].review.feedback.is_empty());
             assert!(
-                g[1].prompt.starts_with(&s.meta.instruction) && g[1].prompt.len() > g[0].prompt.len(),
+                g[1].prompt.starts_with(&s.meta.instruction)
+                    && g[1].prompt.len() > g[0].prompt.len(),
                 "the second plan refines the first with its critique: {:?}",
                 g[1].prompt
             );
@@ -242,16 +243,26 @@ mod refinement {
             ..super::config(4)
         };
         let straight_dir = tmp.path().join("straight");
-        let mut straight =
-            Trainer::new(super::tiny_model(), cfg.clone(), &straight_dir, Some(&model_dir), &device)
-                .expect("trainer");
+        let mut straight = Trainer::new(
+            super::tiny_model(),
+            cfg.clone(),
+            &straight_dir,
+            Some(&model_dir),
+            &device,
+        )
+        .expect("trainer");
         straight
             .train(&data, |_| ControlFlow::Continue(()))
             .expect("train");
         let split_dir = tmp.path().join("split");
-        let mut first_leg =
-            Trainer::new(super::tiny_model(), cfg, &split_dir, Some(&model_dir), &device)
-                .expect("trainer");
+        let mut first_leg = Trainer::new(
+            super::tiny_model(),
+            cfg,
+            &split_dir,
+            Some(&model_dir),
+            &device,
+        )
+        .expect("trainer");
         first_leg
             .train(&data, |p| {
                 if p.step >= 2 {

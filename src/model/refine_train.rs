@@ -188,8 +188,7 @@ impl RefineTrainData {
         let device = model.device.clone();
         let size = self.size;
         let frames = DEFAULT_FRAMES;
-        let n_plain = ((config.batch as f64 * config.plain_share.clamp(0.0, 1.0)).round()
-            as usize)
+        let n_plain = ((config.batch as f64 * config.plain_share.clamp(0.0, 1.0)).round() as usize)
             .min(config.batch);
         let n_refine = config.batch - n_plain;
 
@@ -380,7 +379,10 @@ mod tests {
         let cfg = config(2, 0.0);
         let same = RefineTrainData::new(8, vec![item(100)], None)?;
         for step in 0..3 {
-            let c = same.losses(&model, &cfg, step)?.consistency.expect("paired");
+            let c = same
+                .losses(&model, &cfg, step)?
+                .consistency
+                .expect("paired");
             assert!(scalar(&c).abs() < 1e-12, "identical plans: {}", scalar(&c));
         }
         let differ = RefineTrainData::new(8, vec![item(7)], None)?;

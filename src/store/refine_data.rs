@@ -299,8 +299,8 @@ impl RefineData {
         if self.contains(&name) {
             return Err(invalid("this start is already stored", &dest));
         }
-        let staged =
-            atomic::StagedDir::new(&dest).map_err(io_error("cannot create sample folder", &dest))?;
+        let staged = atomic::StagedDir::new(&dest)
+            .map_err(io_error("cannot create sample folder", &dest))?;
         write_frames(&staged.path().join("truth"), &sample.truth)?;
         for (i, frames) in sample.generations.iter().enumerate() {
             write_frames(&staged.path().join(format!("gen{i}")), frames)?;
@@ -382,10 +382,7 @@ mod tests {
                 ],
             },
             truth: (0..8).map(frame).collect(),
-            generations: vec![
-                (10..17).map(frame).collect(),
-                (20..27).map(frame).collect(),
-            ],
+            generations: vec![(10..17).map(frame).collect(), (20..27).map(frame).collect()],
         }
     }
 
@@ -403,8 +400,7 @@ mod tests {
         assert!(data.contains("push-front-000003"));
         assert!(data.write(&a).is_err(), "a stored start is not overwritten");
         // A half-written start (a killed run) is invisible.
-        fs::create_dir_all(root.join("samples/.push-front-000009.123.0.tmp/truth"))
-            .expect("mkdir");
+        fs::create_dir_all(root.join("samples/.push-front-000009.123.0.tmp/truth")).expect("mkdir");
         fs::create_dir_all(root.join("samples/push-front-000010/truth")).expect("mkdir");
 
         let again = RefineData::create_or_continue(&root, header()).expect("continue");
