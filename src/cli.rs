@@ -129,8 +129,8 @@ pub struct TrainArgs {
     /// with two earlier plans, the same noisy expert clip is denoised conditioned on each
     /// plan (with its critique) and the min-SNR-weighted squared difference of the two
     /// predictions is added to the loss times this weight, so the refinement agrees whatever
-    /// earlier mistake it starts from. 0 turns it off. The paper adds it unweighted; the
-    /// public reference trainer omits it.
+    /// earlier mistake it starts from. Starts with one plan get no term. 0 turns it off.
+    /// Default 1 (added as is; the public reference trainer omits the term).
     #[arg(long, default_value_t = videoagent::model::refine_train::DEFAULT_CONSISTENCY_WEIGHT)]
     pub consistency_weight: f64,
     /// Share of each refinement batch that is plain generation (start frame conditioning,
@@ -192,6 +192,10 @@ pub struct QualityArgs {
     /// Also draw the expert's video above the plan for the first start of each task (PNG).
     #[arg(long)]
     pub figure: Option<PathBuf>,
+    /// Instead: run K refinements per start with the perception critic (never stopping at an
+    /// accept) and print the mean scores per iteration 0..K.
+    #[arg(long, default_value_t = 0)]
+    pub refine: usize,
 }
 
 #[derive(Debug, Args)]
@@ -947,6 +951,58 @@ fn bench_model(args: &BenchModelArgs) -> Result<()> {
     Ok(())
 }
 
+fn quality_per_iteration(
+    args: &QualityArgs,
+    model: &videoagent::model::VideoModel,
+    world: &mut dyn World,
+    tasks: &[String],
+    views: &[usize],
+    sample: &videoagent::model::SampleConfig,
+) -> Result<()> {
+    use videoagent::agent::model_eval::{HELD_OUT_SEED, score_refinement};
+    use videoagent::critic::PerceptionCritic;
+
+    let critic = PerceptionCritic::default();
+    let bar = progress((tasks.len() * views.len()) as u64 * args.seeds, "starts");
+    let mut all = Vec::new();
+    for task in tasks {
+        for &view in views {
+            for s in 0..args.seeds {
+                let seed = HELD_OUT_SEED + s * 3 + view as u64;
+                let scores =
+                    score_refinement(model, &critic, world, task, view, seed, sample, args.refine)
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                all.extend(scores);
+                bar.inc(1);
+            }
+        }
+    }
+    bar.finish_and_clear();
+    println!(
+        "per-iteration quality of {} (DDIM {}, perception critic, {} starts)",
+        model.source.display(),
+        args.steps,
+        all.iter().filter(|s| s.iteration == 0).count()
+    );
+    println!("| iteration | PSNR | SSIM | accepted | findings per plan |\n|---|---|---|---|---|");
+    for i in 0..=args.refine {
+        let it: Vec<_> = all.iter().filter(|s| s.iteration == i).collect();
+        let n = it.len().max(1) as f64;
+        println!(
+            "| {i} | {:.2} | {:.3} | {:.0}% | {:.2} |",
+            it.iter().map(|s| s.psnr).sum::<f64>() / n,
+            it.iter().map(|s| s.ssim).sum::<f64>() / n,
+            100.0 * it.iter().filter(|s| s.accepted).count() as f64 / n,
+            it.iter().map(|s| s.findings as f64).sum::<f64>() / n,
+        );
+    }
+    if let Some(path) = &args.json {
+        videoagent::store::atomic::write_json(path, &all)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
 fn quality(args: &QualityArgs) -> Result<()> {
     use videoagent::agent::model_eval::{HELD_OUT_SEED, QualityReport, score_plan, summarise};
     use videoagent::model::{
@@ -962,6 +1018,9 @@ fn quality(args: &QualityArgs) -> Result<()> {
     let tasks = pick_tasks(world.as_ref(), &args.tasks)?;
     let views = pick_views(world.as_ref(), &args.views)?;
     let sample = SampleConfig::ddim(args.steps);
+    if args.refine > 0 {
+        return quality_per_iteration(args, &model, world.as_mut(), &tasks, &views, &sample);
+    }
     let bar = progress((tasks.len() * views.len()) as u64 * args.seeds, "plans");
     let mut plans = Vec::new();
     let mut rows = Vec::new();

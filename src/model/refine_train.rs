@@ -21,9 +21,9 @@
 //! plan becomes does not depend on which earlier mistake it started from. Gradients flow
 //! through both branches (no stop-gradient). The term is zero when both branches see the same
 //! plan and text, and it is skipped for starts with a single generation. Its default weight
-//! is [`DEFAULT_CONSISTENCY_WEIGHT`] = 1: the paper adds the term to the diffusion loss without
-//! a factor, and the public reference trainer leaves the term out altogether (see the paper
-//! notes §3), so there is no other reference value.
+//! is [`DEFAULT_CONSISTENCY_WEIGHT`] = 1 (the term added to the diffusion loss as it is): our
+//! notes of the paper give the term no factor, and the public reference trainer leaves it out
+//! altogether (paper notes §3), so there is no tuned reference value to copy.
 //!
 //! Batches are mixed: a share [`super::train::TrainConfig::plain_share`] of each batch are
 //! plain generation samples (start frame repeated as conditioning, instruction as text) so
