@@ -193,6 +193,25 @@ fn read_frames(dir: &Path, count: usize, size: u32) -> Result<Vec<Rgb8Image>, Re
         .collect()
 }
 
+/// `field: saved X, asked for Y` for every field that differs.
+fn header_differences(saved: &RefineDataHeader, asked: &RefineDataHeader) -> String {
+    let (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) =
+        (serde_json::to_value(saved), serde_json::to_value(asked))
+    else {
+        return "the headers differ".to_owned();
+    };
+    a.iter()
+        .filter(|(k, v)| b.get(k.as_str()) != Some(v))
+        .map(|(k, v)| {
+            let other = b
+                .get(k.as_str())
+                .map_or("nothing".to_owned(), ToString::to_string);
+            format!("{k}: saved {v}, asked for {other}")
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 impl RefineData {
     /// Starts a folder, or reopens one written with the same header (to continue it).
     pub fn create_or_continue(
@@ -203,11 +222,7 @@ impl RefineData {
         if path.exists() {
             let found = Self::open(root)?;
             if found.header != header {
-                let problem = format!(
-                    "saved {}, asked for {}",
-                    serde_json::to_string(&found.header).unwrap_or_default(),
-                    serde_json::to_string(&header).unwrap_or_default()
-                );
+                let problem = header_differences(&found.header, &header);
                 return Err(RefineDataError::Mismatch {
                     problem,
                     path: path.clone(),
@@ -420,6 +435,11 @@ mod tests {
         };
         let err = RefineData::create_or_continue(&root, other).expect_err("settings differ");
         assert!(matches!(err, RefineDataError::Mismatch { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .contains("sampler_steps: saved 10, asked for 20"),
+            "{err}"
+        );
     }
 
     #[test]
