@@ -57,6 +57,9 @@ pub enum Command {
     Sheet(SheetArgs),
     /// Train or fine-tune the video model on a dataset (resumable; Ctrl-C saves a checkpoint).
     Train(TrainArgs),
+    /// Make refinement training data: plan from dataset starts with the model, critique the
+    /// plans, store (expert clip, plans, critiques) (resumable; rerun to continue).
+    RefineData(RefineDataArgs),
     /// Generate a plan (8-frame video) for a task from the world's start frame.
     Plan(PlanArgs),
     /// Held-out quality of a model: PSNR/SSIM against the expert's video, final object error.
@@ -120,6 +123,53 @@ pub struct TrainArgs {
     /// auto, cpu, cuda or metal.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Refinement training on this folder from `videoagent refine-data`: the network is
+    /// conditioned on a plan it generated earlier (as a video) with "instruction. critique" as
+    /// text, and learns the expert's clip. Plain samples of each batch come from --data if
+    /// given, else from the expert clips in the folder. Usually with --init.
+    #[arg(long)]
+    pub refine_data: Option<PathBuf>,
+    /// Weight of the self-conditioning consistency term (refinement training): for a start
+    /// with two earlier plans, the same noisy expert clip is denoised conditioned on each
+    /// plan (with its critique) and the min-SNR-weighted squared difference of the two
+    /// predictions is added to the loss times this weight, so the refinement agrees whatever
+    /// earlier mistake it starts from. Starts with one plan get no term. 0 turns it off.
+    /// Default 1 (added as is; the public reference trainer omits the term).
+    #[arg(long, default_value_t = videoagent::model::refine_train::DEFAULT_CONSISTENCY_WEIGHT)]
+    pub consistency_weight: f64,
+    /// Share of each refinement batch that is plain generation (start frame conditioning,
+    /// instruction text), so one model both generates and refines.
+    #[arg(long, default_value_t = videoagent::model::refine_train::DEFAULT_PLAIN_SHARE)]
+    pub plain_share: f64,
+}
+
+#[derive(Debug, Args)]
+pub struct RefineDataArgs {
+    /// Dataset folder written by `videoagent dataset` (the starts and expert clips).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Output folder (a rerun with the same settings continues it).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Model folder that plans (default: $VIDEOAGENT_MODEL, else the shipped CPU model).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Successful episodes per task used as starts (lowest seeds first).
+    #[arg(long, default_value_t = 8)]
+    pub per_task: usize,
+    /// DDIM steps per plan.
+    #[arg(long, default_value_t = 10)]
+    pub steps: usize,
+    /// Plans per start: 1, or 2 (the second refines the first with its critique, giving the
+    /// consistency term two earlier generations of the same start).
+    #[arg(long, default_value_t = 2)]
+    pub generations: usize,
+    /// Base of the noise seeds.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// auto, cpu, cuda or metal.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
 #[derive(Debug, Args)]
@@ -146,6 +196,10 @@ pub struct QualityArgs {
     /// Also draw the expert's video above the plan for the first start of each task (PNG).
     #[arg(long)]
     pub figure: Option<PathBuf>,
+    /// Instead: run K refinements per start with the perception critic (never stopping at an
+    /// accept) and print the mean scores per iteration 0..K.
+    #[arg(long, default_value_t = 0)]
+    pub refine: usize,
 }
 
 #[derive(Debug, Args)]
@@ -311,6 +365,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Dataset(a)) => dataset(&a),
         Some(Command::Sheet(a)) => sheet(&a),
         Some(Command::Train(a)) => train(&a),
+        Some(Command::RefineData(a)) => refine_data(&a),
         Some(Command::Plan(a)) => plan(&a),
         Some(Command::Quality(a)) => quality(&a),
         Some(Command::Bench(BenchCommand::World(a))) => bench_world(&a),
@@ -567,8 +622,11 @@ fn studio(args: &StudioArgs) -> Result<()> {
 fn train(args: &TrainArgs) -> Result<()> {
     use std::ops::ControlFlow;
     use std::sync::atomic::Ordering;
-    use videoagent::model::train::{TrainConfig, TrainData, TrainOutcome, Trainer};
+    use videoagent::agent::refine_data::training_items;
+    use videoagent::model::refine_train::RefineTrainData;
+    use videoagent::model::train::{TrainConfig, TrainData, TrainOutcome, TrainSet, Trainer};
     use videoagent::model::{ModelConfig, UNetConfig, device::select_device};
+    use videoagent::store::refine_data::RefineData;
 
     let (device, note) = select_device(&args.device)?;
     tracing::info!("{note}");
@@ -598,8 +656,16 @@ fn train(args: &TrainArgs) -> Result<()> {
             },
             seed: args.seed,
             checkpoint_every: args.checkpoint_every.max(1),
+            consistency_weight: args.consistency_weight,
+            plain_share: args.plain_share,
             ..TrainConfig::default()
         };
+        if !(args.consistency_weight.is_finite() && args.consistency_weight >= 0.0) {
+            bail!("--consistency-weight must be a number >= 0");
+        }
+        if !(0.0..=1.0).contains(&args.plain_share) {
+            bail!("--plain-share must be between 0 and 1");
+        }
         Trainer::new(
             ModelConfig::new(unet, "tabletop"),
             cfg,
@@ -608,19 +674,43 @@ fn train(args: &TrainArgs) -> Result<()> {
             &device,
         )?
     };
-    let data_dir = args
-        .data
-        .as_ref()
-        .context("--data DIR is required (a dataset from `videoagent dataset`)")?;
-    let dataset = videoagent::store::Dataset::open(data_dir)?;
-    let bar = progress(dataset.episodes().len() as u64, "loading");
-    let data = TrainData::load(&dataset, trainer.model.config.frame_size(), || bar.inc(1))?;
-    bar.finish_and_clear();
+    let size = trainer.model.config.frame_size();
+    let plain = match &args.data {
+        Some(dir) => {
+            let dataset = videoagent::store::Dataset::open(dir)?;
+            let bar = progress(dataset.episodes().len() as u64, "loading");
+            let data = TrainData::load(&dataset, size, || bar.inc(1))?;
+            bar.finish_and_clear();
+            Some(data)
+        }
+        None if args.refine_data.is_some() => None,
+        None => bail!("--data DIR is required (a dataset from `videoagent dataset`)"),
+    };
+    let data: Box<dyn TrainSet> = match &args.refine_data {
+        Some(dir) => {
+            let stored = RefineData::open(dir)?;
+            let samples = stored
+                .read_all()
+                .with_context(|| format!("reading {}", dir.display()))?;
+            let data = RefineTrainData::new(size, training_items(&samples), plain)?;
+            tracing::info!(
+                "refinement: {} starts ({} with two plans), consistency weight {}, plain share {}",
+                data.len(),
+                data.paired(),
+                trainer.config.consistency_weight,
+                trainer.config.plain_share
+            );
+            Box::new(data)
+        }
+        None => {
+            let data = plain.context("--data DIR is required")?;
+            tracing::info!("{} episodes at {size}px", data.len());
+            Box::new(data)
+        }
+    };
     tracing::info!(
-        "{} parameters, {} episodes at {}px, steps {} -> {}",
+        "{} parameters, steps {} -> {}",
         trainer.parameter_count(),
-        data.len(),
-        trainer.model.config.frame_size(),
         trainer.step(),
         trainer.config.steps
     );
@@ -632,7 +722,7 @@ fn train(args: &TrainArgs) -> Result<()> {
             .progress_chars("=> "),
     );
     bar.set_position(trainer.step());
-    let outcome = trainer.train(&data, |p| {
+    let outcome = trainer.train(data.as_ref(), |p| {
         bar.set_position(p.step);
         bar.set_message(format!("loss {:.4} {:.2} steps/s", p.loss, p.steps_per_sec));
         if stop.load(Ordering::SeqCst) {
@@ -653,6 +743,88 @@ fn train(args: &TrainArgs) -> Result<()> {
         TrainOutcome::Stopped => {
             println!("stopped at step {}; resume with --resume", trainer.step())
         }
+    }
+    Ok(())
+}
+
+fn refine_data(args: &RefineDataArgs) -> Result<()> {
+    use std::ops::ControlFlow;
+    use std::sync::atomic::Ordering;
+    use videoagent::agent::refine_data::{
+        RefineDataProgress, RefineDataSpec, generate_refine_data, select_starts,
+    };
+    use videoagent::critic::PerceptionCritic;
+    use videoagent::model::{
+        SampleConfig, VideoModel, device::select_device, pipeline::default_model_dir,
+    };
+    use videoagent::store::refine_data::{RefineData, RefineDataHeader};
+
+    if !(1..=2).contains(&args.generations) {
+        bail!("--generations must be 1 or 2");
+    }
+    if args.steps == 0 || args.per_task == 0 {
+        bail!("--steps and --per-task must be at least 1");
+    }
+    let dataset = videoagent::store::Dataset::open(&args.data)?;
+    let model_dir = args.model.clone().unwrap_or_else(default_model_dir);
+    let (device, note) = select_device(&args.device)?;
+    tracing::info!("{note}");
+    let model = VideoModel::load(&model_dir, &device)
+        .with_context(|| format!("loading the model from {}", model_dir.display()))?;
+    let header = RefineDataHeader::new(
+        &dataset.manifest.world,
+        &model_dir.display().to_string(),
+        model.config.frame_size() as u32,
+        args.steps,
+        args.generations,
+        "perception",
+        args.seed,
+    );
+    let out = RefineData::create_or_continue(&args.out, header)?;
+    let starts = select_starts(&dataset, args.per_task);
+    let spec = RefineDataSpec {
+        generations: args.generations,
+        sample: SampleConfig::ddim(args.steps),
+        seed: args.seed,
+    };
+    let stop = interrupt_flag()?;
+    let bar = progress(starts.len() as u64, "refine-data");
+    let (mut skipped, mut accepted, mut plans) = (0usize, 0usize, 0usize);
+    let generated = generate_refine_data(
+        &model,
+        &PerceptionCritic::default(),
+        &dataset,
+        &starts,
+        &out,
+        &spec,
+        &mut |p| {
+            match p {
+                RefineDataProgress::Skipped(_) => skipped += 1,
+                RefineDataProgress::Stored(s) => {
+                    plans += s.meta.generations.len();
+                    accepted += s
+                        .meta
+                        .generations
+                        .iter()
+                        .filter(|g| g.review.is_accept())
+                        .count();
+                }
+            }
+            bar.inc(1);
+            if stop.load(Ordering::SeqCst) {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        },
+    )?;
+    bar.finish_and_clear();
+    println!(
+        "{generated} starts generated now ({plans} plans, {accepted} accepted by the critic), {skipped} already there; data in {}",
+        args.out.display()
+    );
+    if stop.load(Ordering::SeqCst) {
+        println!("interrupted; rerun the same command to continue");
     }
     Ok(())
 }
@@ -827,6 +999,58 @@ fn bench_model(args: &BenchModelArgs) -> Result<()> {
     Ok(())
 }
 
+fn quality_per_iteration(
+    args: &QualityArgs,
+    model: &videoagent::model::VideoModel,
+    world: &mut dyn World,
+    tasks: &[String],
+    views: &[usize],
+    sample: &videoagent::model::SampleConfig,
+) -> Result<()> {
+    use videoagent::agent::model_eval::{HELD_OUT_SEED, score_refinement};
+    use videoagent::critic::PerceptionCritic;
+
+    let critic = PerceptionCritic::default();
+    let bar = progress((tasks.len() * views.len()) as u64 * args.seeds, "starts");
+    let mut all = Vec::new();
+    for task in tasks {
+        for &view in views {
+            for s in 0..args.seeds {
+                let seed = HELD_OUT_SEED + s * 3 + view as u64;
+                let scores =
+                    score_refinement(model, &critic, world, task, view, seed, sample, args.refine)
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                all.extend(scores);
+                bar.inc(1);
+            }
+        }
+    }
+    bar.finish_and_clear();
+    println!(
+        "per-iteration quality of {} (DDIM {}, perception critic, {} starts)",
+        model.source.display(),
+        args.steps,
+        all.iter().filter(|s| s.iteration == 0).count()
+    );
+    println!("| iteration | PSNR | SSIM | accepted | findings per plan |\n|---|---|---|---|---|");
+    for i in 0..=args.refine {
+        let it: Vec<_> = all.iter().filter(|s| s.iteration == i).collect();
+        let n = it.len().max(1) as f64;
+        println!(
+            "| {i} | {:.2} | {:.3} | {:.0}% | {:.2} |",
+            it.iter().map(|s| s.psnr).sum::<f64>() / n,
+            it.iter().map(|s| s.ssim).sum::<f64>() / n,
+            100.0 * it.iter().filter(|s| s.accepted).count() as f64 / n,
+            it.iter().map(|s| s.findings as f64).sum::<f64>() / n,
+        );
+    }
+    if let Some(path) = &args.json {
+        videoagent::store::atomic::write_json(path, &all)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
 fn quality(args: &QualityArgs) -> Result<()> {
     use videoagent::agent::model_eval::{HELD_OUT_SEED, QualityReport, score_plan, summarise};
     use videoagent::model::{
@@ -842,6 +1066,9 @@ fn quality(args: &QualityArgs) -> Result<()> {
     let tasks = pick_tasks(world.as_ref(), &args.tasks)?;
     let views = pick_views(world.as_ref(), &args.views)?;
     let sample = SampleConfig::ddim(args.steps);
+    if args.refine > 0 {
+        return quality_per_iteration(args, &model, world.as_mut(), &tasks, &views, &sample);
+    }
     let bar = progress((tasks.len() * views.len()) as u64 * args.seeds, "plans");
     let mut plans = Vec::new();
     let mut rows = Vec::new();

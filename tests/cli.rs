@@ -63,7 +63,7 @@ fn bad_input_exits_non_zero_with_one_clear_line() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("d");
     let out = out.to_str().expect("utf-8");
-    let cases: [(&[&str], &str); 6] = [
+    let cases: [(&[&str], &str); 9] = [
         (
             &["dataset", "--tasks", "fly", "--out", out],
             "unknown task 'fly'",
@@ -103,6 +103,34 @@ fn bad_input_exits_non_zero_with_one_clear_line() {
                 "1",
             ],
             "/nonexistent/data",
+        ),
+        (
+            &["refine-data", "--data", "/nonexistent/data", "--out", out],
+            "/nonexistent/data",
+        ),
+        (
+            &[
+                "refine-data",
+                "--data",
+                "/nonexistent/data",
+                "--out",
+                out,
+                "--generations",
+                "3",
+            ],
+            "--generations must be 1 or 2",
+        ),
+        (
+            &[
+                "train",
+                "--refine-data",
+                "/nonexistent/refine",
+                "--out",
+                out,
+                "--steps",
+                "1",
+            ],
+            "/nonexistent/refine",
         ),
     ];
     for (args, expected) in cases {

@@ -125,3 +125,167 @@ fn a_corrupt_training_state_is_refused_with_its_path() {
         .expect("must refuse");
     assert!(err.to_string().contains("model.safetensors"), "{err}");
 }
+
+mod refinement {
+    //! Refinement data made by the library from a dataset on disk, resumed; refinement
+    //! training (consistency term on) resumed exactly.
+
+    use std::ops::ControlFlow;
+
+    use candle_core::Device;
+    use videoagent::agent::refine_data::{
+        RefineDataProgress, RefineDataSpec, generate_refine_data, select_starts, training_items,
+    };
+    use videoagent::critic::PerceptionCritic;
+    use videoagent::env::{demo::record_expert, open_world};
+    use videoagent::model::refine_train::RefineTrainData;
+    use videoagent::model::train::{TrainConfig, Trainer};
+    use videoagent::model::{SampleConfig, VideoModel};
+    use videoagent::store::Dataset;
+    use videoagent::store::dataset::{DatasetWriter, write_episode};
+    use videoagent::store::refine_data::{RefineData, RefineDataHeader};
+
+    fn dataset(dir: &std::path::Path) -> Dataset {
+        let mut world = open_world("tabletop", 32).expect("world");
+        let mut writer = DatasetWriter::create(dir, "tabletop", 32).expect("writer");
+        for (task, seed) in [("push", 1), ("push", 2), ("door-open", 1)] {
+            let demo = record_expert(world.as_mut(), task, 0, seed).expect("demo");
+            let meta =
+                write_episode(writer.root(), &demo, "front", &[task.to_owned()]).expect("episode");
+            writer.register(meta);
+        }
+        writer.finish().expect("finish");
+        Dataset::open(dir).expect("open")
+    }
+
+    #[test]
+    fn refine_data_is_generated_resumed_and_trains_with_exact_resume() {
+        let device = Device::Cpu;
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dataset = dataset(&tmp.path().join("data"));
+        // The model that plans: a tiny one saved as a model folder.
+        let model_dir = tmp.path().join("model");
+        Trainer::new(
+            super::tiny_model(),
+            super::config(0),
+            &model_dir,
+            None,
+            &device,
+        )
+        .expect("trainer")
+        .save()
+        .expect("save");
+        let model = VideoModel::load(&model_dir, &device).expect("model");
+        let header = || RefineDataHeader::new("tabletop", "m", 16, 2, 2, "perception", 0);
+        let out_dir = tmp.path().join("refine");
+        let spec = RefineDataSpec {
+            generations: 2,
+            sample: SampleConfig::ddim(2),
+            seed: 0,
+        };
+        let starts = select_starts(&dataset, 2);
+        assert_eq!(starts.len(), 3, "2 push starts and 1 door-open start");
+        // First run: interrupted after one start.
+        let out = RefineData::create_or_continue(&out_dir, header()).expect("create");
+        let n = generate_refine_data(
+            &model,
+            &PerceptionCritic::default(),
+            &dataset,
+            &starts,
+            &out,
+            &spec,
+            &mut |_| ControlFlow::Break(()),
+        )
+        .expect("generate");
+        assert_eq!(n, 1);
+        let first = out.read_all().expect("read");
+        // The rerun skips it and does the rest.
+        let out = RefineData::create_or_continue(&out_dir, header()).expect("continue");
+        let mut skipped = 0;
+        let n = generate_refine_data(
+            &model,
+            &PerceptionCritic::default(),
+            &dataset,
+            &starts,
+            &out,
+            &spec,
+            &mut |p| {
+                if let RefineDataProgress::Skipped(_) = p {
+                    skipped += 1;
+                }
+                ControlFlow::Continue(())
+            },
+        )
+        .expect("generate");
+        assert_eq!((n, skipped), (2, 1));
+        let samples = out.read_all().expect("read");
+        assert_eq!(samples.len(), 3);
+        assert_eq!(samples[0], first[0], "the stored start is untouched");
+        for s in &samples {
+            assert_eq!(s.truth.len(), 8);
+            assert_eq!(s.generations.len(), 2);
+            assert_eq!(s.generations[1].len(), 7);
+            let g = &s.meta.generations;
+            assert!(!g[0].review.feedback.is_empty());
+            assert!(
+                g[1].prompt.starts_with(&s.meta.instruction)
+                    && g[1].prompt.len() > g[0].prompt.len(),
+                "the second plan refines the first with its critique: {:?}",
+                g[1].prompt
+            );
+        }
+
+        // Refinement training resumes exactly, consistency term included.
+        let data = RefineTrainData::new(16, training_items(&samples), None).expect("data");
+        assert_eq!(data.paired(), 3);
+        let cfg = TrainConfig {
+            batch: 4,
+            ..super::config(4)
+        };
+        let straight_dir = tmp.path().join("straight");
+        let mut straight = Trainer::new(
+            super::tiny_model(),
+            cfg.clone(),
+            &straight_dir,
+            Some(&model_dir),
+            &device,
+        )
+        .expect("trainer");
+        straight
+            .train(&data, |_| ControlFlow::Continue(()))
+            .expect("train");
+        let split_dir = tmp.path().join("split");
+        let mut first_leg = Trainer::new(
+            super::tiny_model(),
+            cfg,
+            &split_dir,
+            Some(&model_dir),
+            &device,
+        )
+        .expect("trainer");
+        first_leg
+            .train(&data, |p| {
+                if p.step >= 2 {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            })
+            .expect("train");
+        drop(first_leg);
+        let mut resumed = Trainer::resume(&split_dir, None, &device).expect("resume");
+        assert_eq!(resumed.config.consistency_weight, 1.0);
+        resumed
+            .train(&data, |_| ControlFlow::Continue(()))
+            .expect("train");
+        let a: Vec<f32> = straight.loss_log().iter().map(|r| r.1).collect();
+        let b: Vec<f32> = resumed.loss_log().iter().map(|r| r.1).collect();
+        assert_eq!(a.len(), 4);
+        assert_eq!(a, b, "refinement loss curves differ after resuming");
+        assert_eq!(
+            straight.evaluate(&data, 99).expect("eval"),
+            resumed.evaluate(&data, 99).expect("eval"),
+            "resumed weights differ"
+        );
+    }
+}

@@ -13,4 +13,5 @@ pub mod model_eval;
 pub mod motion;
 pub mod quality;
 pub mod refine;
+pub mod refine_data;
 pub mod rigid;

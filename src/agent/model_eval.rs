@@ -141,6 +141,93 @@ pub fn score_plan(
     }))
 }
 
+/// Scores of one iteration of the refinement loop.
+#[derive(Clone, Debug, Serialize)]
+pub struct IterationScore {
+    pub task: String,
+    pub view: usize,
+    pub seed: u64,
+    /// 0 is the first plan, then refinements.
+    pub iteration: usize,
+    pub psnr: f64,
+    pub ssim: f64,
+    pub accepted: bool,
+    /// Number of the critic's findings on this plan.
+    pub findings: usize,
+}
+
+/// Runs the refinement loop for `refinements` refinements on one held-out start without
+/// stopping at an accept (every iteration is planned from the previous plan and its critique,
+/// as `agent::refine` does) and scores every iteration against the expert's video.
+#[allow(clippy::too_many_arguments)]
+pub fn score_refinement(
+    model: &VideoModel,
+    critic: &dyn crate::critic::Critic,
+    world: &mut dyn World,
+    task: &str,
+    view: usize,
+    seed: u64,
+    sample: &SampleConfig,
+    refinements: usize,
+) -> Result<Vec<IterationScore>, Box<dyn std::error::Error + Send + Sync>> {
+    let demo = record_expert(world, task, view, seed)?;
+    let first = world.reset(task, view, seed)?;
+    let size = model.config.frame_size();
+    let expert: Vec<Rgb8Image> = clip_indices(demo.frames.len(), 0)
+        .iter()
+        .map(|&i| resize(&demo.frames[i], size as u32))
+        .collect();
+    let instruction = task_instruction(task);
+    let mut scores = Vec::new();
+    let mut previous: Option<(Vec<Rgb8Image>, String)> = None;
+    for iteration in 0..=refinements {
+        let prompt = match &previous {
+            None => instruction.to_owned(),
+            Some((_, feedback)) => super::refine::refinement_prompt(instruction, feedback),
+        };
+        let Some(plan) = model.plan(
+            &first.rgb,
+            previous.as_ref().map(|p| p.0.as_slice()),
+            &prompt,
+            sample,
+            seed.wrapping_add(iteration as u64),
+            |_| ControlFlow::Continue(()),
+        )?
+        else {
+            break;
+        };
+        let review = critic.review(&crate::critic::CriticInput {
+            first: &first,
+            plan: &plan,
+            task,
+            instruction,
+        });
+        let n = plan.len().min(expert.len() - 1).max(1) as f64;
+        scores.push(IterationScore {
+            task: task.to_owned(),
+            view,
+            seed,
+            iteration,
+            psnr: plan
+                .iter()
+                .zip(&expert[1..])
+                .map(|(a, b)| psnr(a, b))
+                .sum::<f64>()
+                / n,
+            ssim: plan
+                .iter()
+                .zip(&expert[1..])
+                .map(|(a, b)| ssim(a, b))
+                .sum::<f64>()
+                / n,
+            accepted: review.is_accept(),
+            findings: review.findings.len(),
+        });
+        previous = Some((plan, review.feedback));
+    }
+    Ok(scores)
+}
+
 /// Centroid and pixel count of the pixels labelled `id` in a `size` x `size` label map.
 fn mask_centroid(seg: &[u8], size: usize, id: u8) -> Option<([f32; 2], usize)> {
     let pts: Vec<usize> = seg

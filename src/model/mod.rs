@@ -24,6 +24,7 @@ mod layers;
 pub mod noise;
 mod perceiver;
 pub mod pipeline;
+pub mod refine_train;
 pub mod sampler;
 mod seeded_init;
 pub mod text;

@@ -41,6 +41,22 @@ pub struct TrainConfig {
     pub text_dropout: f64,
     /// Largest shift, in pixels, of the random translation applied to a whole clip.
     pub max_shift: i32,
+    /// Refinement training only (`refine_train`): weight of the self-conditioning consistency
+    /// term (0 turns it off).
+    #[serde(default = "default_consistency_weight")]
+    pub consistency_weight: f64,
+    /// Refinement training only: share of each batch that is plain generation (start frame
+    /// conditioning, instruction text), so one model both generates and refines.
+    #[serde(default = "default_plain_share")]
+    pub plain_share: f64,
+}
+
+fn default_consistency_weight() -> f64 {
+    super::refine_train::DEFAULT_CONSISTENCY_WEIGHT
+}
+
+fn default_plain_share() -> f64 {
+    super::refine_train::DEFAULT_PLAIN_SHARE
 }
 
 impl Default for TrainConfig {
@@ -57,6 +73,8 @@ impl Default for TrainConfig {
             seed: 0,
             text_dropout: 0.1,
             max_shift: 2,
+            consistency_weight: default_consistency_weight(),
+            plain_share: default_plain_share(),
         }
     }
 }
@@ -73,6 +91,8 @@ pub enum TrainError {
     Io(#[from] atomic::IoError),
     #[error("cannot resume: {problem} ({path})")]
     Resume { problem: String, path: PathBuf },
+    #[error("refinement data: {problem}")]
+    RefineData { problem: String },
     #[error("the dataset has no successful episode to learn from ({path})")]
     NoData { path: PathBuf },
 }
@@ -143,6 +163,11 @@ impl TrainData {
         self.episodes.len()
     }
 
+    /// Frame side the data is held at.
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
     pub fn is_empty(&self) -> bool {
         self.episodes.is_empty()
     }
@@ -150,14 +175,14 @@ impl TrainData {
 
 /// A training batch: targets in [-1, 1] `(b, 3, 7, h, w)`, start frames in [0, 1]
 /// `(b, 3, h, w)`, and the instruction of each sample (`None` = dropped).
-struct Batch {
-    x_start: Tensor,
-    first: Tensor,
-    texts: Vec<Option<String>>,
+pub(crate) struct Batch {
+    pub(crate) x_start: Tensor,
+    pub(crate) first: Tensor,
+    pub(crate) texts: Vec<Option<String>>,
 }
 
 /// Copies a CHW frame shifted by (dx, dy) pixels, repeating edge pixels.
-fn shifted(frame: &[f32], size: usize, dx: i32, dy: i32, out: &mut Vec<f32>) {
+pub(crate) fn shifted(frame: &[f32], size: usize, dx: i32, dy: i32, out: &mut Vec<f32>) {
     let n = size as i32;
     for c in 0..3 {
         for y in 0..n {
@@ -170,19 +195,21 @@ fn shifted(frame: &[f32], size: usize, dx: i32, dy: i32, out: &mut Vec<f32>) {
     }
 }
 
-fn draw_batch(
+/// The plain generation batch of `step` with `batch` samples.
+pub(crate) fn draw_batch(
     data: &TrainData,
     cfg: &TrainConfig,
+    batch: usize,
     step: u64,
     device: &Device,
 ) -> candle_core::Result<Batch> {
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let size = data.size;
     let frames = super::config::DEFAULT_FRAMES;
-    let mut first = Vec::with_capacity(cfg.batch * 3 * size * size);
-    let mut target = Vec::with_capacity(cfg.batch * 3 * frames * size * size);
-    let mut texts = Vec::with_capacity(cfg.batch);
-    for _ in 0..cfg.batch {
+    let mut first = Vec::with_capacity(batch * 3 * size * size);
+    let mut target = Vec::with_capacity(batch * 3 * frames * size * size);
+    let mut texts = Vec::with_capacity(batch);
+    for _ in 0..batch {
         let ep = &data.episodes[rng.random_range(0..data.episodes.len())];
         let n = ep.frames.len();
         let start = rng.random_range(0..=n.saturating_sub(frames + 1));
@@ -196,23 +223,95 @@ fn draw_batch(
         for &i in &idx[1..] {
             shifted(&ep.frames[i], size, dx, dy, &mut clip);
         }
-        // clip is (f, 3, h, w); the model wants (3, f, h, w) in [-1, 1].
-        let plane = size * size;
-        for c in 0..3 {
-            for f in 0..frames {
-                let off = (f * 3 + c) * plane;
-                target.extend(clip[off..off + plane].iter().map(|v| v * 2.0 - 1.0));
-            }
-        }
+        push_channels_first(&clip, frames, size, true, &mut target);
         let text = ep.instructions[rng.random_range(0..ep.instructions.len())].clone();
         let dropped = rng.random::<f64>() < cfg.text_dropout;
         texts.push((!dropped).then_some(text));
     }
     Ok(Batch {
-        x_start: Tensor::from_vec(target, (cfg.batch, 3, frames, size, size), device)?,
-        first: Tensor::from_vec(first, (cfg.batch, 3, size, size), device)?,
+        x_start: Tensor::from_vec(target, (batch, 3, frames, size, size), device)?,
+        first: Tensor::from_vec(first, (batch, 3, size, size), device)?,
         texts,
     })
+}
+
+/// Appends a clip held as `(f, 3, h, w)` in [0, 1] in the model's `(3, f, h, w)` layout,
+/// mapped to [-1, 1] if `signed`.
+pub(crate) fn push_channels_first(
+    clip: &[f32],
+    frames: usize,
+    size: usize,
+    signed: bool,
+    out: &mut Vec<f32>,
+) {
+    let plane = size * size;
+    for c in 0..3 {
+        for f in 0..frames {
+            let off = (f * 3 + c) * plane;
+            let values = &clip[off..off + plane];
+            if signed {
+                out.extend(values.iter().map(|v| v * 2.0 - 1.0));
+            } else {
+                out.extend_from_slice(values);
+            }
+        }
+    }
+}
+
+/// Text embeddings of a batch; a dropped text (`None`) is the zero embedding.
+pub(crate) fn encode_texts(
+    model: &VideoModel,
+    texts: &[Option<String>],
+) -> candle_core::Result<Tensor> {
+    let device = &model.device;
+    let strs: Vec<&str> = texts.iter().map(|t| t.as_deref().unwrap_or("")).collect();
+    let tokens = model.text.encode(&strs, device)?;
+    let keep: Vec<f32> = texts
+        .iter()
+        .map(|t| if t.is_some() { 1.0 } else { 0.0 })
+        .collect();
+    let keep = Tensor::from_vec(keep, (texts.len(), 1, 1), device)?;
+    tokens.broadcast_mul(&keep)
+}
+
+/// Something to train on: it gives the loss of the batch of each step, drawn
+/// deterministically from (`config.seed`, `step`) so that resumed runs are exact.
+pub trait TrainSet {
+    /// The scalar loss of step `step`'s batch under the model's current weights.
+    fn batch_loss(
+        &self,
+        model: &VideoModel,
+        config: &TrainConfig,
+        step: u64,
+    ) -> Result<Tensor, TrainError>;
+}
+
+impl TrainSet for TrainData {
+    /// Plain generation: the min-SNR v loss conditioned on the start frame.
+    fn batch_loss(
+        &self,
+        model: &VideoModel,
+        config: &TrainConfig,
+        step: u64,
+    ) -> Result<Tensor, TrainError> {
+        let device = model.device.clone();
+        let batch = draw_batch(self, config, config.batch, step, &device)?;
+        let tokens = encode_texts(model, &batch.texts)?;
+        let mut noise = NoiseSource::new(
+            config.seed.wrapping_add(1) ^ step.wrapping_mul(0xD1B5_4A32_D192_ED03),
+        );
+        let t = noise.timesteps(config.batch, model.diffusion.num_timesteps());
+        let eps = noise.randn(batch.x_start.shape(), &device)?;
+        let loss = model.diffusion.loss(
+            &model.unet,
+            &batch.x_start,
+            &Conditioning::Image(batch.first),
+            &tokens,
+            &t,
+            &eps,
+        )?;
+        Ok(loss.mean)
+    }
 }
 
 /// Progress after one optimiser step.
@@ -370,38 +469,19 @@ impl Trainer {
         self.vars.iter().map(|(_, v)| v.elem_count()).sum()
     }
 
+    /// The loss of step `step`'s batch under the current weights, without training (e.g. to
+    /// watch a fixed batch).
+    pub fn evaluate(&self, data: &dyn TrainSet, step: u64) -> Result<f32, TrainError> {
+        Ok(data
+            .batch_loss(&self.model, &self.config, step)?
+            .to_scalar::<f32>()?)
+    }
+
     /// One optimiser step on the batch of the current step number.
-    fn train_step(&mut self, data: &TrainData) -> Result<(f32, f64), TrainError> {
-        let device = self.model.device.clone();
-        let batch = draw_batch(data, &self.config, self.step, &device)?;
-        let texts: Vec<&str> = batch
-            .texts
-            .iter()
-            .map(|t| t.as_deref().unwrap_or(""))
-            .collect();
-        let tokens = self.model.text.encode(&texts, &device)?;
-        let keep: Vec<f32> = batch
-            .texts
-            .iter()
-            .map(|t| if t.is_some() { 1.0 } else { 0.0 })
-            .collect();
-        let keep = Tensor::from_vec(keep, (batch.texts.len(), 1, 1), &device)?;
-        let tokens = tokens.broadcast_mul(&keep)?;
-        let mut noise = NoiseSource::new(
-            self.config.seed.wrapping_add(1) ^ self.step.wrapping_mul(0xD1B5_4A32_D192_ED03),
-        );
-        let t = noise.timesteps(self.config.batch, self.model.diffusion.num_timesteps());
-        let eps = noise.randn(batch.x_start.shape(), &device)?;
-        let loss = self.model.diffusion.loss(
-            &self.model.unet,
-            &batch.x_start,
-            &Conditioning::Image(batch.first),
-            &tokens,
-            &t,
-            &eps,
-        )?;
-        let value = loss.mean.to_scalar::<f32>()?;
-        let grads = loss.mean.backward()?;
+    fn train_step(&mut self, data: &dyn TrainSet) -> Result<(f32, f64), TrainError> {
+        let loss = data.batch_loss(&self.model, &self.config, self.step)?;
+        let value = loss.to_scalar::<f32>()?;
+        let grads = loss.backward()?;
         let norm = self.adam.step(&grads)?;
         self.ema.update(&self.vars)?;
         self.step += 1;
@@ -412,7 +492,7 @@ impl Trainer {
     /// `on_progress` may stop the run early (a checkpoint is still written).
     pub fn train(
         &mut self,
-        data: &TrainData,
+        data: &dyn TrainSet,
         mut on_progress: impl FnMut(&Progress) -> ControlFlow<()>,
     ) -> Result<TrainOutcome, TrainError> {
         let started = Instant::now();

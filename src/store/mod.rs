@@ -9,5 +9,6 @@ pub mod db;
 pub mod export;
 pub mod lerobot;
 pub mod plan_record;
+pub mod refine_data;
 
 pub use dataset::{Clip, Dataset, DatasetError, EpisodeMeta, Manifest};
