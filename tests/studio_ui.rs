@@ -180,19 +180,37 @@ fn step_until(h: &mut Harness<StudioApp>, limit: Duration, done: impl Fn(&Studio
 
 #[test]
 fn generate_runs_in_the_background_and_can_be_cancelled() {
-    let mut app = studio(None);
+    let dir = tempfile::tempdir().expect("tempdir");
+    sample_plans(dir.path(), 1);
+    let mut app = studio(Some(dir.path()));
     app.wait_for_model().expect("the shipped model loads");
     app.settings.sampler_steps = 4;
     app.settings.task = "door-open".into();
     let mut h = harness(app);
     h.run_steps(1);
+    let sample = h.state().studio.plans[0].id;
     h.get_by_label("Generate").click();
     h.run_steps(1);
     assert!(
         h.state().is_generating(),
         "the UI returns while the plan samples"
     );
+    step_until(&mut h, Duration::from_secs(120), |a| {
+        a.generate_progress().and_then(|p| p.plan).is_some()
+    });
+    let new = h
+        .state()
+        .generate_progress()
+        .and_then(|p| p.plan)
+        .expect("started");
+    h.state_mut().apply(Command::SelectPlan(sample));
     step_until(&mut h, Duration::from_secs(120), |a| !a.is_generating());
+    assert_eq!(
+        h.state().studio.plan(sample).map(|p| p.iterations.len()),
+        Some(1),
+        "the plan the user looked at meanwhile is untouched"
+    );
+    h.state_mut().apply(Command::SelectPlan(new));
     let plan = h
         .state()
         .studio
@@ -200,7 +218,10 @@ fn generate_runs_in_the_background_and_can_be_cancelled() {
         .expect("a new plan")
         .clone();
     assert_eq!(plan.origin.task, "door-open");
-    assert_eq!(plan.iterations.len(), 1);
+    assert!(
+        (1..=3).contains(&plan.iterations.len()),
+        "1 plan + up to 2 refinements"
+    );
     assert_eq!(
         plan.iterations[0].frames.len(),
         8,

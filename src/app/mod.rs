@@ -120,6 +120,8 @@ pub struct FineTuneStatus {
 /// Progress of the running generation.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct GenerateProgress {
+    /// The plan being generated, once its start frame is known.
+    pub plan: Option<state::PlanId>,
     pub iteration: usize,
     pub step: usize,
     pub total: usize,
@@ -622,6 +624,11 @@ impl StudioApp {
             self.toast("the model is not loaded yet", true);
             return;
         };
+        if matches!(self.store, StoreSlot::Opening(_)) {
+            // Plan ids come from the store once it is open; wait so they cannot collide.
+            self.toast("the plan store is still opening", true);
+            return;
+        }
         let s = &self.settings;
         let request = GenerateRequest {
             id: self.studio.next_plan_id(),
@@ -701,6 +708,7 @@ impl StudioApp {
             match event {
                 GenerateEvent::Started(plan) => {
                     let id = plan.id;
+                    progress.plan = Some(id);
                     self.textures.forget_plan(id.0);
                     self.studio.upsert_plan(*plan);
                     self.studio.apply(Command::SelectPlan(id));
@@ -711,27 +719,23 @@ impl StudioApp {
                     total,
                 } => {
                     *progress = GenerateProgress {
+                        plan: progress.plan,
                         iteration,
                         step,
                         total,
                     };
                 }
+                // The user may have selected another plan meanwhile: results go to their plan.
                 GenerateEvent::Iteration(iteration) => {
-                    if let Some(plan) = self
-                        .studio
-                        .plans
-                        .iter_mut()
-                        .find(|p| Some(p.id) == self.studio.selected)
+                    let target = progress.plan;
+                    if let Some(plan) = self.studio.plans.iter_mut().find(|p| Some(p.id) == target)
                     {
                         plan.iterations.push(*iteration);
                     }
                 }
                 GenerateEvent::Finished { chosen } => {
-                    if let Some(plan) = self
-                        .studio
-                        .plans
-                        .iter_mut()
-                        .find(|p| Some(p.id) == self.studio.selected)
+                    let target = progress.plan;
+                    if let Some(plan) = self.studio.plans.iter_mut().find(|p| Some(p.id) == target)
                     {
                         plan.chosen = chosen;
                     }
