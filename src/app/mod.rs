@@ -339,20 +339,17 @@ impl StudioApp {
         let Some(result) = promise.ready() else {
             return;
         };
+        let failure = result.as_ref().err().cloned();
         self.model = match result {
             Ok((model, note)) => ModelSlot::Ready {
                 model: model.clone(),
                 device_note: note.clone(),
             },
-            Err(e) => {
-                self.toasts.push(Toast {
-                    text: e.clone(),
-                    is_error: true,
-                    shown_at_secs: None,
-                });
-                ModelSlot::Failed(e.clone())
-            }
+            Err(e) => ModelSlot::Failed(e.clone()),
         };
+        if let Some(e) = failure {
+            self.toast(e, true);
+        }
     }
 
     pub fn toast(&mut self, text: impl Into<String>, is_error: bool) {
