@@ -17,14 +17,21 @@ pub fn source_frame(
     source: CompareSource,
     frame_idx: usize,
 ) -> Option<&Rgb8Image> {
-    match source {
-        CompareSource::Iteration(k) => plan.iterations.get(k)?.frames.get(frame_idx),
-        CompareSource::Rollout => {
-            let frames = &plan.rollout.as_ref()?.frames;
+    let frames = match source {
+        CompareSource::Iteration(k) => &plan.iterations.get(k)?.frames,
+        CompareSource::Rollout => &plan.rollout.as_ref()?.frames,
+    };
+    frames.get(source_index(plan, source, frame_idx))
+}
+
+/// Index into `source`'s frames shown at plan frame `frame_idx`.
+fn source_index(plan: &PlanView, source: CompareSource, frame_idx: usize) -> usize {
+    match (source, &plan.rollout) {
+        (CompareSource::Rollout, Some(rollout)) => {
             let last_plan = plan.frame_count().saturating_sub(1).max(1);
-            let i = (frame_idx * frames.len().saturating_sub(1)) / last_plan;
-            frames.get(i)
+            (frame_idx * rollout.frames.len().saturating_sub(1)) / last_plan
         }
+        _ => frame_idx,
     }
 }
 
@@ -90,14 +97,7 @@ pub fn compare_ui(
     };
     let ctx = ui.ctx().clone();
     let mut frame_texture = |source: CompareSource, image: &Rgb8Image| {
-        let source_idx = match source {
-            CompareSource::Rollout => {
-                let frames = plan.rollout.as_ref().map_or(1, |r| r.frames.len());
-                let last_plan = plan.frame_count().saturating_sub(1).max(1);
-                (frame_idx * frames.saturating_sub(1)) / last_plan
-            }
-            CompareSource::Iteration(_) => frame_idx,
-        };
+        let source_idx = source_index(plan, source, frame_idx);
         let key = TextureKey::Frame {
             plan: plan.id.0,
             row: row_of(source),
