@@ -7,8 +7,8 @@ use std::process::Command;
 
 use videoagent::env::Rgb8Image;
 use videoagent::store::db::{
-    Annotation, Filter, Finding, NewIteration, NewPlan, PlanId, Preference, Store, Verdict,
-    read_export,
+    Annotation, Filter, Finding, IterationPreference, NewIteration, NewPlan, PlanId, Preference,
+    Store, Verdict, read_export,
 };
 use videoagent::store::plan_record::SamplerRecord;
 
@@ -99,6 +99,11 @@ fn sample_store(dir: &Path) -> Vec<PlanId> {
                 tags: vec!["clean".into()],
                 note: "best one".into(),
                 marks: Vec::new(),
+                iteration_preference: Some(IterationPreference {
+                    a: 0,
+                    b: 1,
+                    choice: Preference::BothGood,
+                }),
             },
             "alice",
         )

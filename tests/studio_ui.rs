@@ -8,7 +8,7 @@ use egui::{Key, Modifiers};
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
 use videoagent::app::command::Command;
-use videoagent::app::state::{StatusFilter, Tag, Verdict};
+use videoagent::app::state::{Preference, StatusFilter, Tag, Verdict};
 use videoagent::app::{StudioApp, StudioOptions};
 use videoagent::env::Rgb8Image;
 use videoagent::store::plan_record::{PlanRecord, SamplerRecord, write_plan};
@@ -57,10 +57,8 @@ fn studio(plans: Option<&Path>) -> StudioApp {
 }
 
 fn harness(app: StudioApp) -> Harness<'static, StudioApp> {
-    // The form's combo boxes, sliders and frame thumbnails have no accessible names yet.
     Harness::builder()
         .with_size(egui::vec2(1400.0, 900.0))
-        .with_accessibility_check(false)
         .build_ui_state(|ui, app: &mut StudioApp| app.show(ui), app)
 }
 
@@ -291,6 +289,8 @@ fn labels_and_plans_survive_a_restart_through_the_store() {
         "samples imported into the empty store"
     );
     h.key_press(Key::Num2);
+    h.run_steps(1);
+    h.get_by_label("B is better").click();
     h.key_press(Key::R);
     h.run_steps(2);
     h.state_mut().flush_store().expect("saved");
@@ -313,6 +313,11 @@ fn labels_and_plans_survive_a_restart_through_the_store() {
         .expect("label kept");
     assert_eq!(label.verdict, Some(Verdict::Reject));
     assert_eq!(label.rating, Some(2));
+    assert_eq!(
+        label.preference,
+        Some((0, 1, Preference::BBetter)),
+        "the A/B preference is stored too"
+    );
     assert!(
         h.query_by_label_contains("labels not saved").is_none(),
         "the status bar reports a working store"
@@ -380,6 +385,7 @@ fn fine_tune_on_the_curated_set_plots_the_loss_and_can_switch_models() {
     app.wait_for_model().expect("model");
     app.flush_store().expect("store");
     app.finetune_steps = 2;
+    app.settings.sampler_steps = 2;
     let mut h = harness(app);
     h.run_steps(2);
     h.key_press(Key::A);
@@ -392,7 +398,17 @@ fn fine_tune_on_the_curated_set_plots_the_loss_and_can_switch_models() {
     assert_eq!(status.losses.len(), 2, "one loss point per step");
     let model_dir = status.result.clone().expect("a fine-tuned model to choose");
     assert!(model_dir.join("model.safetensors").is_file());
-    h.get_by_label("Use the new model").click();
+    // Old and new model plan the same held-out start of the curated task, side by side.
+    h.run_steps(1);
+    assert!(h.state().comparison.open, "the comparison opens by itself");
+    step_until(&mut h, Duration::from_secs(120), |a| !a.is_comparing());
+    let compared = &h.state().comparison.starts;
+    assert_eq!(compared.len(), 1, "one curated task, one held-out start");
+    assert_eq!(compared[0].before.score.seed, compared[0].after.score.seed);
+    assert_eq!(compared[0].before.plan.len(), 7);
+    h.get_by_label("PSNR to the expert (dB)");
+    h.check_accessibility();
+    h.get_by_label("Keep the new model").click();
     h.run_steps(1);
     h.state_mut()
         .wait_for_model()
@@ -403,16 +419,70 @@ fn fine_tune_on_the_curated_set_plots_the_loss_and_can_switch_models() {
         model_dir.file_name().expect("name").to_string_lossy()
     ));
 
-    h.get_by_label("Export GIF").click();
+    // Exports run in the background: the chosen iteration as a GIF (Ctrl+S), then every
+    // iteration as a PNG strip from the menu.
+    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::S);
     h.run_steps(1);
+    step_until(&mut h, Duration::from_secs(30), |app| !app.is_exporting());
+    h.get_by_label("Export").click();
+    h.run_steps(2);
+    assert!(
+        h.query_by_label("Chosen iteration as MP4").is_some(),
+        "the export menu is open"
+    );
+    h.get_by_label("All iterations as PNG strip").click();
+    h.run_steps(1);
+    step_until(&mut h, Duration::from_secs(30), |app| !app.is_exporting());
     let exports = store.path().join("store").join("exports");
-    let gifs: Vec<_> = std::fs::read_dir(&exports)
+    let mut files: Vec<_> = std::fs::read_dir(&exports)
         .expect("exports folder")
         .filter_map(Result::ok)
+        .map(|e| e.path())
         .collect();
-    assert_eq!(gifs.len(), 1, "one GIF exported");
-    let bytes = std::fs::read(gifs[0].path()).expect("gif");
+    files.sort();
+    assert_eq!(files.len(), 2, "a GIF and a PNG strip: {files:?}");
+    let gif = files
+        .iter()
+        .find(|p| p.extension().is_some_and(|e| e == "gif"));
+    let bytes = std::fs::read(gif.expect("gif")).expect("gif");
     assert!(bytes.starts_with(b"GIF89a"));
+    let strip = files
+        .iter()
+        .find(|p| p.extension().is_some_and(|e| e == "png"));
+    let strip = image::open(strip.expect("png strip"))
+        .expect("png")
+        .to_rgb8();
+    let plan = h.state().studio.selected_plan().expect("plan");
+    let (rows, cols) = (plan.iterations.len() as u32, plan.frame_count() as u32);
+    let side = plan.iterations[0].frames[0].width;
+    assert_eq!(
+        (strip.width(), strip.height()),
+        ((cols * (side + 1) + 1) * 4, (rows * (side + 1) + 1) * 4),
+        "one row per iteration, one column per frame, upscaled 4x"
+    );
+}
+
+/// Screen readers (and these tests) find every widget by name: the browser's form and filters,
+/// frame thumbnails, the compare view in each mode, the inspector.
+#[test]
+fn every_widget_has_an_accessible_name() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    sample_plans(dir.path(), 2);
+    let mut h = harness(studio(Some(dir.path())));
+    h.run_steps(3);
+    h.check_accessibility();
+    h.get_by_label("iteration 0 frame 3").click();
+    h.run_steps(1);
+    assert_eq!(
+        h.state().studio.playback.frame_idx,
+        3,
+        "a thumbnail seeks its frame"
+    );
+    for mode in ["Wipe", "Onion skin", "Difference"] {
+        h.get_by_label(mode).click();
+        h.run_steps(2);
+        h.check_accessibility();
+    }
 }
 
 #[test]

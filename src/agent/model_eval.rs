@@ -63,6 +63,7 @@ fn centroid_error(a: Option<([f32; 2], usize)>, b: Option<([f32; 2], usize)>) ->
 
 /// A scored plan with the frames compared: the expert's clip (8 frames, start first) and the
 /// plan (7 frames), both at the model's size.
+#[derive(Clone, Debug)]
 pub struct ScoredPlan {
     pub score: PlanScore,
     pub expert: Vec<Rgb8Image>,
@@ -139,6 +140,41 @@ pub fn score_plan(
         expert,
         plan,
     }))
+}
+
+/// One held-out start planned by two models: before and after a fine-tune.
+#[derive(Clone, Debug)]
+pub struct ComparedStart {
+    pub before: ScoredPlan,
+    pub after: ScoredPlan,
+}
+
+/// Plans every `(task, view, seed)` start with both models (same sampler seed) and scores
+/// both against the expert's video, so a fine-tune is judged on what it changed. `progress`
+/// sees `(done, total)` after each start and may stop the comparison (then `None`).
+pub fn compare_models(
+    before: &VideoModel,
+    after: &VideoModel,
+    world: &mut dyn World,
+    starts: &[(String, usize, u64)],
+    sample: &SampleConfig,
+    mut progress: impl FnMut(usize, usize) -> ControlFlow<()>,
+) -> Result<Option<Vec<ComparedStart>>, Box<dyn std::error::Error + Send + Sync>> {
+    let mut compared = Vec::new();
+    for (task, view, seed) in starts {
+        let score = |model: &VideoModel, world: &mut dyn World| {
+            score_plan(model, world, task, *view, *seed, sample)
+        };
+        let (Some(before), Some(after)) = (score(before, world)?, score(after, world)?) else {
+            return Ok(None);
+        };
+        compared.push(ComparedStart { before, after });
+        let stop = progress(compared.len(), starts.len()).is_break();
+        if stop && compared.len() < starts.len() {
+            return Ok(None);
+        }
+    }
+    Ok(Some(compared))
 }
 
 /// Scores of one iteration of the refinement loop.
@@ -286,4 +322,51 @@ pub fn summarise(plans: &[PlanScore]) -> Vec<TaskQuality> {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_model_compared_with_itself_scores_the_same_and_can_be_stopped() {
+        let model = VideoModel::load(
+            &crate::model::pipeline::default_model_dir(),
+            &candle_core::Device::Cpu,
+        )
+        .expect("shipped model");
+        let mut world = crate::env::open_world("tabletop", 64).expect("world");
+        let sample = SampleConfig::ddim(2);
+        let starts = vec![
+            ("push".to_owned(), 0, HELD_OUT_SEED),
+            ("button-press".to_owned(), 1, HELD_OUT_SEED + 1),
+        ];
+        let mut seen = Vec::new();
+        let compared = compare_models(&model, &model, world.as_mut(), &starts, &sample, |d, t| {
+            seen.push((d, t));
+            ControlFlow::Continue(())
+        })
+        .expect("compare")
+        .expect("not stopped");
+        assert_eq!(seen, [(1, 2), (2, 2)]);
+        assert_eq!(compared.len(), 2);
+        for (c, (task, view, seed)) in compared.iter().zip(&starts) {
+            assert_eq!((&c.before.score.task, c.before.score.view), (task, *view));
+            assert_eq!(c.after.score.seed, *seed);
+            assert_eq!(
+                c.before.plan, c.after.plan,
+                "same model, same seed, same plan"
+            );
+            assert_eq!(c.before.score.psnr, c.after.score.psnr);
+            assert_eq!(c.before.expert.len(), 8);
+        }
+        let stopped = compare_models(&model, &model, world.as_mut(), &starts, &sample, |_, _| {
+            ControlFlow::Break(())
+        })
+        .expect("compare");
+        assert!(
+            stopped.is_none(),
+            "stopping after the first start gives no result"
+        );
+    }
 }

@@ -21,7 +21,13 @@ pub enum JobCommand {
     /// Switch to the model the last fine-tune produced.
     UseFineTuned,
     DiscardFineTuned,
-    ExportGif,
+    /// Show or hide the old-vs-new model comparison.
+    ToggleModelComparison,
+    /// Export the selected plan's chosen iteration, or all its iterations as a grid.
+    Export {
+        format: crate::store::export::VideoFormat,
+        all_iterations: bool,
+    },
     /// Choose a first-frame image with a file dialog.
     OpenImage,
     /// Go back to world starts.
@@ -142,12 +148,17 @@ impl Studio {
         self.selected.and_then(|id| self.labels.get(&id))
     }
 
-    /// Plans the browser lists under the current filter, in list order.
+    /// Plans the browser lists under the current filter, in its order.
     pub fn visible_plans(&self) -> Vec<&PlanView> {
-        self.plans
+        let now = crate::app::state::now_ms();
+        let mut listed: Vec<(&PlanView, Option<&Label>)> = self
+            .plans
             .iter()
-            .filter(|p| self.filter.matches(p, self.labels.get(&p.id)))
-            .collect()
+            .map(|p| (p, self.labels.get(&p.id)))
+            .filter(|(p, l)| self.filter.matches(p, *l, now))
+            .collect();
+        self.filter.sort(&mut listed);
+        listed.into_iter().map(|(p, _)| p).collect()
     }
 
     /// The curated set: plans an annotator accepted.
@@ -374,6 +385,9 @@ mod tests {
                 seed: id,
             },
             instruction: "push the block".into(),
+            // Made an hour apart, the last one 10 hours ago.
+            created_ms: crate::app::state::now_ms() - (10 + 100 - id as i64) * 3_600_000,
+            labelled_by: Default::default(),
             iterations: vec![IterationView {
                 frames: vec![frame; 8],
                 critique: None,
@@ -456,6 +470,69 @@ mod tests {
         assert_eq!(s.selected, Some(PlanId(4)));
         s.apply(Command::NextPlan);
         assert_eq!(s.selected, Some(PlanId(2)), "wraps around");
+    }
+
+    #[test]
+    fn every_browser_filter_and_order() {
+        use crate::app::state::{AgeFilter, CriticFilter, Critique, SortOrder};
+        let mut s = studio(4);
+        let critique = |accepted| {
+            Some(Critique {
+                critic: "perception".into(),
+                accepted,
+                feedback: String::new(),
+                findings: Vec::new(),
+                latency_ms: 0.0,
+            })
+        };
+        s.plans[0].iterations[0].critique = critique(Some(true));
+        s.plans[1].iterations[0].critique = critique(Some(false));
+        s.plans[1].origin.view = 2;
+        s.plans[2].labelled_by.insert("bob".into());
+        s.plans[3].created_ms -= 30 * 24 * 3_600_000;
+        s.apply(Command::SelectPlan(PlanId(2)));
+        s.apply(Command::SetRating(5));
+        let listed = |s: &mut Studio, filter: PlanFilter| -> Vec<u64> {
+            s.apply(Command::SetFilter(filter));
+            s.visible_plans().iter().map(|p| p.id.0).collect()
+        };
+        let f = PlanFilter::default;
+        assert_eq!(listed(&mut s, f()), [4, 1, 2, 3], "oldest first");
+        let view = PlanFilter {
+            view: Some(2),
+            ..f()
+        };
+        assert_eq!(listed(&mut s, view), [2]);
+        let accepted = PlanFilter {
+            critic: CriticFilter::Accepted,
+            ..f()
+        };
+        assert_eq!(listed(&mut s, accepted), [1]);
+        let unjudged = PlanFilter {
+            critic: CriticFilter::Unjudged,
+            ..f()
+        };
+        assert_eq!(listed(&mut s, unjudged), [4, 3]);
+        let bob = PlanFilter {
+            annotator: Some("bob".into()),
+            ..f()
+        };
+        assert_eq!(listed(&mut s, bob), [3]);
+        let week = PlanFilter {
+            age: AgeFilter::Week,
+            ..f()
+        };
+        assert_eq!(listed(&mut s, week), [1, 2, 3]);
+        let newest = PlanFilter {
+            sort: SortOrder::Newest,
+            ..f()
+        };
+        assert_eq!(listed(&mut s, newest), [3, 2, 1, 4]);
+        let rated = PlanFilter {
+            sort: SortOrder::Rating,
+            ..f()
+        };
+        assert_eq!(listed(&mut s, rated)[0], 2, "the rated plan first");
     }
 
     #[test]

@@ -78,10 +78,16 @@ pub fn compare_ui(
                     for s in &sources {
                         ui.selectable_value(side, *s, source_label(*s));
                     }
+                })
+                .response
+                .widget_info(|| {
+                    egui::WidgetInfo::labeled(egui::Role::ComboBox, true, format!("Compare {name}"))
                 });
         }
         if matches!(state.mode, CompareMode::Wipe | CompareMode::OnionSkin) {
-            ui.add(egui::Slider::new(&mut state.mix, 0.0..=1.0).text("B"));
+            let name = ui.label("Mix of B");
+            ui.add(egui::Slider::new(&mut state.mix, 0.0..=1.0))
+                .labelled_by(name.id);
         }
     });
     if state != studio.compare {

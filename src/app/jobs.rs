@@ -9,12 +9,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::Instant;
 
+use crate::agent::model_eval::ComparedStart;
 use crate::agent::refine::{
     OnUnavailable, RefineInput, RefineIteration, RefineProgress, RefineSettings, StopReason, refine,
 };
 use crate::critic::{Critic, NoCritic, PerceptionCritic, PerceptionThresholds};
 use crate::env::{self, Rgb8Image};
 use crate::model::{SampleConfig, VideoModel};
+use crate::store::export::{VideoFormat, write_video};
 
 use super::state::{Critique, IterationView, PlanId, PlanOrigin, PlanView};
 
@@ -229,6 +231,8 @@ fn run_generate(
         iterations: Vec::new(),
         chosen: 0,
         rollout: None,
+        created_ms: super::state::now_ms(),
+        labelled_by: Default::default(),
     };
     let stored =
         store.and_then(
@@ -432,6 +436,78 @@ pub fn execute(
         Ok(rollout) => report.send(ExecuteEvent::Done(plan, Box::new(rollout))),
         Err(e) => report.send(ExecuteEvent::Failed(e)),
     };
+}
+
+/// What to compare after a fine-tune: the model in use against the fine-tuned one.
+pub struct CompareRequest {
+    pub before: Arc<VideoModel>,
+    pub after_dir: PathBuf,
+    /// Held-out `(task, view, seed)` starts.
+    pub starts: Vec<(String, usize, u64)>,
+    pub sampler_steps: usize,
+}
+
+/// Messages of a model comparison.
+#[derive(Debug)]
+pub enum CompareEvent {
+    Progress { done: usize, total: usize },
+    Done(Vec<ComparedStart>),
+    Failed(String),
+}
+
+/// Plans the same held-out starts with the model before and after a fine-tune and scores both
+/// against the expert (the library's `compare_models`); Cancel stops it between starts.
+pub fn compare_models(request: CompareRequest, report: Reporter<CompareEvent>) {
+    let run = || -> Result<Option<Vec<ComparedStart>>, String> {
+        let before = &request.before;
+        let after = VideoModel::load(&request.after_dir, &before.device).map_err(|e| {
+            format!(
+                "cannot load the fine-tuned model in {}: {e}",
+                request.after_dir.display()
+            )
+        })?;
+        let mut world = env::open_world("tabletop", 64).map_err(|e| e.to_string())?;
+        crate::agent::model_eval::compare_models(
+            before,
+            &after,
+            world.as_mut(),
+            &request.starts,
+            &SampleConfig::ddim(request.sampler_steps.max(1)),
+            |done, total| {
+                report.progress(CompareEvent::Progress { done, total });
+                if report.is_cancelled() {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
+            },
+        )
+        .map_err(|e| format!("comparing the models failed: {e}"))
+    };
+    match run() {
+        Ok(Some(starts)) => report.send(CompareEvent::Done(starts)),
+        Ok(None) => true,
+        Err(e) => report.send(CompareEvent::Failed(e)),
+    };
+}
+
+/// Writes `rows` (one frame sequence per iteration) as `format` to `path` on a worker thread:
+/// encoding a GIF or running ffmpeg takes long enough to stall the UI.
+pub fn export(
+    format: VideoFormat,
+    rows: Vec<Vec<Rgb8Image>>,
+    path: PathBuf,
+    report: Reporter<Result<PathBuf, String>>,
+) {
+    let result = path
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .map_err(|e| format!("cannot create the folder of {}: {e}", path.display()))
+        .and_then(|()| {
+            write_video(format, &rows, &path)
+                .map_err(|e| format!("cannot export {}: {e}", path.display()))
+        });
+    report.send(result.map(|()| path));
 }
 
 /// Loads a model folder on a worker thread (the studio shows the UI meanwhile).

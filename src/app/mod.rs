@@ -117,6 +117,16 @@ pub struct FineTuneStatus {
     pub result: Option<PathBuf>,
 }
 
+/// The model before and after the last fine-tune, on the same held-out starts.
+#[derive(Clone, Debug, Default)]
+pub struct ModelComparison {
+    /// `(done, total)` starts while it runs.
+    pub progress: Option<(usize, usize)>,
+    pub starts: Vec<crate::agent::model_eval::ComparedStart>,
+    /// The comparison window is shown.
+    pub open: bool,
+}
+
 /// Progress of the running generation.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct GenerateProgress {
@@ -138,6 +148,10 @@ pub struct StudioApp {
     generate: Option<(Job<GenerateEvent>, GenerateProgress)>,
     execute: Option<Job<jobs::ExecuteEvent>>,
     finetune: Option<Job<jobs::FineTuneEvent>>,
+    export: Option<Job<Result<PathBuf, String>>>,
+    compare: Option<Job<jobs::CompareEvent>>,
+    /// Old vs new model after the last fine-tune.
+    pub comparison: ModelComparison,
     /// Loss curve and progress of the current (or last) fine-tune.
     pub finetune_status: FineTuneStatus,
     /// Steps of the next fine-tune.
@@ -196,6 +210,9 @@ impl StudioApp {
             generate: None,
             execute: None,
             finetune: None,
+            export: None,
+            compare: None,
+            comparison: ModelComparison::default(),
             finetune_status: FineTuneStatus::default(),
             finetune_steps: 100,
             textures: TextureCache::default(),
@@ -374,6 +391,9 @@ impl StudioApp {
                 if let Some(job) = &self.finetune {
                     job.cancel();
                 }
+                if let Some(job) = &self.compare {
+                    job.cancel();
+                }
             }
             JobCommand::Execute => self.start_execute(),
             JobCommand::OpenImage => {
@@ -389,8 +409,12 @@ impl StudioApp {
             }
             JobCommand::ClearImage => self.settings.image = None,
             JobCommand::FineTune => self.start_finetune(),
-            JobCommand::ExportGif => self.export_gif(),
+            JobCommand::Export {
+                format,
+                all_iterations,
+            } => self.start_export(format, all_iterations),
             JobCommand::UseFineTuned => {
+                self.comparison.open = false;
                 if let Some(dir) = self.finetune_status.result.take() {
                     self.toast(
                         format!("loading the fine-tuned model {}", dir.display()),
@@ -402,7 +426,9 @@ impl StudioApp {
             }
             JobCommand::DiscardFineTuned => {
                 self.finetune_status.result = None;
+                self.comparison.open = false;
             }
+            JobCommand::ToggleModelComparison => self.comparison.open = !self.comparison.open,
         }
     }
 
@@ -517,6 +543,7 @@ impl StudioApp {
                         "finished"
                     };
                     self.toast(format!("fine-tune {what}: {}", model_dir.display()), false);
+                    self.start_comparison(model_dir.clone());
                     self.finetune_status.result = Some(model_dir);
                 }
                 jobs::FineTuneEvent::Failed(e) => self.toast(e, true),
@@ -527,31 +554,135 @@ impl StudioApp {
         }
     }
 
-    /// Writes the selected plan's chosen iteration as an animated GIF under the store folder.
-    fn export_gif(&mut self) {
+    /// A model comparison is running.
+    pub fn is_comparing(&self) -> bool {
+        self.compare.is_some()
+    }
+
+    /// Plans held-out starts of the curated tasks (at most three) with the model in use and
+    /// the fine-tuned one in `after_dir`, to choose which to keep.
+    fn start_comparison(&mut self, after_dir: PathBuf) {
+        let ModelSlot::Ready { model, .. } = &self.model else {
+            return;
+        };
+        let mut starts: Vec<(String, usize, u64)> = Vec::new();
+        for plan in self.studio.curated() {
+            let o = &plan.origin;
+            if o.world == "tabletop" && !starts.iter().any(|(t, ..)| *t == o.task) {
+                let seed = crate::agent::model_eval::HELD_OUT_SEED + starts.len() as u64;
+                starts.push((o.task.clone(), o.view, seed));
+            }
+        }
+        starts.truncate(3);
+        if starts.is_empty() {
+            return;
+        }
+        let request = jobs::CompareRequest {
+            before: model.clone(),
+            after_dir,
+            sampler_steps: self.settings.sampler_steps,
+            starts,
+        };
+        self.textures.forget_model_comparison();
+        self.comparison = ModelComparison {
+            progress: Some((0, request.starts.len())),
+            starts: Vec::new(),
+            open: true,
+        };
+        let repaint = self.repaint.clone().unwrap_or_else(|| Arc::new(|| {}));
+        self.compare = Some(Job::spawn("compare models", repaint, move |report| {
+            jobs::compare_models(request, report)
+        }));
+    }
+
+    fn drain_compare(&mut self) {
+        let Some(job) = &mut self.compare else {
+            return;
+        };
+        let events = job.drain();
+        let finished = job.is_finished();
+        for event in events {
+            match event {
+                jobs::CompareEvent::Progress { done, total } => {
+                    self.comparison.progress = Some((done, total));
+                }
+                jobs::CompareEvent::Done(starts) => self.comparison.starts = starts,
+                jobs::CompareEvent::Failed(e) => self.toast(e, true),
+            }
+        }
+        if finished {
+            self.compare = None;
+            self.comparison.progress = None;
+        }
+    }
+
+    /// Exports the selected plan's chosen iteration (or every iteration, as a grid) under the
+    /// store folder's `exports/`, on a worker thread.
+    fn start_export(&mut self, format: crate::store::export::VideoFormat, all_iterations: bool) {
+        if self.export.is_some() {
+            self.toast("an export is already running", true);
+            return;
+        }
         let Some(plan) = self.studio.selected_plan() else {
             self.toast("select a plan to export", true);
             return;
         };
-        let Some(iteration) = plan.iterations.get(plan.chosen) else {
+        let rows: Vec<Vec<crate::env::Rgb8Image>> = if all_iterations {
+            plan.iterations.iter().map(|it| it.frames.clone()).collect()
+        } else {
+            plan.iterations
+                .get(plan.chosen)
+                .map(|it| vec![it.frames.clone()])
+                .unwrap_or_default()
+        };
+        if rows.iter().all(Vec::is_empty) {
             self.toast("the plan has no frames yet", true);
             return;
+        }
+        let scope = if all_iterations {
+            "all".to_owned()
+        } else {
+            format!("it{}", plan.chosen)
         };
-        let dir = self
+        let path = self
             .options
             .store_dir
             .clone()
             .unwrap_or_else(|| PathBuf::from("runs"))
-            .join("exports");
-        let path = dir.join(format!(
-            "{}-v{}-s{}-plan{}.gif",
-            plan.origin.task, plan.origin.view, plan.origin.seed, plan.id.0
-        ));
-        let result = std::fs::create_dir_all(&dir)
-            .and_then(|()| crate::viz::write_gif(&path, &iteration.frames, 250, 4));
-        match result {
-            Ok(()) => self.toast(format!("exported {}", path.display()), false),
-            Err(e) => self.toast(format!("cannot export {}: {e}", path.display()), true),
+            .join("exports")
+            .join(format!(
+                "{}-v{}-s{}-plan{}-{scope}.{}",
+                plan.origin.task,
+                plan.origin.view,
+                plan.origin.seed,
+                plan.id.0,
+                format.extension()
+            ));
+        let repaint = self.repaint.clone().unwrap_or_else(|| Arc::new(|| {}));
+        self.export = Some(Job::spawn("export", repaint, move |report| {
+            jobs::export(format, rows, path, report)
+        }));
+    }
+
+    /// An export is being written.
+    pub fn is_exporting(&self) -> bool {
+        self.export.is_some()
+    }
+
+    fn drain_export(&mut self) {
+        let Some(job) = &mut self.export else {
+            return;
+        };
+        let results = job.drain();
+        let finished = job.is_finished();
+        for result in results {
+            match result {
+                Ok(path) => self.toast(format!("exported {}", path.display()), false),
+                Err(e) => self.toast(e, true),
+            }
+        }
+        if finished {
+            self.export = None;
         }
     }
 
@@ -680,6 +811,8 @@ impl StudioApp {
         self.drain_generate();
         self.drain_execute();
         self.drain_finetune();
+        self.drain_export();
+        self.drain_compare();
         self.poll_open_image();
         for command in shortcuts::pressed(ctx) {
             self.apply(command);
@@ -776,6 +909,9 @@ impl StudioApp {
                 &mut commands,
             );
         });
+        if self.comparison.open {
+            panels::model_comparison(ui.ctx(), self, &mut commands);
+        }
         if self.show_shortcuts {
             egui::Window::new("Keyboard shortcuts")
                 .open(&mut self.show_shortcuts)

@@ -10,8 +10,8 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use crate::store::db::{self, Annotation, Filter, Store};
 
 use super::state::{
-    Critique, FindingView, FrameMark, IterationView, Label, PlanId, PlanOrigin, PlanView, Tag,
-    Verdict,
+    Critique, FindingView, FrameMark, IterationView, Label, PlanId, PlanOrigin, PlanView,
+    Preference, Tag, Verdict,
 };
 
 /// Plans loaded at start (the newest first, at most this many).
@@ -220,6 +220,13 @@ fn load_plan(
         iterations,
         chosen,
         rollout: None,
+        created_ms: s.created_ms,
+        labelled_by: detail
+            .annotations
+            .iter()
+            .filter(|a| a.annotation.verdict.is_some())
+            .map(|a| a.annotator.clone())
+            .collect(),
     };
     let label = detail
         .annotations
@@ -262,6 +269,18 @@ pub fn to_annotation(label: &Label) -> Annotation {
                 note: format!("iteration {}", m.iteration),
             })
             .collect(),
+        iteration_preference: label
+            .preference
+            .map(|(a, b, choice)| db::IterationPreference {
+                a,
+                b,
+                choice: match choice {
+                    Preference::ABetter => db::Preference::AOverB,
+                    Preference::BBetter => db::Preference::BOverA,
+                    Preference::BothGood => db::Preference::BothGood,
+                    Preference::BothBad => db::Preference::BothBad,
+                },
+            }),
     }
 }
 
@@ -291,7 +310,15 @@ pub fn from_annotation(a: &Annotation, annotator: &str) -> Label {
                 region: [m.region.x, m.region.y, m.region.width, m.region.height],
             })
             .collect(),
-        preference: None,
+        preference: a.iteration_preference.map(|p| {
+            let choice = match p.choice {
+                db::Preference::AOverB => Preference::ABetter,
+                db::Preference::BOverA => Preference::BBetter,
+                db::Preference::BothGood => Preference::BothGood,
+                db::Preference::BothBad => Preference::BothBad,
+            };
+            (p.a, p.b, choice)
+        }),
         annotator: annotator.to_owned(),
     }
 }
@@ -392,7 +419,7 @@ mod tests {
                 frame_idx: 5,
                 region: [1, 2, 3, 4],
             }],
-            preference: None,
+            preference: Some((0, 2, Preference::BBetter)),
             annotator: "ann".into(),
         };
         assert_eq!(from_annotation(&to_annotation(&label), "ann"), label);

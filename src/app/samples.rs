@@ -42,6 +42,8 @@ pub fn load_plan_folders(dir: &Path, studio: &mut Studio) -> std::io::Result<Vec
                     iterations,
                     chosen,
                     rollout: None,
+                    created_ms: crate::app::state::now_ms(),
+                    labelled_by: Default::default(),
                 });
             }
             Err(e) => warnings.push(format!("skipped a sample plan: {e}")),

@@ -29,6 +29,16 @@ pub const SHORTCUTS: &[Shortcut] = &[
         command: || Command::Undo,
     },
     Shortcut {
+        keys: key(Modifiers::COMMAND, Key::S),
+        description: "Export the chosen iteration as a GIF",
+        command: || {
+            Command::Job(JobCommand::Export {
+                format: crate::store::export::VideoFormat::Gif,
+                all_iterations: false,
+            })
+        },
+    },
+    Shortcut {
         keys: key(Modifiers::COMMAND, Key::Enter),
         description: "Generate a plan",
         command: || Command::Job(JobCommand::Generate),

@@ -97,9 +97,28 @@ pub struct PlanView {
     /// The iteration the refinement loop returned (the first accepted one, else the last).
     pub chosen: usize,
     pub rollout: Option<RolloutView>,
+    /// When the plan was made, milliseconds since the Unix epoch.
+    pub created_ms: i64,
+    /// Every annotator with a label on this plan in the store (the browser filters by them).
+    pub labelled_by: BTreeSet<String>,
+}
+
+/// Now, in milliseconds since the Unix epoch (what [`PlanView::created_ms`] counts).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 impl PlanView {
+    /// The critic's verdict on the iteration the loop returned (`None`: not judged).
+    pub fn critic_verdict(&self) -> Option<bool> {
+        self.iterations
+            .get(self.chosen)
+            .and_then(|it| it.critique.as_ref())
+            .and_then(|c| c.accepted)
+    }
+
     /// Frames per iteration (the longest one, so a short iteration never hides frames).
     pub fn frame_count(&self) -> usize {
         self.iterations
@@ -270,47 +289,89 @@ impl Default for CompareState {
     }
 }
 
-/// Which plans the browser lists.
+/// Which plans the browser lists, and in which order.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct PlanFilter {
     /// Only this task (`None`: all).
     pub task: Option<String>,
+    /// Only this camera view.
+    pub view: Option<usize>,
     pub status: StatusFilter,
     /// Only plans carrying this tag.
     pub tag: Option<Tag>,
+    pub critic: CriticFilter,
+    /// Only plans this annotator labelled.
+    pub annotator: Option<String>,
+    pub age: AgeFilter,
+    pub sort: SortOrder,
 }
 
-/// Label status filter of the browser.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum StatusFilter {
-    #[default]
-    All,
-    Unlabeled,
-    Accepted,
-    Rejected,
-}
-
-impl StatusFilter {
-    pub const ALL: [StatusFilter; 4] = [
-        StatusFilter::All,
-        StatusFilter::Unlabeled,
-        StatusFilter::Accepted,
-        StatusFilter::Rejected,
-    ];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            StatusFilter::All => "All",
-            StatusFilter::Unlabeled => "Unlabeled",
-            StatusFilter::Accepted => "Accepted",
-            StatusFilter::Rejected => "Rejected",
+/// Generates the `ALL` list and `label()` of a browser choice enum from `Variant => "label"`.
+macro_rules! choice_enum {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $label:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        pub enum $name {
+            #[default]
+            $($(#[$vmeta])* $variant),+
         }
-    }
+
+        impl $name {
+            pub const ALL: &[$name] = &[$($name::$variant),+];
+
+            pub fn label(self) -> &'static str {
+                match self {
+                    $($name::$variant => $label),+
+                }
+            }
+        }
+    };
 }
+
+choice_enum!(
+    /// Label status filter of the browser.
+    StatusFilter {
+        All => "Any label",
+        Unlabeled => "Unlabeled",
+        Accepted => "Accepted",
+        Rejected => "Rejected",
+    }
+);
+
+choice_enum!(
+    /// The critic's verdict on the returned iteration.
+    CriticFilter {
+        All => "Any critic verdict",
+        Accepted => "Critic accepted",
+        Rejected => "Critic rejected",
+        Unjudged => "Not judged",
+    }
+);
+
+choice_enum!(
+    /// How recent a plan is.
+    AgeFilter {
+        All => "Any date",
+        Day => "Last 24 hours",
+        Week => "Last 7 days",
+    }
+);
+
+choice_enum!(
+    /// The browser's order.
+    SortOrder {
+        Oldest => "Oldest first",
+        Newest => "Newest first",
+        Task => "By task",
+        Rating => "Best rated first",
+    }
+);
 
 impl PlanFilter {
-    pub fn matches(&self, plan: &PlanView, label: Option<&Label>) -> bool {
+    /// Whether `plan` (labelled `label` by the current annotator) is listed at time `now_ms`.
+    pub fn matches(&self, plan: &PlanView, label: Option<&Label>, now_ms: i64) -> bool {
         let task_ok = self.task.as_ref().is_none_or(|t| *t == plan.origin.task);
+        let view_ok = self.view.is_none_or(|v| v == plan.origin.view);
         let verdict = label.and_then(|l| l.verdict);
         let status_ok = match self.status {
             StatusFilter::All => true,
@@ -321,6 +382,37 @@ impl PlanFilter {
         let tag_ok = self
             .tag
             .is_none_or(|t| label.is_some_and(|l| l.tags.contains(&t)));
-        task_ok && status_ok && tag_ok
+        let critic_ok = match self.critic {
+            CriticFilter::All => true,
+            CriticFilter::Accepted => plan.critic_verdict() == Some(true),
+            CriticFilter::Rejected => plan.critic_verdict() == Some(false),
+            CriticFilter::Unjudged => plan.critic_verdict().is_none(),
+        };
+        let annotator_ok = self.annotator.as_ref().is_none_or(|a| {
+            plan.labelled_by.contains(a)
+                || label.is_some_and(|l| l.is_decided() && l.annotator == *a)
+        });
+        const DAY_MS: i64 = 24 * 3600 * 1000;
+        let age_ok = match self.age {
+            AgeFilter::All => true,
+            AgeFilter::Day => now_ms - plan.created_ms <= DAY_MS,
+            AgeFilter::Week => now_ms - plan.created_ms <= 7 * DAY_MS,
+        };
+        task_ok && view_ok && status_ok && tag_ok && critic_ok && annotator_ok && age_ok
+    }
+
+    /// Orders `plans` (each with the current annotator's label) as the browser lists them;
+    /// ties keep their order.
+    pub fn sort(&self, plans: &mut [(&PlanView, Option<&Label>)]) {
+        match self.sort {
+            SortOrder::Oldest => plans.sort_by_key(|(p, _)| (p.created_ms, p.id)),
+            SortOrder::Newest => {
+                plans.sort_by_key(|(p, _)| std::cmp::Reverse((p.created_ms, p.id)));
+            }
+            SortOrder::Task => plans.sort_by(|(a, _), (b, _)| a.origin.task.cmp(&b.origin.task)),
+            SortOrder::Rating => {
+                plans.sort_by_key(|(_, l)| std::cmp::Reverse(l.and_then(|l| l.rating).unwrap_or(0)))
+            }
+        }
     }
 }

@@ -21,6 +21,12 @@ pub enum TextureKey {
         b: usize,
         frame_idx: usize,
     },
+    /// A frame of the old-vs-new model comparison: `row` 0 is the expert, 1 before, 2 after.
+    ModelComparison {
+        start: usize,
+        row: usize,
+        frame_idx: usize,
+    },
 }
 
 /// Textures by key; a plan replaced under the same id must be [`TextureCache::forget_plan`]ed.
@@ -52,7 +58,14 @@ impl TextureCache {
     pub fn forget_plan(&mut self, id: u64) {
         self.textures.retain(|key, _| match key {
             TextureKey::Frame { plan, .. } | TextureKey::Difference { plan, .. } => *plan != id,
+            TextureKey::ModelComparison { .. } => true,
         });
+    }
+
+    /// Drops the frames of the last model comparison (a new one replaces it).
+    pub fn forget_model_comparison(&mut self) {
+        self.textures
+            .retain(|key, _| !matches!(key, TextureKey::ModelComparison { .. }));
     }
 
     pub fn len(&self) -> usize {

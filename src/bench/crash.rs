@@ -184,7 +184,7 @@ pub fn worker(
                 rating: Some(rng.random_range(1..=5)),
                 tags: vec![format!("t{}", rng.random_range(0..4u32))],
                 note: format!("{me} op {n}"),
-                marks: Vec::new(),
+                ..Annotation::default()
             };
             store
                 .annotate(plan, &ann, &me)?

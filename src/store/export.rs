@@ -42,6 +42,8 @@ pub enum ExportError {
     Parquet(String),
     #[error("plan {0} has no generated frames yet")]
     NoFrames(PlanId),
+    #[error("nothing to export to {0}: no frames")]
+    Empty(PathBuf),
 }
 
 /// Milliseconds each frame is shown in GIF and MP4 exports.
@@ -64,12 +66,83 @@ fn plan_frames(
     Ok(frames)
 }
 
+/// The formats a plan (or a grid of its iterations) can be exported in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VideoFormat {
+    /// A looping animated GIF.
+    Gif,
+    /// An H.264 MP4 through a system ffmpeg.
+    Mp4,
+    /// One PNG: a row per iteration, a column per frame.
+    PngStrip,
+}
+
+impl VideoFormat {
+    pub const ALL: [VideoFormat; 3] = [VideoFormat::Gif, VideoFormat::Mp4, VideoFormat::PngStrip];
+
+    pub fn extension(self) -> &'static str {
+        match self {
+            VideoFormat::Gif => "gif",
+            VideoFormat::Mp4 => "mp4",
+            VideoFormat::PngStrip => "png",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            VideoFormat::Gif => "GIF",
+            VideoFormat::Mp4 => "MP4",
+            VideoFormat::PngStrip => "PNG strip",
+        }
+    }
+}
+
+/// Writes `rows` (one frame sequence per iteration, start frame first) in `format`: a PNG strip
+/// lays them out as a grid; a GIF or MP4 plays them stacked, all rows advancing together (one
+/// row plays as it is). Rows of different lengths hold their last frame.
+pub fn write_video(
+    format: VideoFormat,
+    rows: &[Vec<Rgb8Image>],
+    path: &Path,
+) -> Result<(), ExportError> {
+    let len = rows.iter().map(Vec::len).max().unwrap_or(0);
+    if len == 0 {
+        return Err(ExportError::Empty(path.to_owned()));
+    }
+    if format == VideoFormat::PngStrip {
+        let img = crate::viz::upscale(&crate::viz::grid(rows, 1, [255, 255, 255]), SCALE);
+        return Ok(crate::viz::write_png(path, &img).map_err(io_error("cannot write", path))?);
+    }
+    let frames: Vec<Rgb8Image> = if let [row] = rows {
+        row.clone()
+    } else {
+        (0..len)
+            .map(|t| {
+                let column: Vec<Vec<Rgb8Image>> = rows
+                    .iter()
+                    .filter_map(|r| r.get(t.min(r.len().saturating_sub(1))).cloned())
+                    .map(|f| vec![f])
+                    .collect();
+                let img = crate::viz::grid(&column, 1, [255, 255, 255]);
+                Rgb8Image {
+                    width: img.width(),
+                    height: img.height(),
+                    pixels: img.into_raw(),
+                }
+            })
+            .collect()
+    };
+    match format {
+        VideoFormat::Gif => crate::viz::write_gif(path, &frames, FRAME_MS, SCALE)
+            .map_err(io_error("cannot write", path))?,
+        _ => write_mp4(&frames, path)?,
+    }
+    Ok(())
+}
+
 /// Writes the plan's last iteration (after its start frame) as a looping GIF.
 pub fn export_gif(store: &Store, plan: PlanId, path: &Path) -> Result<(), ExportError> {
-    let frames = plan_frames(store, plan, None)?;
-    crate::viz::write_gif(path, &frames, FRAME_MS, SCALE)
-        .map_err(io_error("cannot write", path))?;
-    Ok(())
+    write_video(VideoFormat::Gif, &[plan_frames(store, plan, None)?], path)
 }
 
 /// Writes every iteration of the plan as one row of a PNG grid (start frame first).
@@ -81,9 +154,12 @@ pub fn export_strip(store: &Store, plan: PlanId, path: &Path) -> Result<(), Expo
     let rows = (0..n)
         .map(|i| plan_frames(store, plan, Some(i)))
         .collect::<Result<Vec<_>, _>>()?;
-    let img = crate::viz::upscale(&crate::viz::grid(&rows, 1, [255, 255, 255]), SCALE);
-    crate::viz::write_png(path, &img).map_err(io_error("cannot write", path))?;
-    Ok(())
+    write_video(VideoFormat::PngStrip, &rows, path)
+}
+
+/// Writes the plan's last iteration as an MP4 through ffmpeg.
+pub fn export_mp4(store: &Store, plan: PlanId, path: &Path) -> Result<(), ExportError> {
+    write_video(VideoFormat::Mp4, &[plan_frames(store, plan, None)?], path)
 }
 
 /// The ffmpeg to use: `$VIDEOAGENT_FFMPEG`, else `ffmpeg` on PATH if it runs.
@@ -99,10 +175,9 @@ pub fn find_ffmpeg() -> Option<PathBuf> {
     ok.then_some(candidate)
 }
 
-/// Writes the plan's last iteration as an H.264 (or ffmpeg's default) MP4 through ffmpeg.
-pub fn export_mp4(store: &Store, plan: PlanId, path: &Path) -> Result<(), ExportError> {
+/// Encodes `frames` as an H.264 (or ffmpeg's default) MP4, atomically.
+fn write_mp4(frames: &[Rgb8Image], path: &Path) -> Result<(), ExportError> {
     let ffmpeg = find_ffmpeg().ok_or(ExportError::FfmpegMissing)?;
-    let frames = plan_frames(store, plan, None)?;
     // A scratch folder beside the output, removed when dropped (never committed).
     let scratch = temp_sibling(path);
     let work = StagedDir::new(&scratch).map_err(io_error("cannot create", &scratch))?;

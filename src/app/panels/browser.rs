@@ -3,7 +3,8 @@
 
 use crate::app::StudioApp;
 use crate::app::command::{Command, JobCommand};
-use crate::app::state::{StatusFilter, Tag, Verdict};
+use crate::app::jobs::CriticChoice;
+use crate::app::state::{AgeFilter, CriticFilter, SortOrder, StatusFilter, Tag, Verdict};
 
 pub fn browser(ui: &mut egui::Ui, app: &mut StudioApp, commands: &mut Vec<Command>) {
     egui::Panel::left("browser")
@@ -27,54 +28,41 @@ fn make_plan_ui(ui: &mut egui::Ui, app: &mut StudioApp, commands: &mut Vec<Comma
         .iter()
         .map(|t| (t.name.clone(), format!("{} ({:?})", t.name, t.difficulty)))
         .collect();
-    let views: Vec<String> = app.views().iter().map(|v| v.name.clone()).collect();
+    let views: Vec<(usize, String)> = app
+        .views()
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (i, v.name.clone()))
+        .collect();
+    let critics = labelled(&CriticChoice::ALL, CriticChoice::label);
     let s = &mut app.settings;
     egui::Grid::new("make_plan").num_columns(2).show(ui, |ui| {
-        ui.label("Task");
-        egui::ComboBox::from_id_salt("task")
-            .selected_text(s.task.clone())
-            .show_ui(ui, |ui| {
-                for (name, text) in &tasks {
-                    ui.selectable_value(&mut s.task, name.clone(), text);
-                }
-            });
+        choice_row(ui, "Task", &mut s.task, &tasks);
+        choice_row(ui, "View", &mut s.view, &views);
+        let name = ui.label("Seed");
+        ui.add(egui::DragValue::new(&mut s.seed))
+            .labelled_by(name.id);
         ui.end_row();
-        ui.label("View");
-        egui::ComboBox::from_id_salt("view")
-            .selected_text(views.get(s.view).cloned().unwrap_or_default())
-            .show_ui(ui, |ui| {
-                for (i, name) in views.iter().enumerate() {
-                    ui.selectable_value(&mut s.view, i, name);
-                }
-            });
-        ui.end_row();
-        ui.label("Seed");
-        ui.add(egui::DragValue::new(&mut s.seed));
-        ui.end_row();
-        ui.label("Instruction");
+        let name = ui.label("Instruction");
         ui.add(
             egui::TextEdit::singleline(&mut s.instruction)
                 .hint_text("the task's own")
                 .desired_width(150.0),
-        );
+        )
+        .labelled_by(name.id);
         ui.end_row();
-        ui.label("Critic");
-        egui::ComboBox::from_id_salt("critic")
-            .selected_text(s.critic.label())
-            .show_ui(ui, |ui| {
-                for c in crate::app::jobs::CriticChoice::ALL {
-                    ui.selectable_value(&mut s.critic, c, c.label());
-                }
-            });
+        choice_row(ui, "Critic", &mut s.critic, &critics);
+        let name = ui.label("Refinements");
+        ui.add(egui::Slider::new(&mut s.max_refinements, 0..=4))
+            .labelled_by(name.id);
         ui.end_row();
-        ui.label("Refinements");
-        ui.add(egui::Slider::new(&mut s.max_refinements, 0..=4));
+        let name = ui.label("Sampler steps");
+        ui.add(egui::Slider::new(&mut s.sampler_steps, 2..=50))
+            .labelled_by(name.id);
         ui.end_row();
-        ui.label("Sampler steps");
-        ui.add(egui::Slider::new(&mut s.sampler_steps, 2..=50));
-        ui.end_row();
-        ui.label("Guidance");
-        ui.add(egui::Slider::new(&mut s.guidance, 0.0..=5.0));
+        let name = ui.label("Guidance");
+        ui.add(egui::Slider::new(&mut s.guidance, 0.0..=5.0))
+            .labelled_by(name.id);
         ui.end_row();
     });
     ui.horizontal(|ui| match &app.settings.image {
@@ -117,30 +105,49 @@ fn plan_list_ui(ui: &mut egui::Ui, app: &StudioApp, commands: &mut Vec<Command>)
     let studio = &app.studio;
     ui.heading("Plans");
     let mut filter = studio.filter.clone();
-    ui.horizontal(|ui| {
-        egui::ComboBox::from_id_salt("filter_task")
-            .selected_text(filter.task.clone().unwrap_or_else(|| "All tasks".into()))
-            .show_ui(ui, |ui| {
-                ui.selectable_value(&mut filter.task, None, "All tasks");
-                for t in app.tasks() {
-                    ui.selectable_value(&mut filter.task, Some(t.name.clone()), &t.name);
-                }
-            });
-        egui::ComboBox::from_id_salt("filter_status")
-            .selected_text(filter.status.label())
-            .show_ui(ui, |ui| {
-                for status in StatusFilter::ALL {
-                    ui.selectable_value(&mut filter.status, status, status.label());
-                }
-            });
-    });
-    egui::ComboBox::from_id_salt("filter_tag")
-        .selected_text(filter.tag.map_or("Any tag", Tag::label))
-        .show_ui(ui, |ui| {
-            ui.selectable_value(&mut filter.tag, None, "Any tag");
-            for tag in Tag::ALL {
-                ui.selectable_value(&mut filter.tag, Some(tag), tag.label());
-            }
+    let tasks: Vec<(Option<String>, String)> = std::iter::once((None, "All tasks".to_owned()))
+        .chain(
+            app.tasks()
+                .iter()
+                .map(|t| (Some(t.name.clone()), t.name.clone())),
+        )
+        .collect();
+    let views: Vec<(Option<usize>, String)> = std::iter::once((None, "All views".to_owned()))
+        .chain(
+            app.views()
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (Some(i), v.name.clone())),
+        )
+        .collect();
+    let mut names: std::collections::BTreeSet<String> = studio
+        .plans
+        .iter()
+        .flat_map(|p| p.labelled_by.iter().cloned())
+        .collect();
+    names.insert(studio.annotator.clone());
+    let annotators: Vec<(Option<String>, String)> =
+        std::iter::once((None, "Any annotator".to_owned()))
+            .chain(names.into_iter().map(|n| (Some(n.clone()), n)))
+            .collect();
+    let tags: Vec<(Option<Tag>, String)> = std::iter::once((None, "Any tag".to_owned()))
+        .chain(Tag::ALL.iter().map(|t| (Some(*t), t.label().to_owned())))
+        .collect();
+    egui::Grid::new("plan_filters")
+        .num_columns(2)
+        .show(ui, |ui| {
+            choice_row(ui, "Task", &mut filter.task, &tasks);
+            choice_row(ui, "View", &mut filter.view, &views);
+            let status = labelled(StatusFilter::ALL, StatusFilter::label);
+            choice_row(ui, "Verdict", &mut filter.status, &status);
+            choice_row(ui, "Tag", &mut filter.tag, &tags);
+            let critic = labelled(CriticFilter::ALL, CriticFilter::label);
+            choice_row(ui, "Critic", &mut filter.critic, &critic);
+            choice_row(ui, "Annotator", &mut filter.annotator, &annotators);
+            let age = labelled(AgeFilter::ALL, AgeFilter::label);
+            choice_row(ui, "Date", &mut filter.age, &age);
+            let sort = labelled(SortOrder::ALL, SortOrder::label);
+            choice_row(ui, "Order", &mut filter.sort, &sort);
         });
     if filter != studio.filter {
         commands.push(Command::SetFilter(filter));
@@ -179,8 +186,9 @@ fn finetune_ui(ui: &mut egui::Ui, app: &mut StudioApp, commands: &mut Vec<Comman
     ui.heading("Fine-tune");
     let curated = app.studio.curated().len();
     ui.horizontal(|ui| {
-        ui.label("Steps");
-        ui.add(egui::DragValue::new(&mut app.finetune_steps).range(1..=100_000));
+        let name = ui.label("Steps");
+        ui.add(egui::DragValue::new(&mut app.finetune_steps).range(1..=100_000))
+            .labelled_by(name.id);
     });
     let running = app.is_finetuning();
     ui.horizontal(|ui| {
@@ -228,4 +236,33 @@ fn finetune_ui(ui: &mut egui::Ui, app: &mut StudioApp, commands: &mut Vec<Comman
             }
         });
     }
+}
+
+/// The options of a choice enum, each with its label.
+fn labelled<T: Copy>(all: &[T], label: fn(T) -> &'static str) -> Vec<(T, String)> {
+    all.iter().map(|v| (*v, label(*v).to_owned())).collect()
+}
+
+/// A labelled combo box in a two-column grid: `options` pairs each value with its text.
+fn choice_row<T: Clone + PartialEq>(
+    ui: &mut egui::Ui,
+    label: &str,
+    value: &mut T,
+    options: &[(T, String)],
+) {
+    let name = ui.label(label);
+    let selected = options
+        .iter()
+        .find(|(v, _)| v == value)
+        .map_or_else(String::new, |(_, text)| text.clone());
+    egui::ComboBox::from_id_salt(name.id)
+        .selected_text(selected)
+        .show_ui(ui, |ui| {
+            for (v, text) in options {
+                ui.selectable_value(value, v.clone(), text);
+            }
+        })
+        .response
+        .labelled_by(name.id);
+    ui.end_row();
 }

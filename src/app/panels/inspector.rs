@@ -17,8 +17,12 @@ fn labels_ui(ui: &mut egui::Ui, studio: &Studio, commands: &mut Vec<Command>) {
     ui.heading("Label");
     let mut annotator = studio.annotator.clone();
     ui.horizontal(|ui| {
-        ui.label("Annotator");
-        if ui.text_edit_singleline(&mut annotator).changed() {
+        let name = ui.label("Annotator");
+        if ui
+            .text_edit_singleline(&mut annotator)
+            .labelled_by(name.id)
+            .changed()
+        {
             commands.push(Command::SetAnnotator(annotator.clone()));
         }
     });
@@ -67,9 +71,11 @@ fn labels_ui(ui: &mut egui::Ui, studio: &Studio, commands: &mut Vec<Command>) {
             }
         }
     });
-    ui.label("Note");
+    let name = ui.label("Note");
     let mut note = label.note.clone();
-    let response = ui.add(egui::TextEdit::multiline(&mut note).desired_rows(3));
+    let response = ui
+        .add(egui::TextEdit::multiline(&mut note).desired_rows(3))
+        .labelled_by(name.id);
     if response.lost_focus() && note != label.note {
         commands.push(Command::SetNote(note));
     }

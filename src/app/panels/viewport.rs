@@ -3,11 +3,12 @@
 
 use egui::{Color32, Rect, Sense, Stroke, Vec2};
 
-use crate::app::command::{Command, Studio};
+use crate::app::command::{Command, JobCommand, Studio};
 use crate::app::compare;
 use crate::app::state::{IterationView, PlanView};
 use crate::app::textures::{TextureCache, TextureKey};
 use crate::env::Rgb8Image;
+use crate::store::export::VideoFormat;
 
 /// Row index the texture cache uses for the rollout.
 pub const ROLLOUT_ROW: usize = usize::MAX;
@@ -33,15 +34,15 @@ pub fn viewport(
             .on_hover_text("Run the chosen iteration in the world (E)")
             .clicked()
         {
-            commands.push(Command::Job(crate::app::command::JobCommand::Execute));
+            commands.push(Command::Job(JobCommand::Execute));
         }
-        if ui
-            .add_enabled(!plan.iterations.is_empty(), egui::Button::new("Export GIF"))
-            .on_hover_text("The chosen iteration as an animated GIF")
-            .clicked()
-        {
-            commands.push(Command::Job(crate::app::command::JobCommand::ExportGif));
-        }
+        ui.add_enabled_ui(!plan.iterations.is_empty(), |ui| {
+            ui.menu_button("Export", |ui| export_menu_ui(ui, commands))
+                .response
+                .on_hover_text(
+                    "GIF, MP4 or PNG strip of the chosen iteration or of all (Ctrl+S: GIF)",
+                );
+        });
     });
     egui::ScrollArea::vertical().show(ui, |ui| {
         let thumb = thumb_size(ui, plan, studio.demo);
@@ -77,6 +78,25 @@ pub fn viewport(
         ui.separator();
         compare::compare_ui(ui, studio, plan, textures, heatmap, commands);
     });
+}
+
+/// One entry per (scope, format); written by a background job under the store's `exports/`.
+fn export_menu_ui(ui: &mut egui::Ui, commands: &mut Vec<Command>) {
+    for (all_iterations, scope) in [(false, "Chosen iteration"), (true, "All iterations")] {
+        ui.label(scope);
+        for format in VideoFormat::ALL {
+            if ui
+                .button(format!("{scope} as {}", format.label()))
+                .clicked()
+            {
+                commands.push(Command::Job(JobCommand::Export {
+                    format,
+                    all_iterations,
+                }));
+                ui.close();
+            }
+        }
+    }
 }
 
 /// Thumbnails fill the width (all frames of a row visible), between 48 and 160 points (320
@@ -173,6 +193,13 @@ fn frames_ui(
             };
             let texture = textures.get_or_upload(ui.ctx(), key, || frame.clone());
             let (rect, response) = ui.allocate_exact_size(Vec2::splat(thumb), Sense::click());
+            let name = if row == ROLLOUT_ROW {
+                format!("rollout frame {i}")
+            } else {
+                format!("iteration {row} frame {i}")
+            };
+            response
+                .widget_info(|| egui::WidgetInfo::labeled(egui::Role::Image, true, name.clone()));
             ui.painter().image(
                 texture.id(),
                 rect,

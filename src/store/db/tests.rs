@@ -59,6 +59,11 @@ fn accept() -> Annotation {
             },
             note: "here".into(),
         }],
+        iteration_preference: Some(IterationPreference {
+            a: 0,
+            b: 1,
+            choice: Preference::BOverA,
+        }),
     }
 }
 

@@ -115,6 +115,17 @@ pub struct Annotation {
     pub note: String,
     #[serde(default)]
     pub marks: Vec<FrameMark>,
+    /// Which of two refinement iterations of this plan is better (absent in older stores).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iteration_preference: Option<IterationPreference>,
+}
+
+/// A pairwise judgement of two iterations of one plan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IterationPreference {
+    pub a: usize,
+    pub b: usize,
+    pub choice: Preference,
 }
 
 /// A stored annotation: the label, whose, and when it last changed.
