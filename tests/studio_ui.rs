@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use egui::{Key, Modifiers};
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
-use videoagent::app::command::Command;
+use videoagent::app::command::{Command, JobCommand};
 use videoagent::app::state::{Preference, StatusFilter, Tag, Verdict};
 use videoagent::app::{StudioApp, StudioOptions};
 use videoagent::env::Rgb8Image;
@@ -561,4 +561,133 @@ fn a_plan_from_an_opened_image_and_bad_images_are_refused() {
     assert_eq!(plan.origin.task, "start.png");
     assert!(!plan.iterations.is_empty());
     assert_eq!(plan.iterations[0].frames.len(), 8);
+}
+
+/// A device that cannot be opened (no CUDA in this build or no GPU) is reported and the model
+/// that works stays in use; a store that cannot be written keeps labels in memory, visibly.
+#[test]
+fn an_unavailable_device_and_an_unwritable_store_are_reported_and_work_goes_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    sample_plans(dir.path(), 2);
+    let mut app = StudioApp::new(StudioOptions {
+        model_dir: videoagent::model::pipeline::default_model_dir(),
+        device: "cpu".into(),
+        sample_plans: Some(dir.path().to_owned()),
+        // Not even root can create folders under /proc.
+        store_dir: Some("/proc/videoagent-store".into()),
+        annotator: "tester".into(),
+    });
+    app.wait_for_model().expect("model");
+    assert!(app.flush_store().is_err(), "the store cannot open");
+    let mut h = harness(app);
+    h.run_steps(2);
+    h.get_by_label_contains("labels not saved");
+    h.key_press(Key::A);
+    h.run_steps(1);
+    assert_eq!(
+        verdict_of(&h, 0),
+        Some(Verdict::Accept),
+        "labelling goes on"
+    );
+
+    let before = h.state().model_status();
+    h.state_mut()
+        .apply(Command::Job(JobCommand::SwitchDevice("metal".into())));
+    h.state_mut()
+        .wait_for_model()
+        .expect("the working model stays");
+    h.run_steps(2);
+    assert_eq!(h.state().model_status(), before, "still the CPU model");
+    assert!(
+        h.state()
+            .toasts
+            .iter()
+            .any(|t| t.is_error && t.text.contains("the current model stays")),
+        "{:?}",
+        h.state().toasts
+    );
+}
+
+/// Renders `h` with wgpu (lavapipe in CI) and checks the picture shows something; with
+/// `VIDEOAGENT_SCREENSHOTS=DIR` it is also written to `DIR/name.png` (the README's pictures).
+fn screenshot(h: &mut Harness<StudioApp>, name: &str) {
+    let image = h.render().expect("the studio renders with wgpu");
+    assert_eq!((image.width(), image.height()), (1400, 900), "{name}");
+    let first = *image.get_pixel(0, 0);
+    let differing = image.pixels().filter(|p| **p != first).count();
+    assert!(
+        differing > image.len() / 40,
+        "{name}: the picture is nearly uniform ({differing} pixels differ)"
+    );
+    if let Some(dir) = std::env::var_os("VIDEOAGENT_SCREENSHOTS") {
+        let path = Path::new(&dir).join(format!("{name}.png"));
+        image.save(&path).expect("write the screenshot");
+    }
+}
+
+/// The README's pictures, from the shipped sample plans: iterations with their critiques, the
+/// compare view, the labelling flow, and a fine-tune with its loss plot and the old-vs-new
+/// comparison.
+#[test]
+fn screenshots_of_the_main_views() {
+    let store = tempfile::tempdir().expect("tempdir");
+    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("sample_data/plans");
+    let mut app = StudioApp::new(StudioOptions {
+        model_dir: videoagent::model::pipeline::default_model_dir(),
+        device: "cpu".into(),
+        sample_plans: Some(samples),
+        store_dir: Some(store.path().join("store")),
+        annotator: "ana".into(),
+    });
+    app.wait_for_model().expect("model");
+    app.flush_store().expect("store");
+    app.finetune_steps = 12;
+    app.settings.sampler_steps = 4;
+    app.studio.auto_advance = false;
+    let mut h = Harness::builder()
+        .with_size(egui::vec2(1400.0, 900.0))
+        .wgpu()
+        .build_ui_state(|ui, app: &mut StudioApp| app.show(ui), app);
+    h.run_steps(3);
+    let refined = h
+        .state()
+        .studio
+        .plans
+        .iter()
+        .find(|p| p.origin.task == "push")
+        .map(|p| p.id)
+        .expect("the push sample plan");
+    h.state_mut().apply(Command::SelectPlan(refined));
+    h.state_mut().apply(Command::SeekFrame(5));
+    h.run_steps(3);
+    screenshot(&mut h, "studio");
+
+    h.get_by_label("Wipe").click();
+    h.run_steps(3);
+    screenshot(&mut h, "studio-compare");
+
+    h.get_by_label("Difference").click();
+    h.get_by_label("teleport").click();
+    h.key_press(Key::Num4);
+    h.key_press(Key::A);
+    h.run_steps(3);
+    assert_eq!(
+        h.state().studio.curated().len(),
+        1,
+        "{:?}",
+        h.state().studio.selected_label()
+    );
+    screenshot(&mut h, "studio-labels");
+
+    h.state_mut().apply(Command::Job(JobCommand::FineTune));
+    step_until(&mut h, Duration::from_secs(300), |a| !a.is_finetuning());
+    step_until(&mut h, Duration::from_secs(300), |a| !a.is_comparing());
+    h.run_steps(3);
+    assert_eq!(
+        h.state().finetune_status.losses.len(),
+        12,
+        "{:?}",
+        h.state().toasts
+    );
+    screenshot(&mut h, "studio-finetune");
 }

@@ -21,6 +21,8 @@ pub enum JobCommand {
     /// Switch to the model the last fine-tune produced.
     UseFineTuned,
     DiscardFineTuned,
+    /// Reload the model on another device (`auto`, `cpu`, `cuda`, `metal`).
+    SwitchDevice(String),
     /// Show or hide the old-vs-new model comparison.
     ToggleModelComparison,
     /// Export the selected plan's chosen iteration, or all its iterations as a grid.

@@ -76,9 +76,12 @@ impl Default for GenerateSettings {
     }
 }
 
+/// A model folder being read on a worker thread, with the device it was asked for.
+type ModelPromise = poll_promise::Promise<Result<(Arc<VideoModel>, String), String>>;
+
 /// The model, once its folder has been read on a worker thread.
 enum ModelSlot {
-    Loading(poll_promise::Promise<Result<(Arc<VideoModel>, String), String>>),
+    Loading(ModelPromise),
     Ready {
         model: Arc<VideoModel>,
         device_note: String,
@@ -142,6 +145,9 @@ pub struct StudioApp {
     pub settings: GenerateSettings,
     pub options: StudioOptions,
     model: ModelSlot,
+    /// A model (another folder or device) loading to replace a working one; if it fails, the
+    /// working one stays.
+    replacement: Option<ModelPromise>,
     store: StoreSlot,
     /// A file dialog open on a worker thread (rfd), for a first frame.
     open_image: Option<poll_promise::Promise<Option<PathBuf>>>,
@@ -203,6 +209,7 @@ impl StudioApp {
                 options.device.clone(),
             )),
             studio,
+            replacement: None,
             store,
             open_image: None,
             settings: GenerateSettings::default(),
@@ -225,9 +232,17 @@ impl StudioApp {
         }
     }
 
-    /// Blocks until the model has loaded (tests and benchmarks; the UI never calls it).
+    /// Blocks until the model (and any replacement) has loaded (tests and benchmarks; the UI
+    /// never calls it).
     pub fn wait_for_model(&mut self) -> Result<(), String> {
-        if let ModelSlot::Loading(promise) = &self.model {
+        let promises = [
+            match &self.model {
+                ModelSlot::Loading(p) => Some(p),
+                _ => None,
+            },
+            self.replacement.as_ref(),
+        ];
+        for promise in promises.into_iter().flatten() {
             while promise.ready().is_none() {
                 std::thread::sleep(std::time::Duration::from_millis(5));
             }
@@ -289,13 +304,22 @@ impl StudioApp {
                     messages,
                 )
             }
-            Err(e) => (
-                StoreSlot::Unavailable(e.clone()),
-                vec![(
+            Err(e) => {
+                let mut messages = vec![(
                     format!("the store could not open, labels stay in memory: {e}"),
                     true,
-                )],
-            ),
+                )];
+                // Something to look at all the same: the sample plans, in memory.
+                if let Some(dir) = &self.options.sample_plans {
+                    match samples::load_plan_folders(dir, &mut self.studio) {
+                        Ok(warnings) => messages.extend(warnings.into_iter().map(|w| (w, true))),
+                        Err(e) => {
+                            messages.push((format!("cannot open the sample plans: {e}"), true))
+                        }
+                    }
+                }
+                (StoreSlot::Unavailable(e.clone()), messages)
+            }
         };
         self.store = slot;
         for (text, is_error) in messages {
@@ -350,6 +374,7 @@ impl StudioApp {
     }
 
     fn poll_model(&mut self) {
+        self.poll_replacement();
         let ModelSlot::Loading(promise) = &self.model else {
             return;
         };
@@ -367,6 +392,42 @@ impl StudioApp {
         if let Some(e) = failure {
             self.toast(e, true);
         }
+    }
+
+    /// Loads the model in `dir` on `device`; the current model keeps working meanwhile and
+    /// stays if the new one fails to load.
+    fn replace_model(&mut self, dir: PathBuf, device: String) {
+        let promise = jobs::load_model(dir, device);
+        match self.model {
+            ModelSlot::Ready { .. } => self.replacement = Some(promise),
+            _ => self.model = ModelSlot::Loading(promise),
+        }
+    }
+
+    fn poll_replacement(&mut self) {
+        let Some(result) = self.replacement.as_ref().and_then(|p| p.ready()) else {
+            return;
+        };
+        let (text, is_error) = match result {
+            Ok((model, note)) => {
+                self.model = ModelSlot::Ready {
+                    model: model.clone(),
+                    device_note: note.clone(),
+                };
+                (
+                    format!("now using {} ({note})", model.source.display()),
+                    false,
+                )
+            }
+            Err(e) => (format!("{e}; the current model stays"), true),
+        };
+        self.replacement = None;
+        self.toast(text, is_error);
+    }
+
+    /// The device the studio was asked to use (`auto`, `cpu`, `cuda`, `metal`).
+    pub fn device(&self) -> &str {
+        &self.options.device
     }
 
     pub fn toast(&mut self, text: impl Into<String>, is_error: bool) {
@@ -420,13 +481,19 @@ impl StudioApp {
                         format!("loading the fine-tuned model {}", dir.display()),
                         false,
                     );
-                    self.model =
-                        ModelSlot::Loading(jobs::load_model(dir, self.options.device.clone()));
+                    self.options.model_dir = dir.clone();
+                    self.replace_model(dir, self.options.device.clone());
                 }
             }
             JobCommand::DiscardFineTuned => {
                 self.finetune_status.result = None;
                 self.comparison.open = false;
+            }
+            JobCommand::SwitchDevice(device) => {
+                if device != self.options.device {
+                    self.options.device = device.clone();
+                    self.replace_model(self.options.model_dir.clone(), device);
+                }
             }
             JobCommand::ToggleModelComparison => self.comparison.open = !self.comparison.open,
         }
@@ -804,6 +871,7 @@ impl StudioApp {
         self.poll_store();
         self.save_labels();
         if matches!(self.model, ModelSlot::Loading(_))
+            || self.replacement.is_some()
             || matches!(self.store, StoreSlot::Opening(_))
         {
             ctx.request_repaint_after(std::time::Duration::from_millis(50));

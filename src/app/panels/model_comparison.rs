@@ -15,6 +15,7 @@ pub fn model_comparison(ctx: &egui::Context, app: &mut StudioApp, commands: &mut
     let mut open = true;
     egui::Window::new("Old vs new model")
         .open(&mut open)
+        .default_pos([420.0, 60.0])
         .default_width(8.0 * (THUMB + 4.0) + 80.0)
         .show(ctx, |ui| {
             if let Some((done, total)) = app.comparison.progress {

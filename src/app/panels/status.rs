@@ -1,6 +1,6 @@
 //! The status bar (device, model, plans, curated set) and the toasts in the corner.
 
-use crate::app::command::Command;
+use crate::app::command::{Command, JobCommand};
 use crate::app::{StudioApp, Toast};
 
 const TOAST_SECS: f64 = 4.0;
@@ -11,6 +11,20 @@ pub fn status_bar(ui: &mut egui::Ui, app: &StudioApp, commands: &mut Vec<Command
             ui.strong("VideoAgent Studio");
             ui.separator();
             ui.label(app.model_status());
+            let mut device = app.device().to_owned();
+            egui::ComboBox::from_id_salt("device")
+                .selected_text(format!("run on {device}"))
+                .show_ui(ui, |ui| {
+                    for name in crate::model::device::DEVICE_NAMES {
+                        ui.selectable_value(&mut device, name.to_owned(), name);
+                    }
+                })
+                .response
+                .on_hover_text("The device that runs the model")
+                .widget_info(|| egui::WidgetInfo::labeled(egui::Role::ComboBox, true, "Device"));
+            if device != app.device() {
+                commands.push(Command::Job(JobCommand::SwitchDevice(device)));
+            }
             ui.separator();
             ui.label(format!(
                 "{} plans, {} curated",

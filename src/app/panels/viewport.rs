@@ -139,7 +139,10 @@ fn iteration_row_ui(
                 ui.weak("not critiqued");
             }
         }
-        ui.weak(format!("{:.0} ms", iteration.sample_ms));
+        // Plans read back from the store carry no timings.
+        if iteration.sample_ms > 0.0 {
+            ui.weak(format!("sampled in {:.0} ms", iteration.sample_ms));
+        }
     });
     let highlight = studio
         .highlight
