@@ -77,6 +77,8 @@ pub enum Command {
     Store(StoreCommand),
     /// Measure the perception critic: expert videos accepted, edited failures rejected.
     CriticCalibrate(crate::critic_cli::CalibrateArgs),
+    /// How often each critic's verdict on the model's plans agrees with executing them.
+    CriticAgreement(crate::critic_cli::AgreementArgs),
     /// Plan with the model (or take the expert's video) and execute the plan in the world.
     Run(RunArgs),
     /// The paper's evaluation: success per method, task and view on held-out seeds (resumable).
@@ -377,6 +379,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Import(a)) => store_cli::import(&a),
         Some(Command::Store(c)) => store_cli::store(&c),
         Some(Command::CriticCalibrate(a)) => crate::critic_cli::calibrate_cmd(&a),
+        Some(Command::CriticAgreement(a)) => crate::critic_cli::agreement_cmd(&a),
         Some(Command::Run(a)) => run_plan(&a),
         Some(Command::Eval(a)) => eval_cmd(&a),
         Some(Command::Improve(a)) => improve_cmd(&a),
@@ -851,7 +854,12 @@ fn plan(args: &PlanArgs) -> Result<()> {
     if instruction.trim().is_empty() {
         bail!("the instruction is empty");
     }
-    crate::critic_cli::make_critic(&args.critic)?;
+    let plan_start = crate::critic_cli::PlanStart {
+        world: &args.world,
+        view,
+        seed: args.seed,
+    };
+    crate::critic_cli::make_critic(&args.critic, plan_start)?;
     let model_dir = args.model.clone().unwrap_or_else(default_model_dir);
     let (device, note) = select_device(&args.device)?;
     tracing::info!("{note}");
@@ -888,6 +896,7 @@ fn plan(args: &PlanArgs) -> Result<()> {
             &args.critic,
             &model,
             &start,
+            plan_start,
             &args.task,
             &instruction,
             &sample,

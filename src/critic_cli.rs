@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
+use videoagent::agent::execution_critic::ExecutionCritic;
 use videoagent::critic::calibrate::{
     CalibrationSpec, Edit, PlanJudgement, calibrate, judge_model_plans,
 };
@@ -52,13 +53,46 @@ pub struct CalibrateArgs {
     pub json: Option<PathBuf>,
 }
 
-/// Which critic `plan --refine` asks, and how to reach a VLM.
+/// `videoagent critic-agreement`: critics against execution on the model's own plans.
 #[derive(Debug, Args)]
+pub struct AgreementArgs {
+    #[arg(long, default_value = "all")]
+    pub tasks: String,
+    #[arg(long, default_value = "all")]
+    pub views: String,
+    /// Held-out starts per task and view.
+    #[arg(long, default_value_t = 4)]
+    pub seeds: u64,
+    #[arg(long, default_value_t = 1_000_000)]
+    pub seed_base: u64,
+    /// Critics to measure, comma-separated (perception, vlm, ...; see --critic).
+    #[arg(long, default_value = "perception")]
+    pub critics: String,
+    /// Model folder (default: the shipped CPU model).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// DDIM steps of the plans.
+    #[arg(long, default_value_t = 10)]
+    pub steps: usize,
+    /// auto, cpu, cuda or metal.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Also write the plans and the agreement table as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// How to reach a VLM critic (its --critic is ignored here: see --critics).
+    #[command(flatten)]
+    pub critic: CriticArgs,
+}
+
+/// Which critic `plan --refine` asks, and how to reach a VLM.
+#[derive(Clone, Debug, Args)]
 pub struct CriticArgs {
     /// Refinements after the first plan (0: plan once).
     #[arg(long, default_value_t = 0)]
     pub refine: usize,
-    /// perception (offline, default), vlm (OpenAI-compatible API) or none.
+    /// perception (offline, default), vlm (OpenAI-compatible API), execution (runs the plan
+    /// in the world: the paper's environment feedback) or none.
     #[arg(long, default_value = "perception")]
     pub critic: String,
     /// VLM model name (vlm critic).
@@ -75,10 +109,24 @@ pub struct CriticArgs {
     pub critic_timeout: f64,
 }
 
-/// The critic chosen by `args` (`None` for `--critic none`).
-pub fn make_critic(args: &CriticArgs) -> Result<Option<Box<dyn Critic>>> {
+/// The world start plans are made from: what the execution critic replays.
+#[derive(Clone, Copy, Debug)]
+pub struct PlanStart<'a> {
+    pub world: &'a str,
+    pub view: usize,
+    pub seed: u64,
+}
+
+/// The critic chosen by `args` (`None` for `--critic none`) for plans from `start`.
+pub fn make_critic(args: &CriticArgs, start: PlanStart<'_>) -> Result<Option<Box<dyn Critic>>> {
     Ok(match args.critic.as_str() {
         "none" => None,
+        "execution" => Some(Box::new(ExecutionCritic::new(
+            start.world,
+            64,
+            start.view,
+            start.seed,
+        )?)),
         "perception" => Some(Box::new(PerceptionCritic::default())),
         "vlm" => {
             if !(args.critic_timeout.is_finite() && args.critic_timeout > 0.0) {
@@ -98,7 +146,7 @@ pub fn make_critic(args: &CriticArgs) -> Result<Option<Box<dyn Critic>>> {
                 feedback,
             )))
         }
-        other => bail!("unknown critic '{other}' (valid: perception, vlm, none)"),
+        other => bail!("unknown critic '{other}' (valid: perception, vlm, execution, none)"),
     })
 }
 
@@ -189,6 +237,98 @@ pub fn calibrate_cmd(args: &CalibrateArgs) -> Result<()> {
     Ok(())
 }
 
+pub fn agreement_cmd(args: &AgreementArgs) -> Result<()> {
+    use std::ops::ControlFlow;
+    use videoagent::agent::critic_agreement::{agreement, judge_against_execution};
+    use videoagent::model::{
+        SampleConfig, VideoModel, device::select_device, pipeline::default_model_dir,
+    };
+    let dir = args.model.clone().unwrap_or_else(default_model_dir);
+    let (device, note) = select_device(&args.device)?;
+    tracing::info!("{note}");
+    let model = VideoModel::load(&dir, &device)
+        .with_context(|| format!("loading the model from {}", dir.display()))?;
+    let mut world = open_world(&model.config.world, 64)?;
+    let start = PlanStart {
+        world: &model.config.world,
+        view: 0,
+        seed: args.seed_base,
+    };
+    let mut critics: Vec<Box<dyn Critic>> = Vec::new();
+    for name in args.critics.split(',').map(str::trim) {
+        if name == "execution" || name == "none" {
+            bail!("--critics: '{name}' cannot be measured against execution");
+        }
+        let chosen = CriticArgs {
+            critic: name.to_owned(),
+            ..args.critic.clone()
+        };
+        critics.extend(make_critic(&chosen, start)?);
+    }
+    let critic_refs: Vec<&dyn Critic> = critics.iter().map(|c| c.as_ref()).collect();
+    let mut starts = Vec::new();
+    for task in pick_tasks(world.as_ref(), &args.tasks)? {
+        for view in pick_views(world.as_ref(), &args.views)? {
+            for seed in args.seed_base..args.seed_base + args.seeds {
+                starts.push((task.clone(), view, seed));
+            }
+        }
+    }
+    let bar = progress(starts.len() as u64, "plans executed and judged");
+    let plans = judge_against_execution(
+        &model,
+        &critic_refs,
+        world.as_mut(),
+        &starts,
+        &SampleConfig::ddim(args.steps.max(1)),
+        |_| {
+            bar.inc(1);
+            ControlFlow::Continue(())
+        },
+    )
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    bar.finish_and_clear();
+    let successes = plans.iter().filter(|p| p.success).count();
+    println!(
+        "{} plans of {} executed: {successes} succeeded, {} failed",
+        plans.len(),
+        dir.display(),
+        plans.len() - successes
+    );
+    println!(
+        "  {:<12} {:>6} {:>11} {:>9} {:>17} {:>14} {:>10}",
+        "critic",
+        "judged",
+        "unavailable",
+        "accuracy",
+        "reject precision",
+        "reject recall",
+        "latency"
+    );
+    let pct = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{:.1}%", 100.0 * v));
+    let table: Vec<_> = (0..critic_refs.len())
+        .map(|i| agreement(&plans, i))
+        .collect();
+    for a in &table {
+        println!(
+            "  {:<12} {:>6} {:>11} {:>9} {:>17} {:>14} {:>8.1}ms",
+            a.critic,
+            a.judged,
+            a.unavailable,
+            pct(Some(a.accuracy)),
+            pct(a.reject_precision),
+            pct(a.reject_recall),
+            a.mean_latency_ms
+        );
+    }
+    if let Some(path) = &args.json {
+        let json = serde_json::json!({ "model": dir, "agreement": table, "plans": plans });
+        videoagent::store::atomic::write_json(path, &json)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
 fn model_plans(
     args: &CalibrateArgs,
     spec: &CalibrationSpec,
@@ -263,6 +403,7 @@ pub fn refine_plan(
     args: &CriticArgs,
     model: &videoagent::model::VideoModel,
     start: &videoagent::env::Observation,
+    plan_start: PlanStart<'_>,
     task: &str,
     instruction: &str,
     sample: &videoagent::model::SampleConfig,
@@ -274,7 +415,7 @@ pub fn refine_plan(
         OnUnavailable, RefineInput, RefineProgress, RefineSettings, refine,
     };
 
-    let chosen_critic = make_critic(args)?;
+    let chosen_critic = make_critic(args, plan_start)?;
     let (critic, on_unavailable): (&dyn Critic, _) = match &chosen_critic {
         Some(c) => (c.as_ref(), OnUnavailable::Stop),
         None => (&NoCritic, OnUnavailable::Continue),

@@ -8,6 +8,7 @@ use egui::{Key, Modifiers};
 use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
 use videoagent::app::command::{Command, JobCommand};
+use videoagent::app::jobs::{CriticChoice, VlmEndpoint};
 use videoagent::app::state::{Preference, StatusFilter, Tag, Verdict};
 use videoagent::app::{StudioApp, StudioOptions};
 use videoagent::env::Rgb8Image;
@@ -242,6 +243,50 @@ fn generate_runs_in_the_background_and_can_be_cancelled() {
             .iter()
             .any(|t| t.text.contains("cancelled")),
         "the user is told"
+    );
+}
+
+/// A VLM critic whose server is down: the plan is still made, and the iteration says why it
+/// was not judged; a VLM with no server at all is refused before sampling.
+#[test]
+fn a_critic_that_is_down_is_reported_and_the_plan_is_kept() {
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let mut app = studio(None);
+    app.wait_for_model().expect("model");
+    app.settings.sampler_steps = 2;
+    app.settings.critic = CriticChoice::Vlm;
+    app.settings.vlm = VlmEndpoint {
+        base_url: format!("http://127.0.0.1:{closed_port}/v1"),
+        model: "tiny".into(),
+    };
+    let mut h = harness(app);
+    h.run_steps(1);
+    h.get_by_label("VLM server");
+    h.get_by_label("Generate").click();
+    h.run_steps(1);
+    step_until(&mut h, Duration::from_secs(120), |a| !a.is_generating());
+    let plan = h.state().studio.selected_plan().expect("the plan").clone();
+    assert_eq!(plan.iterations.len(), 1, "no refinement without a verdict");
+    let critique = plan.iterations[0].critique.clone().expect("a critique row");
+    assert_eq!(critique.accepted, None, "not judged");
+    assert!(!critique.feedback.is_empty(), "says why: {critique:?}");
+    h.run_steps(1);
+    h.get_by_label_contains(&critique.feedback);
+
+    h.state_mut().settings.vlm.base_url = "localhost-without-scheme".into();
+    h.get_by_label("Generate").click();
+    h.run_steps(1);
+    step_until(&mut h, Duration::from_secs(60), |a| !a.is_generating());
+    assert!(
+        h.state()
+            .toasts
+            .iter()
+            .any(|t| t.is_error && t.text.contains("VLM critic is not set up")),
+        "{:?}",
+        h.state().toasts
     );
 }
 

@@ -5,8 +5,10 @@
 //! self-improvement rounds (execute refined plans, keep verified successes, fine-tune).
 
 pub mod controller;
+pub mod critic_agreement;
 pub mod eval;
 pub mod execute;
+pub mod execution_critic;
 pub mod flow;
 pub mod improve;
 pub mod model_eval;

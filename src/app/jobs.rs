@@ -13,7 +13,9 @@ use crate::agent::model_eval::ComparedStart;
 use crate::agent::refine::{
     OnUnavailable, RefineInput, RefineIteration, RefineProgress, RefineSettings, StopReason, refine,
 };
-use crate::critic::{Critic, NoCritic, PerceptionCritic, PerceptionThresholds};
+use crate::critic::{
+    ChatClient, ChatSettings, Critic, NoCritic, PerceptionCritic, PerceptionThresholds, VlmCritic,
+};
 use crate::env::{self, Rgb8Image};
 use crate::model::{SampleConfig, VideoModel};
 use crate::store::export::{VideoFormat, write_video};
@@ -26,16 +28,23 @@ pub enum CriticChoice {
     /// The built-in perception critic (offline).
     #[default]
     Perception,
+    /// A VLM over an OpenAI-compatible API (see [`VlmEndpoint`]).
+    Vlm,
     /// No critic: one plan, never refined.
     None,
 }
 
 impl CriticChoice {
-    pub const ALL: [CriticChoice; 2] = [CriticChoice::Perception, CriticChoice::None];
+    pub const ALL: [CriticChoice; 3] = [
+        CriticChoice::Perception,
+        CriticChoice::Vlm,
+        CriticChoice::None,
+    ];
 
     pub fn label(self) -> &'static str {
         match self {
             CriticChoice::Perception => "perception",
+            CriticChoice::Vlm => "vlm (OpenAI API)",
             CriticChoice::None => "none",
         }
     }
@@ -146,6 +155,8 @@ pub struct GenerateRequest {
     pub instruction: String,
     pub max_refinements: usize,
     pub critic: CriticChoice,
+    /// Where the VLM critic is served.
+    pub vlm: VlmEndpoint,
     pub sampler_steps: usize,
     pub guidance: f64,
     pub sample_seed: u64,
@@ -187,12 +198,54 @@ pub fn generate(
     };
 }
 
+/// An OpenAI-compatible chat-completions server and model (the key comes from
+/// `$OPENAI_API_KEY` only, so it is never shown or saved).
+#[derive(Clone, Debug, PartialEq)]
+pub struct VlmEndpoint {
+    pub base_url: String,
+    pub model: String,
+}
+
+impl Default for VlmEndpoint {
+    /// `$OPENAI_BASE_URL` and `$VIDEOAGENT_VLM_MODEL` (default `gpt-4o`).
+    fn default() -> Self {
+        let var = |name| {
+            std::env::var(name)
+                .ok()
+                .filter(|v: &String| !v.trim().is_empty())
+        };
+        Self {
+            base_url: var("OPENAI_BASE_URL").unwrap_or_default(),
+            model: var("VIDEOAGENT_VLM_MODEL").unwrap_or_else(|| "gpt-4o".to_owned()),
+        }
+    }
+}
+
+impl CriticChoice {
+    /// The critic itself; a VLM that is not configured is an error the user sees.
+    fn build(self, vlm: &VlmEndpoint) -> Result<Box<dyn Critic>, String> {
+        Ok(match self {
+            CriticChoice::Perception => {
+                Box::new(PerceptionCritic::new(PerceptionThresholds::default()))
+            }
+            CriticChoice::Vlm => {
+                let url = Some(vlm.base_url.as_str()).filter(|u| !u.trim().is_empty());
+                let settings = ChatSettings::from_env(url, &vlm.model)
+                    .map_err(|e| format!("the VLM critic is not set up: {e}"))?;
+                Box::new(VlmCritic::new(ChatClient::new(settings), None))
+            }
+            CriticChoice::None => Box::new(NoCritic),
+        })
+    }
+}
+
 fn run_generate(
     model: &VideoModel,
     store: Option<&crate::store::db::Store>,
     request: &GenerateRequest,
     report: &Reporter<GenerateEvent>,
 ) -> Result<Option<usize>, String> {
+    let critic = request.critic.build(&request.vlm)?;
     let origin = &request.origin;
     let (first, instruction) = match &request.image {
         Some(image) => {
@@ -250,12 +303,6 @@ fn run_generate(
         plan.id = super::persist::studio_id(id);
     }
     report.send(GenerateEvent::Started(Box::new(plan)));
-    let critic: Box<dyn Critic> = match request.critic {
-        CriticChoice::Perception => {
-            Box::new(PerceptionCritic::new(PerceptionThresholds::default()))
-        }
-        CriticChoice::None => Box::new(NoCritic),
-    };
     let settings = RefineSettings {
         max_refinements: request.max_refinements,
         sample: SampleConfig {

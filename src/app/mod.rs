@@ -53,6 +53,7 @@ pub struct GenerateSettings {
     pub instruction: String,
     pub max_refinements: usize,
     pub critic: jobs::CriticChoice,
+    pub vlm: jobs::VlmEndpoint,
     pub sampler_steps: usize,
     pub guidance: f64,
     /// A first frame opened from a file (replaces the world start), with its file name.
@@ -69,6 +70,7 @@ impl Default for GenerateSettings {
             instruction: String::new(),
             max_refinements: 2,
             critic: jobs::CriticChoice::Perception,
+            vlm: jobs::VlmEndpoint::default(),
             sampler_steps: 10,
             guidance: 0.0,
             image: None,
@@ -845,6 +847,7 @@ impl StudioApp {
             instruction: s.instruction.clone(),
             max_refinements: s.max_refinements,
             critic: s.critic,
+            vlm: s.vlm.clone(),
             sampler_steps: s.sampler_steps,
             guidance: s.guidance,
             sample_seed: s.seed,

@@ -52,6 +52,21 @@ fn make_plan_ui(ui: &mut egui::Ui, app: &mut StudioApp, commands: &mut Vec<Comma
         .labelled_by(name.id);
         ui.end_row();
         choice_row(ui, "Critic", &mut s.critic, &critics);
+        if s.critic == CriticChoice::Vlm {
+            let name = ui.label("VLM server");
+            ui.add(
+                egui::TextEdit::singleline(&mut s.vlm.base_url)
+                    .hint_text("http://localhost:8000/v1")
+                    .desired_width(150.0),
+            )
+            .labelled_by(name.id)
+            .on_hover_text("OpenAI-compatible; the key is read from $OPENAI_API_KEY");
+            ui.end_row();
+            let name = ui.label("VLM model");
+            ui.add(egui::TextEdit::singleline(&mut s.vlm.model).desired_width(150.0))
+                .labelled_by(name.id);
+            ui.end_row();
+        }
         let name = ui.label("Refinements");
         ui.add(egui::Slider::new(&mut s.max_refinements, 0..=4))
             .labelled_by(name.id);

@@ -1,0 +1,219 @@
+//! How far a critic can be trusted: its verdicts on the model's own plans against what happens
+//! when those plans are executed (the paper checked its GPT-4 judge this way: 69-75%). A plan
+//! whose execution fails should be rejected; "reject" is the positive class of precision and
+//! recall.
+
+use std::ops::ControlFlow;
+
+use serde::Serialize;
+
+use super::execute::{ExecuteConfig, execute_plan};
+use crate::critic::{Critic, CriticInput, Verdict};
+use crate::env::World;
+use crate::model::pipeline::resize;
+use crate::model::{SampleConfig, VideoModel};
+
+/// One plan: where it started, whether executing it succeeded, and each critic's verdict
+/// (`None`: the critic could not judge).
+#[derive(Clone, Debug, Serialize)]
+pub struct JudgedPlan {
+    pub task: String,
+    pub view: usize,
+    pub seed: u64,
+    pub success: bool,
+    /// `(critic, accepted)` in the order the critics were given.
+    pub verdicts: Vec<(String, Option<bool>)>,
+    /// Milliseconds each critic took, same order.
+    pub latency_ms: Vec<f64>,
+}
+
+/// One critic's agreement with execution.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Agreement {
+    pub critic: String,
+    /// Plans it judged (unavailable verdicts left out).
+    pub judged: usize,
+    pub unavailable: usize,
+    /// Share of judged plans where accept <=> success.
+    pub accuracy: f64,
+    /// Of the plans it rejected, the share that failed (`None`: it rejected none).
+    pub reject_precision: Option<f64>,
+    /// Of the plans that failed, the share it rejected (`None`: none failed).
+    pub reject_recall: Option<f64>,
+    pub mean_latency_ms: f64,
+}
+
+/// Agreement of critic `index` over `plans`.
+pub fn agreement(plans: &[JudgedPlan], index: usize) -> Agreement {
+    let critic = plans
+        .first()
+        .and_then(|p| p.verdicts.get(index))
+        .map_or_else(String::new, |v| v.0.clone());
+    let judged: Vec<(bool, bool)> = plans
+        .iter()
+        .filter_map(|p| {
+            p.verdicts
+                .get(index)?
+                .1
+                .map(|accepted| (accepted, p.success))
+        })
+        .collect();
+    let count = |f: &dyn Fn(&(bool, bool)) -> bool| judged.iter().filter(|j| f(j)).count();
+    let agree = count(&|(a, s)| a == s);
+    let rejected = count(&|(a, _)| !a);
+    let failed = count(&|(_, s)| !s);
+    let rejected_failures = count(&|(a, s)| !a && !s);
+    let share = |num: usize, den: usize| (den > 0).then(|| num as f64 / den as f64);
+    let latencies: Vec<f64> = plans
+        .iter()
+        .filter_map(|p| p.latency_ms.get(index).copied())
+        .collect();
+    Agreement {
+        critic,
+        judged: judged.len(),
+        unavailable: plans.len() - judged.len(),
+        accuracy: share(agree, judged.len()).unwrap_or(0.0),
+        reject_precision: share(rejected_failures, rejected),
+        reject_recall: share(rejected_failures, failed),
+        mean_latency_ms: latencies.iter().sum::<f64>() / latencies.len().max(1) as f64,
+    }
+}
+
+/// Plans each `(task, view, seed)` start once with `model`, executes the plan from the same
+/// start, and asks every critic about it. `on_plan` sees each judged plan and may stop.
+pub fn judge_against_execution(
+    model: &VideoModel,
+    critics: &[&dyn Critic],
+    world: &mut dyn World,
+    starts: &[(String, usize, u64)],
+    sample: &SampleConfig,
+    mut on_plan: impl FnMut(&JudgedPlan) -> ControlFlow<()>,
+) -> Result<Vec<JudgedPlan>, Box<dyn std::error::Error + Send + Sync>> {
+    let mut plans = Vec::new();
+    for (task, view, seed) in starts {
+        let info = world
+            .tasks()
+            .into_iter()
+            .find(|t| t.name == *task)
+            .ok_or_else(|| format!("unknown task '{task}'"))?;
+        let instruction = info.instruction().to_owned();
+        let first = world.reset(task, *view, *seed)?;
+        let Some(plan) = model.plan(&first.rgb, None, &instruction, sample, *seed, |_| {
+            ControlFlow::Continue(())
+        })?
+        else {
+            break;
+        };
+        let size = plan.first().map_or(first.rgb.width, |f| f.width);
+        let frames: Vec<_> = std::iter::once(resize(&first.rgb, size))
+            .chain(plan.iter().cloned())
+            .collect();
+        world.reset(task, *view, *seed)?;
+        let rollout = execute_plan(world, task, &frames, &ExecuteConfig::default(), None)?;
+        let input = CriticInput {
+            first: &first,
+            plan: &plan,
+            task,
+            instruction: &instruction,
+        };
+        let reviews: Vec<_> = critics
+            .iter()
+            .map(|c| (c.name(), c.review(&input)))
+            .collect();
+        let judged = JudgedPlan {
+            task: task.clone(),
+            view: *view,
+            seed: *seed,
+            success: rollout.success,
+            verdicts: reviews
+                .iter()
+                .map(|(name, r)| {
+                    let accepted = match r.verdict {
+                        Verdict::Accept => Some(true),
+                        Verdict::Reject => Some(false),
+                        Verdict::Unavailable { .. } => None,
+                    };
+                    ((*name).to_owned(), accepted)
+                })
+                .collect(),
+            latency_ms: reviews
+                .iter()
+                .map(|(_, r)| r.latency.as_secs_f64() * 1e3)
+                .collect(),
+        };
+        let stop = on_plan(&judged).is_break();
+        plans.push(judged);
+        if stop {
+            break;
+        }
+    }
+    Ok(plans)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(success: bool, accepted: Option<bool>) -> JudgedPlan {
+        JudgedPlan {
+            task: "push".into(),
+            view: 0,
+            seed: 0,
+            success,
+            verdicts: vec![("perception".into(), accepted)],
+            latency_ms: vec![2.0],
+        }
+    }
+
+    #[test]
+    fn agreement_counts_reject_as_the_positive_class() {
+        let plans = [
+            plan(false, Some(false)), // failure rejected
+            plan(false, Some(false)), // failure rejected
+            plan(false, Some(true)),  // failure accepted
+            plan(true, Some(false)),  // success rejected
+            plan(true, Some(true)),   // success accepted
+            plan(true, None),         // not judged
+        ];
+        let a = agreement(&plans, 0);
+        assert_eq!((a.judged, a.unavailable), (5, 1));
+        assert!((a.accuracy - 3.0 / 5.0).abs() < 1e-12);
+        assert_eq!(a.reject_precision, Some(2.0 / 3.0));
+        assert_eq!(a.reject_recall, Some(2.0 / 3.0));
+        assert_eq!(a.mean_latency_ms, 2.0);
+        let none_failed = agreement(&[plan(true, Some(true))], 0);
+        assert_eq!(none_failed.reject_recall, None);
+        assert_eq!(none_failed.reject_precision, None);
+    }
+
+    #[test]
+    fn the_execution_critic_agrees_with_execution_by_construction() {
+        let model = VideoModel::load(
+            &crate::model::pipeline::default_model_dir(),
+            &candle_core::Device::Cpu,
+        )
+        .expect("shipped model");
+        let mut world = crate::env::open_world("tabletop", 64).expect("world");
+        let starts = [("push".to_owned(), 0, 1_000_000)];
+        let (view, seed) = (starts[0].1, starts[0].2);
+        let execution =
+            super::super::execution_critic::ExecutionCritic::new("tabletop", 64, view, seed)
+                .expect("critic");
+        let perception = crate::critic::PerceptionCritic::default();
+        let critics: [&dyn Critic; 2] = [&execution, &perception];
+        let plans = judge_against_execution(
+            &model,
+            &critics,
+            world.as_mut(),
+            &starts,
+            &SampleConfig::ddim(2),
+            |_| ControlFlow::Continue(()),
+        )
+        .expect("judge");
+        assert_eq!(plans.len(), 1);
+        assert_eq!(plans[0].verdicts[0].1, Some(plans[0].success));
+        let a = agreement(&plans, 0);
+        assert_eq!((a.critic.as_str(), a.accuracy), ("execution", 1.0));
+        assert_eq!(agreement(&plans, 1).critic, "perception");
+    }
+}
