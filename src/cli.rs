@@ -1041,16 +1041,21 @@ fn quality_per_iteration(
         args.steps,
         all.iter().filter(|s| s.iteration == 0).count()
     );
-    println!("| iteration | PSNR | SSIM | accepted | findings per plan |\n|---|---|---|---|---|");
+    println!(
+        "| iteration | PSNR | SSIM | accepted | findings per plan | task object found | its final error (px) |\n|---|---|---|---|---|---|---|"
+    );
     for i in 0..=args.refine {
         let it: Vec<_> = all.iter().filter(|s| s.iteration == i).collect();
         let n = it.len().max(1) as f64;
+        let errors: Vec<f64> = it.iter().filter_map(|s| s.final_position_error).collect();
         println!(
-            "| {i} | {:.2} | {:.3} | {:.0}% | {:.2} |",
+            "| {i} | {:.2} | {:.3} | {:.0}% | {:.2} | {:.0}% | {:.2} |",
             it.iter().map(|s| s.psnr).sum::<f64>() / n,
             it.iter().map(|s| s.ssim).sum::<f64>() / n,
             100.0 * it.iter().filter(|s| s.accepted).count() as f64 / n,
             it.iter().map(|s| s.findings as f64).sum::<f64>() / n,
+            100.0 * errors.len() as f64 / n,
+            errors.iter().sum::<f64>() / errors.len().max(1) as f64,
         );
     }
     if let Some(path) = &args.json {

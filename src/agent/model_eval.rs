@@ -70,6 +70,76 @@ pub struct ScoredPlan {
     pub plan: Vec<Rgb8Image>,
 }
 
+/// The expert's video from one start, at the model's size, and what plans are measured by.
+struct ExpertReference {
+    /// The 8 clip frames, start first.
+    frames: Vec<Rgb8Image>,
+    /// The world's start frame at full size (what the model is conditioned on).
+    start: Rgb8Image,
+    /// Colours of the task object in the start frame.
+    key: Option<ColourKey>,
+    /// Where the task object ends in the expert's last clip frame.
+    truth: Option<([f32; 2], usize)>,
+}
+
+impl ExpertReference {
+    fn record(
+        world: &mut dyn World,
+        task: &str,
+        view: usize,
+        seed: u64,
+        size: usize,
+    ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        let demo = record_expert(world, task, view, seed)?;
+        let idx = clip_indices(demo.frames.len(), 0);
+        let frames: Vec<Rgb8Image> = idx
+            .iter()
+            .map(|&i| resize(&demo.frames[i], size as u32))
+            .collect();
+        let object = TaskKind::from_name(task).map_or("gripper", TaskKind::task_object);
+        let id = demo.labels.iter().position(|l| l == object).unwrap_or(0) as u8;
+        let side = demo.frames[0].width as usize;
+        let seg0 = resize_labels(&demo.segmentations[0], side, size);
+        let key = ColourKey::from_mask(&frames[0], &seg0, id);
+        let last_seg = resize_labels(&demo.segmentations[idx[7]], side, size);
+        Ok(Self {
+            truth: mask_centroid(&last_seg, size, id),
+            key,
+            start: demo.frames[0].clone(),
+            frames,
+        })
+    }
+
+    /// Mean PSNR of the plan's frames to the expert's frames after the start.
+    fn psnr(&self, plan: &[Rgb8Image]) -> f64 {
+        let n = plan.len().min(self.frames.len() - 1).max(1) as f64;
+        plan.iter()
+            .zip(&self.frames[1..])
+            .map(|(a, b)| psnr(a, b))
+            .sum::<f64>()
+            / n
+    }
+
+    fn ssim(&self, plan: &[Rgb8Image]) -> f64 {
+        let n = plan.len().min(self.frames.len() - 1).max(1) as f64;
+        plan.iter()
+            .zip(&self.frames[1..])
+            .map(|(a, b)| ssim(a, b))
+            .sum::<f64>()
+            / n
+    }
+
+    /// How far the task object ends from the expert's (`None`: not found in the last frame).
+    fn final_position_error(&self, plan: &[Rgb8Image]) -> Option<f64> {
+        let found = self
+            .key
+            .as_ref()
+            .zip(plan.last())
+            .and_then(|(k, frame)| locate(frame, k, COLOUR_TOLERANCE));
+        centroid_error(found, self.truth)
+    }
+}
+
 /// Scores one held-out start (`None` if sampling was cancelled).
 pub fn score_plan(
     model: &VideoModel,
@@ -79,15 +149,9 @@ pub fn score_plan(
     seed: u64,
     sample: &SampleConfig,
 ) -> Result<Option<ScoredPlan>, Box<dyn std::error::Error + Send + Sync>> {
-    let demo = record_expert(world, task, view, seed)?;
-    let size = model.config.frame_size();
-    let idx = clip_indices(demo.frames.len(), 0);
-    let expert: Vec<Rgb8Image> = idx
-        .iter()
-        .map(|&i| resize(&demo.frames[i], size as u32))
-        .collect();
+    let expert = ExpertReference::record(world, task, view, seed, model.config.frame_size())?;
     let Some(plan) = model.plan(
-        &demo.frames[0],
+        &expert.start,
         None,
         task_instruction(task),
         sample,
@@ -97,47 +161,20 @@ pub fn score_plan(
     else {
         return Ok(None);
     };
-    let frame_psnr = |frames: &[Rgb8Image]| {
-        frames
-            .iter()
-            .zip(&expert[1..])
-            .map(|(a, b)| psnr(a, b))
-            .sum::<f64>()
-            / 7.0
-    };
-    let frame_ssim = |frames: &[Rgb8Image]| {
-        frames
-            .iter()
-            .zip(&expert[1..])
-            .map(|(a, b)| ssim(a, b))
-            .sum::<f64>()
-            / 7.0
-    };
-    let object = TaskKind::from_name(task).map_or("gripper", TaskKind::task_object);
-    let id = demo.labels.iter().position(|l| l == object).unwrap_or(0) as u8;
-    let side = demo.frames[0].width as usize;
-    let seg0 = resize_labels(&demo.segmentations[0], side, size);
-    let key = ColourKey::from_mask(&expert[0], &seg0, id);
-    let last_seg = resize_labels(&demo.segmentations[idx[7]], side, size);
-    let truth = mask_centroid(&last_seg, size, id);
-    let found = |frame: &Rgb8Image| {
-        key.as_ref()
-            .and_then(|k| locate(frame, k, COLOUR_TOLERANCE))
-    };
-    let copy: Vec<Rgb8Image> = vec![expert[0].clone(); 7];
+    let copy: Vec<Rgb8Image> = vec![expert.frames[0].clone(); 7];
     let score = PlanScore {
         task: task.to_owned(),
         view,
         seed,
-        psnr: frame_psnr(&plan),
-        ssim: frame_ssim(&plan),
-        final_position_error: centroid_error(found(&plan[6]), truth),
-        copy_psnr: frame_psnr(&copy),
-        copy_final_position_error: centroid_error(found(&copy[6]), truth),
+        psnr: expert.psnr(&plan),
+        ssim: expert.ssim(&plan),
+        final_position_error: expert.final_position_error(&plan),
+        copy_psnr: expert.psnr(&copy),
+        copy_final_position_error: expert.final_position_error(&copy),
     };
     Ok(Some(ScoredPlan {
         score,
-        expert,
+        expert: expert.frames,
         plan,
     }))
 }
@@ -187,6 +224,8 @@ pub struct IterationScore {
     pub iteration: usize,
     pub psnr: f64,
     pub ssim: f64,
+    /// As [`PlanScore::final_position_error`].
+    pub final_position_error: Option<f64>,
     pub accepted: bool,
     /// Number of the critic's findings on this plan.
     pub findings: usize,
@@ -206,13 +245,8 @@ pub fn score_refinement(
     sample: &SampleConfig,
     refinements: usize,
 ) -> Result<Vec<IterationScore>, Box<dyn std::error::Error + Send + Sync>> {
-    let demo = record_expert(world, task, view, seed)?;
+    let expert = ExpertReference::record(world, task, view, seed, model.config.frame_size())?;
     let first = world.reset(task, view, seed)?;
-    let size = model.config.frame_size();
-    let expert: Vec<Rgb8Image> = clip_indices(demo.frames.len(), 0)
-        .iter()
-        .map(|&i| resize(&demo.frames[i], size as u32))
-        .collect();
     let instruction = task_instruction(task);
     let mut scores = Vec::new();
     let mut previous: Option<(Vec<Rgb8Image>, String)> = None;
@@ -238,24 +272,14 @@ pub fn score_refinement(
             task,
             instruction,
         });
-        let n = plan.len().min(expert.len() - 1).max(1) as f64;
         scores.push(IterationScore {
             task: task.to_owned(),
             view,
             seed,
             iteration,
-            psnr: plan
-                .iter()
-                .zip(&expert[1..])
-                .map(|(a, b)| psnr(a, b))
-                .sum::<f64>()
-                / n,
-            ssim: plan
-                .iter()
-                .zip(&expert[1..])
-                .map(|(a, b)| ssim(a, b))
-                .sum::<f64>()
-                / n,
+            psnr: expert.psnr(&plan),
+            ssim: expert.ssim(&plan),
+            final_position_error: expert.final_position_error(&plan),
             accepted: review.is_accept(),
             findings: review.findings.len(),
         });
