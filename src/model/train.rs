@@ -412,6 +412,10 @@ impl Trainer {
             problem: format!("malformed state: {e}"),
             path: json_path.clone(),
         })?;
+        saved.model.check().map_err(|problem| TrainError::Resume {
+            problem: format!("model config: {problem}"),
+            path: json_path.clone(),
+        })?;
         let mut config = saved.train;
         if let Some(s) = steps {
             config.steps = s;
