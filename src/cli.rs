@@ -236,6 +236,10 @@ pub struct PlanArgs {
     /// auto, cpu, cuda or metal.
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// Also record the plan, with every refinement iteration and its critique, in this plan
+    /// store (the folder the studio opens), so CLI and studio share plans.
+    #[arg(long)]
+    pub store: Option<PathBuf>,
     #[command(flatten)]
     pub critic: crate::critic_cli::CriticArgs,
 }
@@ -933,6 +937,12 @@ fn plan(args: &PlanArgs) -> Result<()> {
         "plan written to {} (load {load_ms:.0} ms, sampling {sample_ms:.0} ms)",
         args.out.display()
     );
+    if let Some(dir) = &args.store {
+        let store = store_cli::open(dir)?;
+        let id = videoagent::store::db::add_plan_folder(&store, &args.out)
+            .with_context(|| format!("recording the plan in the store {}", dir.display()))?;
+        println!("recorded as plan {id} in the store {}", dir.display());
+    }
     Ok(())
 }
 
@@ -1259,7 +1269,8 @@ mod store_cli {
         pub ops: Option<usize>,
     }
 
-    fn open(dir: &Path) -> Result<Store> {
+    /// Opens a store, printing what its check found and repaired.
+    pub fn open(dir: &Path) -> Result<Store> {
         let (store, report) = Store::open(dir)
             .with_context(|| format!("cannot open the store in {}", dir.display()))?;
         if !report.is_clean() {
