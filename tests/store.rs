@@ -555,6 +555,48 @@ fn kill_9_harness_ten_kills_loses_nothing() {
 }
 
 #[test]
+fn kill_9_harness_kills_training_and_it_resumes_exactly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let st = dir.path().join("st");
+    let json = dir.path().join("crash.json");
+    let o = videoagent(&[
+        "bench",
+        "crash",
+        "--store",
+        s(&st),
+        "--iterations",
+        "0",
+        "--train-kills",
+        "3",
+        "--train-min-delay-ms",
+        "1500",
+        "--train-max-delay-ms",
+        "3000",
+        "--json",
+        s(&json),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("report")).expect("json");
+    let t = &r["training"];
+    assert_eq!(t["kills"], 3, "{t}");
+    assert_eq!(t["early_exits"], 0, "{t}");
+    assert_eq!(
+        t["checkpoints_verified"].as_u64().expect("verified")
+            + t["before_first_checkpoint"].as_u64().expect("before"),
+        3
+    );
+    assert_eq!(t["matches_uninterrupted"], true, "{t}");
+    assert_eq!(
+        t["final_step"].as_u64(),
+        t["last_resumed_step"].as_u64().map(|s| s + 2)
+    );
+    assert_eq!(t["temp_files_left"], 0, "{t}");
+    assert_eq!(r["failures"].as_array().map(Vec::len), Some(0), "{r}");
+    assert!(dir.path().join("st-train/run/model.safetensors").exists());
+}
+
+#[test]
 fn lerobot_export_is_readable_with_a_parquet_reader() {
     use parquet::file::reader::{FileReader, SerializedFileReader};
     use parquet::record::RowAccessor;
