@@ -169,7 +169,10 @@ fn plan_with_store_records_the_plan_and_every_iteration() {
             _ => None,
         };
         assert_eq!(stored.verdict, verdict, "iteration {i}");
-        assert_eq!(stored.critique, review["feedback"].as_str().expect("feedback"));
+        assert_eq!(
+            stored.critique,
+            review["feedback"].as_str().expect("feedback")
+        );
         assert_eq!(
             stored.findings.len(),
             review["findings"].as_array().expect("findings").len()

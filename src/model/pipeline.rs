@@ -102,8 +102,7 @@ impl ModelConfig {
                 "image_size {h}x{w} must be square, 8 to 1024 pixels and a multiple of {step}"
             ));
         }
-        if u
-            .attention_resolutions
+        if u.attention_resolutions
             .iter()
             .any(|&r| !r.is_power_of_two() || r > 1024)
         {

@@ -70,7 +70,9 @@ fn zip_entries(path: &Path) -> Result<Entries, String> {
         // PyTorch stores entries uncompressed: an entry larger than the file is a lie.
         let size = entry.size();
         if size > file_len && entry.compression() == zip::CompressionMethod::Stored {
-            return Err(format!("entry {name} claims {size} bytes in a {file_len}-byte file"));
+            return Err(format!(
+                "entry {name} claims {size} bytes in a {file_len}-byte file"
+            ));
         }
         if name.ends_with("data.pkl") {
             if size > MAX_PICKLE_BYTES {
@@ -162,8 +164,8 @@ fn check_pickle(p: &[u8]) -> Result<(), String> {
                 }
                 need(at + 1, n)?
             }
-            b')' | b'R' | b'(' | b't' | b'Q' | b'N' | 0x85 | 0x86 | 0x87 | 0x88 | 0x89
-            | b's' | b'u' | b'}' | b'd' | b'b' | 0x81 | b']' | b'a' | b'e' => at,
+            b')' | b'R' | b'(' | b't' | b'Q' | b'N' | 0x85 | 0x86 | 0x87 | 0x88 | 0x89 | b's'
+            | b'u' | b'}' | b'd' | b'b' | 0x81 | b']' | b'a' | b'e' => at,
             _ => return Ok(()),
         };
     }

@@ -257,8 +257,7 @@ impl Dataset {
             )));
         }
         if let Some(bad) = manifest.episodes.iter().find(|e| {
-            !(1..=MAX_EPISODE_FRAMES).contains(&e.frames)
-                || !super::relative::is_inside(&e.dir)
+            !(1..=MAX_EPISODE_FRAMES).contains(&e.frames) || !super::relative::is_inside(&e.dir)
         }) {
             return Err(invalid(format!(
                 "episode '{}' ({} frames) is malformed",

@@ -280,7 +280,10 @@ pub fn torch_pickle(
     let mut storages = Vec::new();
     for (key, name) in names.iter().enumerate() {
         let t = &tensors[*name];
-        let dims = claim.get(*name).cloned().unwrap_or_else(|| t.dims().to_vec());
+        let dims = claim
+            .get(*name)
+            .cloned()
+            .unwrap_or_else(|| t.dims().to_vec());
         let data: Vec<f32> = t
             .to_dtype(DType::F32)
             .and_then(|t| t.flatten_all())
@@ -317,7 +320,9 @@ pub fn torch_pickle(
         pkl.extend(b"tR");
         storages.push((
             key.to_string(),
-            data.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>(),
+            data.iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect::<Vec<u8>>(),
         ));
     }
     pkl.extend(b"u.");
@@ -328,8 +333,8 @@ pub fn torch_pickle(
 pub fn zip_entries(pkl: &[u8], storages: &[(String, Vec<u8>)]) -> Vec<u8> {
     let mut out = std::io::Cursor::new(Vec::new());
     let mut zip = zip::ZipWriter::new(&mut out);
-    let opts = zip::write::SimpleFileOptions::default()
-        .compression_method(zip::CompressionMethod::Stored);
+    let opts =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
     zip.start_file("archive/data.pkl", opts).expect("zip");
     zip.write_all(pkl).expect("zip");
     for (key, bytes) in storages {

@@ -231,7 +231,10 @@ fn the_valid_inputs_load() {
     let weights = read(&FIXTURES.model.join("model.safetensors"));
     assert_eq!(checkpoint_bytes(&weights, "valid"), Ok(()));
     let (pkl, storages) = fixtures::torch_pickle(&FIXTURES.tensors, &HashMap::new());
-    assert_eq!(checkpoint_bytes(&torch_zip(&pkl, &storages), "valid"), Ok(()));
+    assert_eq!(
+        checkpoint_bytes(&torch_zip(&pkl, &storages), "valid"),
+        Ok(())
+    );
     assert_eq!(loaders::model_folder(&FIXTURES.model), Ok(()));
     assert_eq!(loaders::dataset(&FIXTURES.dataset), Ok(()));
     assert_eq!(loaders::plan_folder(&FIXTURES.plan, store()), Ok(()));
@@ -252,7 +255,11 @@ fn every_corpus_file_is_refused() {
         .collect();
     dirs.sort();
     for dir in dirs {
-        let loader = dir.file_name().and_then(|n| n.to_str()).expect("name").to_owned();
+        let loader = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("name")
+            .to_owned();
         let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
             .expect("ls")
             .flatten()

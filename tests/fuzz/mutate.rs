@@ -59,7 +59,10 @@ pub fn apply_bytes(base: &[u8], ops: &[ByteOp]) -> Vec<u8> {
             ByteOp::Splice { at, cut, token } => {
                 let start = at.index(m.len());
                 let end = (start + usize::from(*cut)).min(m.len());
-                m.splice(start..end, TOKENS[token.index(TOKENS.len())].iter().copied());
+                m.splice(
+                    start..end,
+                    TOKENS[token.index(TOKENS.len())].iter().copied(),
+                );
             }
             ByteOp::Duplicate { at, len } => {
                 let start = at.index(m.len());

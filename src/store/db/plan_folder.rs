@@ -21,7 +21,11 @@ pub fn add_plan_folder(store: &Store, dir: &Path) -> Result<PlanId> {
         Some(r) => r.iterations.iter().map(|it| Some(&it.review)).collect(),
         None => vec![None],
     };
-    let Some(start) = iterations.first().and_then(|frames| frames.first()).cloned() else {
+    let Some(start) = iterations
+        .first()
+        .and_then(|frames| frames.first())
+        .cloned()
+    else {
         return Err(StoreError::Invalid(format!(
             "the plan has no frames ({})",
             dir.display()
