@@ -1550,6 +1550,7 @@ mod store_cli {
                 "training checkpoints ok    {} (loaded and resumed; {} kills before the first)",
                 t.checkpoints_verified, t.before_first_checkpoint
             );
+            println!("training kills mid-save    {}", t.kills_mid_save);
             println!(
                 "training finished at step  {} (resumed at {} after the last kill)",
                 t.final_step, t.last_resumed_step

@@ -44,6 +44,9 @@ pub struct TrainKillReport {
     pub checkpoints_verified: usize,
     /// Kills that came before the run's first checkpoint (it starts afresh).
     pub before_first_checkpoint: usize,
+    /// Kills that came while a checkpoint file was being written (its temporary file was
+    /// left; the next start removes it).
+    pub kills_mid_save: usize,
     /// Step the run resumed from after the last kill, and the step it was finished at.
     pub last_resumed_step: u64,
     pub final_step: u64,
@@ -166,6 +169,9 @@ pub fn run(
             }
         }
         let _ = child.wait();
+        if temp_files(&run_dir) > 0 {
+            report.kills_mid_save += 1;
+        }
         if run_dir.join(STATE_JSON).exists() {
             verify_checkpoint(&run_dir, i, &mut report);
         } else {
