@@ -238,6 +238,10 @@ pub struct PlanArgs {
     /// auto, cpu, cuda or metal.
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// Also record the plan, with every refinement iteration and its critique, in this plan
+    /// store (the folder the studio opens), so CLI and studio share plans.
+    #[arg(long)]
+    pub store: Option<PathBuf>,
     #[command(flatten)]
     pub critic: crate::critic_cli::CriticArgs,
 }
@@ -942,6 +946,12 @@ fn plan(args: &PlanArgs) -> Result<()> {
         "plan written to {} (load {load_ms:.0} ms, sampling {sample_ms:.0} ms)",
         args.out.display()
     );
+    if let Some(dir) = &args.store {
+        let store = store_cli::open(dir)?;
+        let id = videoagent::store::db::add_plan_folder(&store, &args.out)
+            .with_context(|| format!("recording the plan in the store {}", dir.display()))?;
+        println!("recorded as plan {id} in the store {}", dir.display());
+    }
     Ok(())
 }
 
@@ -1159,7 +1169,9 @@ mod store_cli {
     use anyhow::{Context, Result, bail};
     use clap::{Args, Subcommand, ValueEnum};
 
+    use rand::SeedableRng;
     use videoagent::bench::crash::{self, CrashSpec};
+    use videoagent::bench::crash_train;
     use videoagent::store::db::{
         Filter, ImageImport, PlanId, Store, export_json, import_images, import_json,
     };
@@ -1255,6 +1267,16 @@ mod store_cli {
         pub max_delay_ms: u64,
         #[arg(long, default_value_t = 0)]
         pub seed: u64,
+        /// Then kill `videoagent train` this many times (a tiny run beside the store, in
+        /// STORE-train/), verifying after each kill that the run loads and resumes, and at
+        /// the end that it finishes with the weights of an uninterrupted run.
+        #[arg(long, default_value_t = 0)]
+        pub train_kills: usize,
+        /// Training kills come this long after the process starts (it loads for ~0.5 s).
+        #[arg(long, default_value_t = 300)]
+        pub train_min_delay_ms: u64,
+        #[arg(long, default_value_t = 4000)]
+        pub train_max_delay_ms: u64,
         /// Also write the report as JSON here.
         #[arg(long)]
         pub json: Option<PathBuf>,
@@ -1273,7 +1295,8 @@ mod store_cli {
         pub ops: Option<usize>,
     }
 
-    fn open(dir: &Path) -> Result<Store> {
+    /// Opens a store, printing what its check found and repaired.
+    pub fn open(dir: &Path) -> Result<Store> {
         let (store, report) = Store::open(dir)
             .with_context(|| format!("cannot open the store in {}", dir.display()))?;
         if !report.is_clean() {
@@ -1476,7 +1499,7 @@ mod store_cli {
                 .arg(seed.to_string());
             c
         };
-        let report = crash::run(&spec, &worker, |i, r| {
+        let mut report = crash::run(&spec, &worker, |i, r| {
             if i % 20 == 0 || i == args.iterations {
                 eprintln!(
                     "{i}/{} kills={} failures={}",
@@ -1486,6 +1509,33 @@ mod store_cli {
                 );
             }
         })?;
+        if args.train_kills > 0 {
+            let mut name = dir.file_name().unwrap_or_default().to_owned();
+            name.push("-train");
+            let train_spec = crash_train::TrainKillSpec {
+                dir: dir.with_file_name(name),
+                kills: args.train_kills,
+                min_delay_ms: args.train_min_delay_ms,
+                max_delay_ms: args.train_max_delay_ms,
+            };
+            let exe = || std::process::Command::new(&exe);
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(args.seed);
+            let training = crash_train::run(&train_spec, &exe, &mut rng, |i, r| {
+                if i % 10 == 0 || i == args.train_kills {
+                    eprintln!(
+                        "training {i}/{} kills={} step={} failures={}",
+                        args.train_kills,
+                        r.kills,
+                        r.last_resumed_step,
+                        r.failures.len()
+                    );
+                }
+            })?;
+            report
+                .failures
+                .extend(training.failures.iter().map(|f| format!("training: {f}")));
+            report.training = Some(training);
+        }
         println!("store                      {}", dir.display());
         println!("processes killed (SIGKILL) {}", report.kills);
         println!("exited before the kill     {}", report.early_exits);
@@ -1508,8 +1558,25 @@ mod store_cli {
             report.orphan_frames_removed
         );
         println!("temp files removed         {}", report.temp_files_removed);
+        if let Some(t) = &report.training {
+            println!("training processes killed  {}", t.kills);
+            println!(
+                "training checkpoints ok    {} (loaded and resumed; {} kills before the first)",
+                t.checkpoints_verified, t.before_first_checkpoint
+            );
+            println!("training kills mid-save    {}", t.kills_mid_save);
+            println!(
+                "training finished at step  {} (resumed at {} after the last kill)",
+                t.final_step, t.last_resumed_step
+            );
+            println!(
+                "same weights as unkilled   {}",
+                if t.matches_uninterrupted { "yes" } else { "no" }
+            );
+            println!("training elapsed           {:.1} s", t.elapsed_secs);
+        }
         println!("failures                   {}", report.failures.len());
-        println!("elapsed                    {:.1} s", report.elapsed_secs);
+        println!("store elapsed              {:.1} s", report.elapsed_secs);
         if let Some(path) = &args.json {
             videoagent::store::atomic::write_json(path, &report)
                 .with_context(|| format!("cannot write {}", path.display()))?;

@@ -114,3 +114,77 @@ fn an_unreachable_vlm_is_recorded_as_unavailable() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("unknown critic 'oracle'"));
 }
+
+#[test]
+fn plan_with_store_records_the_plan_and_every_iteration() {
+    use videoagent::store::db::{Filter, Store, Verdict};
+    use videoagent::store::plan_record::read_frame;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("p");
+    let store_dir = dir.path().join("store");
+    let o = videoagent(&[
+        "plan",
+        "--task",
+        "push",
+        "--seed",
+        "1000003",
+        "--steps",
+        "2",
+        "--device",
+        "cpu",
+        "--refine",
+        "1",
+        "--critic",
+        "perception",
+        "--out",
+        out.to_str().expect("utf-8"),
+        "--store",
+        store_dir.to_str().expect("utf-8"),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("recorded as plan #1"));
+
+    let (store, report) = Store::open(&store_dir).expect("the store opens");
+    assert!(report.is_clean(), "{report}");
+    let plans = store.plans(&Filter::default()).expect("plans");
+    assert_eq!(plans.len(), 1);
+    let detail = store.plan(plans[0].id).expect("plan");
+    assert_eq!(
+        (detail.summary.task.as_str(), detail.summary.env_seed),
+        ("push", 1_000_003)
+    );
+    assert_eq!(detail.sampler.steps, 2);
+
+    let record = plan_json(&out);
+    let iterations = record["refinement"]["iterations"]
+        .as_array()
+        .expect("iterations");
+    assert_eq!(detail.iterations.len(), iterations.len());
+    for (i, (stored, it)) in detail.iterations.iter().zip(iterations).enumerate() {
+        let review = &it["review"];
+        let verdict = match review["verdict"].as_str().expect("verdict") {
+            "accept" => Some(Verdict::Accept),
+            "reject" => Some(Verdict::Reject),
+            _ => None,
+        };
+        assert_eq!(stored.verdict, verdict, "iteration {i}");
+        assert_eq!(
+            stored.critique,
+            review["feedback"].as_str().expect("feedback")
+        );
+        assert_eq!(
+            stored.findings.len(),
+            review["findings"].as_array().expect("findings").len()
+        );
+        let frames = store
+            .load_frames(plans[0].id, Some(i))
+            .expect("frames load and match their hashes");
+        let folder = out.join(it["dir"].as_str().expect("dir"));
+        assert_eq!(frames.len(), 8);
+        for (k, frame) in frames.iter().enumerate() {
+            let on_disk = read_frame(&folder.join(format!("frames/{k:02}.png"))).expect("png");
+            assert_eq!(frame, &on_disk, "iteration {i} frame {k}");
+        }
+    }
+}

@@ -560,6 +560,48 @@ fn kill_9_harness_ten_kills_loses_nothing() {
 }
 
 #[test]
+fn kill_9_harness_kills_training_and_it_resumes_exactly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let st = dir.path().join("st");
+    let json = dir.path().join("crash.json");
+    let o = videoagent(&[
+        "bench",
+        "crash",
+        "--store",
+        s(&st),
+        "--iterations",
+        "0",
+        "--train-kills",
+        "3",
+        "--train-min-delay-ms",
+        "1500",
+        "--train-max-delay-ms",
+        "3000",
+        "--json",
+        s(&json),
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("report")).expect("json");
+    let t = &r["training"];
+    assert_eq!(t["kills"], 3, "{t}");
+    assert_eq!(t["early_exits"], 0, "{t}");
+    assert_eq!(
+        t["checkpoints_verified"].as_u64().expect("verified")
+            + t["before_first_checkpoint"].as_u64().expect("before"),
+        3
+    );
+    assert_eq!(t["matches_uninterrupted"], true, "{t}");
+    assert_eq!(
+        t["final_step"].as_u64(),
+        t["last_resumed_step"].as_u64().map(|s| s + 2)
+    );
+    assert_eq!(t["temp_files_left"], 0, "{t}");
+    assert_eq!(r["failures"].as_array().map(Vec::len), Some(0), "{r}");
+    assert!(dir.path().join("st-train/run/model.safetensors").exists());
+}
+
+#[test]
 fn lerobot_export_is_readable_with_a_parquet_reader() {
     use parquet::file::reader::{FileReader, SerializedFileReader};
     use parquet::record::RowAccessor;
@@ -633,23 +675,21 @@ fn lerobot_export_is_readable_with_a_parquet_reader() {
 /// Imports `store.json` text through a scratch export folder that has `frames/` of `good`.
 fn import_text(good: &Path, json: &[u8], scratch: &Path, store: &Store) -> bool {
     let _ = std::fs::remove_dir_all(scratch);
-    std::fs::create_dir_all(scratch).expect("mkdir");
-    if good.join("frames").exists() {
-        std::fs::create_dir_all(scratch.join("frames")).expect("mkdir");
-        for e in std::fs::read_dir(good.join("frames"))
-            .expect("ls")
-            .flatten()
-        {
-            std::fs::copy(e.path(), scratch.join("frames").join(e.file_name())).expect("copy");
-        }
+    std::fs::create_dir_all(scratch.join("frames")).expect("mkdir");
+    for e in std::fs::read_dir(good.join("frames"))
+        .expect("ls")
+        .flatten()
+    {
+        std::fs::copy(e.path(), scratch.join("frames").join(e.file_name())).expect("copy");
     }
     std::fs::write(scratch.join("store.json"), json).expect("write");
     videoagent::store::db::import_json(store, scratch, "fuzz").is_ok()
 }
 
+/// Malformed exports in general are fuzzed in `tests/fuzz` (with the corpus in
+/// `tests/corpus/store_json`); this one needs valid frames to get as far as the labels.
 #[test]
-fn malformed_exports_are_refused_without_panicking() {
-    use rand::{RngExt, SeedableRng};
+fn an_export_with_a_rating_outside_1_to_5_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let src = dir.path().join("src");
     sample_store(&src);
@@ -658,71 +698,13 @@ fn malformed_exports_are_refused_without_panicking() {
     videoagent::store::db::export_json(&source, &[], &good).expect("export");
     let (target, _) = Store::open(&dir.path().join("target")).expect("open");
     let scratch = dir.path().join("scratch");
-
-    // The corpus of hand-made malformed files: every one is refused.
-    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/store_json");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&corpus)
-        .expect("corpus")
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    files.sort();
-    assert!(files.len() >= 10);
-    for f in &files {
-        let bytes = std::fs::read(f).expect("read");
-        assert!(
-            !import_text(&good, &bytes, &scratch, &target),
-            "{} was accepted",
-            f.display()
-        );
-    }
-    // A rating outside 1..=5 is refused even with valid frames.
     let json = std::fs::read_to_string(good.join("store.json")).expect("json");
+    assert!(import_text(&good, json.as_bytes(), &scratch, &target));
     let bad = json.replacen("\"rating\": 5", "\"rating\": 9", 1);
     assert_ne!(bad, json);
-    assert!(!import_text(&good, bad.as_bytes(), &scratch, &target));
-    assert!(target.plans(&Filter::default()).expect("plans").is_empty());
-
-    // Random mutations of a valid export: byte flips, truncations, spliced tokens.
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
-    let tokens: [&[u8]; 8] = [
-        b"null",
-        b"-1",
-        b"1e400",
-        b"\"\"",
-        b"[]",
-        b"{}",
-        b"\"../x\"",
-        b"99999999999999999999",
-    ];
-    let base = json.into_bytes();
-    let mut accepted = 0;
-    let cases = 400;
-    for _ in 0..cases {
-        let mut m = base.clone();
-        for _ in 0..rng.random_range(1..4) {
-            let at = rng.random_range(0..m.len());
-            match rng.random_range(0..3) {
-                0 => m[at] = rng.random::<u8>(),
-                1 => m.truncate(at),
-                _ => {
-                    let t = tokens[rng.random_range(0..tokens.len())];
-                    let end = (at + rng.random_range(0..8)).min(m.len());
-                    m.splice(at..end, t.iter().copied());
-                }
-            }
-            if m.is_empty() {
-                break;
-            }
-        }
-        if import_text(&good, &m, &scratch, &target) {
-            accepted += 1;
-        }
-    }
-    // Whatever was accepted left a store that checks clean.
-    let report = target.check().expect("check");
-    assert!(!report.has_unrepaired(), "{report}");
-    eprintln!("{cases} mutated exports: {accepted} imported, the rest refused, no panic");
+    let (fresh, _) = Store::open(&dir.path().join("fresh")).expect("open");
+    assert!(!import_text(&good, bad.as_bytes(), &scratch, &fresh));
+    assert!(fresh.plans(&Filter::default()).expect("plans").is_empty());
 }
 
 #[test]

@@ -126,6 +126,40 @@ fn a_corrupt_training_state_is_refused_with_its_path() {
     assert!(err.to_string().contains("model.safetensors"), "{err}");
 }
 
+/// A kill between writing the state file of step 2 and the state JSON leaves the JSON of
+/// step 1 beside the state of step 2 (a window of milliseconds that random kills rarely hit,
+/// so it is made here by hand): the run resumes from the state file's step, and temporary
+/// files of killed saves are removed.
+#[test]
+fn a_kill_between_state_file_and_state_json_still_resumes() {
+    let device = Device::Cpu;
+    let data = data();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = dir.path().join("run");
+    let mut t = Trainer::new(tiny_model(), config(1), &run, None, &device).expect("trainer");
+    t.train(&data, |_| ControlFlow::Continue(()))
+        .expect("train");
+    let json_of_step_1 = std::fs::read(run.join("train_state.json")).expect("json");
+    drop(t);
+    let mut t = Trainer::resume(&run, Some(2), &device).expect("resume");
+    t.train(&data, |_| ControlFlow::Continue(()))
+        .expect("train");
+    drop(t);
+    std::fs::write(run.join("train_state.json"), json_of_step_1).expect("older json");
+    std::fs::write(run.join(".tmpXy12Zw"), b"half a state file").expect("temp");
+    std::fs::write(run.join(".train_state.safetensors.99.0.tmp"), b"half").expect("temp");
+
+    let resumed = Trainer::resume(&run, None, &device).expect("resumes");
+    assert_eq!(resumed.step(), 2);
+    assert_eq!(resumed.loss_log().len(), 2, "the loss log keeps step 2");
+    let hidden = std::fs::read_dir(&run)
+        .expect("ls")
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .count();
+    assert_eq!(hidden, 0, "temporary files of killed saves are removed");
+}
+
 mod refinement {
     //! Refinement data made by the library from a dataset on disk, resumed; refinement
     //! training (consistency term on) resumed exactly.

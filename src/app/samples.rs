@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::store::plan_record::{PlanRecord, ReadPlanError, read_frame, read_plan};
+use crate::store::plan_record::{PlanRecord, ReadPlanError, read_iterations, read_plan};
 
 use super::command::Studio;
 use super::state::{Critique, IterationView, PlanOrigin, PlanView};
@@ -59,27 +59,24 @@ fn iterations_of(
     record: &PlanRecord,
     frames: Vec<crate::env::Rgb8Image>,
 ) -> Result<Vec<IterationView>, ReadPlanError> {
+    let all = read_iterations(folder, record, frames)?;
     let Some(refinement) = &record.refinement else {
-        return Ok(vec![IterationView {
-            frames,
-            critique: None,
-            sample_ms: record.sample_ms,
-        }]);
-    };
-    refinement
-        .iterations
-        .iter()
-        .map(|it| {
-            let frames = record
-                .frames
-                .iter()
-                .map(|name| read_frame(&folder.join(&it.dir).join(name)))
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(IterationView {
+        return Ok(all
+            .into_iter()
+            .map(|frames| IterationView {
                 frames,
-                critique: Some(Critique::from_review(&refinement.critic, &it.review)),
-                sample_ms: it.sample_ms,
+                critique: None,
+                sample_ms: record.sample_ms,
             })
+            .collect());
+    };
+    Ok(all
+        .into_iter()
+        .zip(&refinement.iterations)
+        .map(|(frames, it)| IterationView {
+            frames,
+            critique: Some(Critique::from_review(&refinement.critic, &it.review)),
+            sample_ms: it.sample_ms,
         })
-        .collect()
+        .collect())
 }

@@ -43,7 +43,7 @@ impl Critique {
                 .findings
                 .iter()
                 .map(|f| FindingView {
-                    frame_idx: f.frame_idx + 1,
+                    frame_idx: f.frame_idx.saturating_add(1),
                     text: format!("{} {:?}", f.object, f.kind).to_lowercase(),
                     region: [f.region.x, f.region.y, f.region.width, f.region.height],
                 })

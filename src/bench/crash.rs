@@ -60,6 +60,9 @@ pub struct CrashReport {
     /// Problems found; the harness fails when this is not empty.
     pub failures: Vec<String>,
     pub elapsed_secs: f64,
+    /// The training part ([`super::crash_train`]), when training was killed too.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub training: Option<super::crash_train::TrainKillReport>,
 }
 
 /// How to run the harness.

@@ -2,6 +2,7 @@
 //! the CLI prints as a table and as JSON. Timings come from real runs, never from tests.
 
 pub mod crash;
+pub mod crash_train;
 pub mod model;
 pub mod ui;
 pub mod world;

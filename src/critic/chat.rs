@@ -180,7 +180,10 @@ impl ChatClient {
         };
         let snippet: String = text.chars().take(160).collect();
         match status {
-            200..=299 => parse_answer(&text),
+            200..=299 => match reply_text(&text) {
+                Ok(answer) => Attempt::Done(answer),
+                Err(reason) => Attempt::Fail(reason),
+            },
             429 => Attempt::Retry(format!("rate limited (429): {snippet}"), retry_after),
             500..=599 => Attempt::Retry(format!("server error {status}: {snippet}"), retry_after),
             _ => Attempt::Fail(format!("the server answered {status}: {snippet}")),
@@ -188,21 +191,24 @@ impl ChatClient {
     }
 }
 
-fn parse_answer(text: &str) -> Attempt {
+/// The answer text of a chat-completions response body (the first choice's content, trimmed),
+/// or a one-line reason why there is none. Public because the body comes from a server the
+/// user points us at: it is untrusted input, fuzzed in `tests/fuzz`.
+pub fn reply_text(text: &str) -> Result<String, String> {
     let Ok(json) = serde_json::from_str::<Value>(text) else {
         let snippet: String = text.chars().take(80).collect();
-        return Attempt::Fail(format!("the answer is not JSON: {snippet:?}"));
+        return Err(format!("the answer is not JSON: {snippet:?}"));
     };
     if let Some(err) = json.get("error").filter(|e| !e.is_null()) {
         let msg = err.get("message").and_then(Value::as_str).unwrap_or("?");
-        return Attempt::Fail(format!("the server reported an error: {msg}"));
+        return Err(format!("the server reported an error: {msg}"));
     }
     let Some(choice) = json
         .get("choices")
         .and_then(Value::as_array)
         .and_then(|c| c.first())
     else {
-        return Attempt::Fail("the answer has no choices".into());
+        return Err("the answer has no choices".into());
     };
     let message = choice.get("message");
     if let Some(refusal) = message
@@ -210,7 +216,7 @@ fn parse_answer(text: &str) -> Attempt {
         .and_then(Value::as_str)
         .filter(|r| !r.trim().is_empty())
     {
-        return Attempt::Fail(format!("the model refused: {refusal}"));
+        return Err(format!("the model refused: {refusal}"));
     }
     let content = message.and_then(|m| m.get("content"));
     let text = match content {
@@ -223,7 +229,7 @@ fn parse_answer(text: &str) -> Attempt {
         _ => String::new(),
     };
     if text.trim().is_empty() {
-        return Attempt::Fail("the model gave an empty answer".into());
+        return Err("the model gave an empty answer".into());
     }
-    Attempt::Done(text.trim().to_owned())
+    Ok(text.trim().to_owned())
 }

@@ -26,10 +26,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::env::{Observation, Rgb8Image};
 
-pub use chat::{ChatClient, ChatSettings};
+pub use chat::{ChatClient, ChatSettings, reply_text};
 pub use error::CriticError;
 pub use perception::{PerceptionCritic, PerceptionThresholds};
-pub use vlm::VlmCritic;
+pub use vlm::{VlmCritic, feedback_sentence, judge_verdict};
 
 /// Longest feedback sentence, in words (the paper's suggestive feedback limit).
 pub const MAX_FEEDBACK_WORDS: usize = 20;
@@ -184,9 +184,11 @@ mod duration_ms {
         s.serialize_f64(d.as_secs_f64() * 1e3)
     }
 
+    /// Negative or NaN latencies read as 0; one too large for a `Duration` is an error (a
+    /// plan file is input: `Duration::from_secs_f64` would panic on it).
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let ms = f64::deserialize(d)?;
-        Ok(Duration::from_secs_f64(ms.max(0.0) / 1e3))
+        Duration::try_from_secs_f64(ms.max(0.0) / 1e3).map_err(serde::de::Error::custom)
     }
 }
 

@@ -88,6 +88,28 @@ pub fn data_url(frame: &Rgb8Image) -> Result<String, String> {
     ))
 }
 
+/// The judge's verdict in its answer: the paper's rule (the first word starting with "A"
+/// accepts, "R" rejects), or why the answer is neither.
+pub fn judge_verdict(answer: &str) -> Result<Verdict, String> {
+    let word = answer.trim_start_matches(|c: char| !c.is_alphanumeric());
+    match word.chars().next().map(|c| c.to_ascii_uppercase()) {
+        Some('A') => Ok(Verdict::Accept),
+        Some('R') => Ok(Verdict::Reject),
+        _ => {
+            let snippet: String = answer.chars().take(60).collect();
+            Err(format!(
+                "the judge answered neither Accept nor Reject: {snippet:?}"
+            ))
+        }
+    }
+}
+
+/// The feedback sentence of the second call's answer: its first line, at most
+/// [`super::MAX_FEEDBACK_WORDS`] words.
+pub fn feedback_sentence(answer: &str) -> String {
+    clamp_feedback(answer.lines().next().unwrap_or(FALLBACK))
+}
+
 impl Critic for VlmCritic {
     fn name(&self) -> &str {
         "vlm"
@@ -105,17 +127,9 @@ impl Critic for VlmCritic {
             Ok(a) => a,
             Err(reason) => return Review::unavailable(reason, t0.elapsed()),
         };
-        let word = answer.trim_start_matches(|c: char| !c.is_alphanumeric());
-        let verdict = match word.chars().next().map(|c| c.to_ascii_uppercase()) {
-            Some('A') => Verdict::Accept,
-            Some('R') => Verdict::Reject,
-            _ => {
-                let snippet: String = answer.chars().take(60).collect();
-                return Review::unavailable(
-                    format!("the judge answered neither Accept nor Reject: {snippet:?}"),
-                    t0.elapsed(),
-                );
-            }
+        let verdict = match judge_verdict(&answer) {
+            Ok(v) => v,
+            Err(reason) => return Review::unavailable(reason, t0.elapsed()),
         };
         let feedback = if verdict == Verdict::Accept {
             "The video completes the task without glitches.".to_owned()
@@ -125,7 +139,7 @@ impl Critic for VlmCritic {
                 .messages(FEEDBACK, input)
                 .and_then(|m| client.complete(m, 60))
             {
-                Ok(sentence) => clamp_feedback(sentence.lines().next().unwrap_or(FALLBACK)),
+                Ok(answer) => feedback_sentence(&answer),
                 Err(reason) => {
                     tracing::warn!("the VLM gave no feedback: {reason}");
                     FALLBACK.to_owned()

@@ -48,9 +48,6 @@ const IGNORED_ENTRIES: [&str; 15] = [
     "step",
 ];
 
-/// Sub-dicts of a trainer checkpoint (`{step, model, opt, ema, ...}`) that hold a state_dict.
-const NESTED_STATE_DICTS: [&str; 2] = ["ema", "model"];
-
 /// A tensor every U-Net has: the prefix it appears under is the U-Net's prefix.
 const PROBE: &str = "time_embed.0.weight";
 
@@ -88,7 +85,7 @@ impl Checkpoint {
         })?;
         let is_zip = read == magic.len() && magic == *b"PK\x03\x04";
         let entries = if is_zip {
-            read_pickle(&path).map_err(|e| format_error(format!("PyTorch zip: {e}")))?
+            super::torch_zip::read(&path).map_err(|e| format_error(format!("PyTorch zip: {e}")))?
         } else {
             candle_core::safetensors::load(&path, &Device::Cpu)
                 .map_err(|e| format_error(format!("safetensors: {e}")))?
@@ -207,22 +204,6 @@ impl Checkpoint {
         let vb = VarBuilder::from_tensors(self.tensors, DType::F32, device);
         Ok(UNet::new(cfg, vb)?)
     }
-}
-
-/// Reads a PyTorch zip pickle: the top-level dict if it holds tensors, else the first nested
-/// state_dict of a trainer checkpoint that does.
-fn read_pickle(path: &Path) -> candle_core::Result<HashMap<String, Tensor>> {
-    let mut entries: HashMap<String, Tensor> =
-        candle_core::pickle::read_all(path)?.into_iter().collect();
-    for key in NESTED_STATE_DICTS {
-        if !entries.is_empty() {
-            break;
-        }
-        if let Ok(nested) = candle_core::pickle::read_all_with_key(path, Some(key)) {
-            entries = nested.into_iter().collect();
-        }
-    }
-    Ok(entries)
 }
 
 /// Reads a checkpoint and builds the network described by `cfg` from it.

@@ -28,6 +28,7 @@ pub mod refine_train;
 pub mod sampler;
 mod seeded_init;
 pub mod text;
+mod torch_zip;
 pub mod train;
 pub mod unet;
 pub mod video;

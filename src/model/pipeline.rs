@@ -51,6 +51,68 @@ impl ModelConfig {
     pub fn frame_size(&self) -> usize {
         self.unet.image_size.0
     }
+
+    /// Checks what the weights cannot: a config read from a file could ask for a network that
+    /// panics while being built (no attention heads) or for buffers sized by absurd numbers at
+    /// the first plan (frame side, frame count, diffusion steps, text length). The bounds are
+    /// far above any model of the paper; every value a shape depends on must be positive.
+    pub fn check(&self) -> Result<(), String> {
+        let u = &self.unet;
+        let levels = u.channel_mult.len();
+        let (h, w) = u.image_size;
+        let positive = [
+            ("in_channels", u.in_channels),
+            ("out_channels", u.out_channels),
+            ("model_channels", u.model_channels),
+            ("num_res_blocks", u.num_res_blocks),
+            ("num_head_channels", u.num_head_channels),
+            ("task_token_channels", u.task_token_channels),
+            ("frames", u.frames),
+            ("timesteps", self.timesteps),
+            ("text.buckets", self.text.buckets),
+            ("text.dim", self.text.dim),
+        ];
+        if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(format!("{name} is 0"));
+        }
+        let bounded = [
+            ("in_channels", u.in_channels, 64),
+            ("out_channels", u.out_channels, 64),
+            ("model_channels", u.model_channels, 4096),
+            ("num_res_blocks", u.num_res_blocks, 16),
+            ("task_token_channels", u.task_token_channels, 4096),
+            ("frames", u.frames, 64),
+            ("timesteps", self.timesteps, 10_000),
+            ("text.buckets", self.text.buckets, 1 << 20),
+            ("text.max_tokens", self.text.max_tokens, 1024),
+            ("text.dim", self.text.dim, 4096),
+        ];
+        if let Some((name, v, max)) = bounded.iter().find(|(_, v, max)| v > max) {
+            return Err(format!("{name} is {v}, more than {max}"));
+        }
+        if !(1..=8).contains(&levels) || u.channel_mult.iter().any(|&m| !(1..=64).contains(&m)) {
+            return Err(format!(
+                "channel_mult {:?} must have 1 to 8 levels of 1 to 64",
+                u.channel_mult
+            ));
+        }
+        let step = 1 << (levels - 1);
+        if h != w || !(8..=1024).contains(&h) || !h.is_multiple_of(step) {
+            return Err(format!(
+                "image_size {h}x{w} must be square, 8 to 1024 pixels and a multiple of {step}"
+            ));
+        }
+        if u.attention_resolutions
+            .iter()
+            .any(|&r| !r.is_power_of_two() || r > 1024)
+        {
+            return Err(format!(
+                "attention_resolutions {:?} must be powers of two up to 1024",
+                u.attention_resolutions
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// U-Net, text encoder and schedule, ready to sample.
@@ -106,7 +168,12 @@ impl VideoModel {
 
     /// Loads a model folder (see the module docs), validating every tensor.
     pub fn load(dir: &Path, device: &Device) -> Result<Self, ModelError> {
-        let config: ModelConfig = read_json(&dir.join(CONFIG_FILE))?;
+        let config_path = dir.join(CONFIG_FILE);
+        let config: ModelConfig = read_json(&config_path)?;
+        config.check().map_err(|reason| ModelError::Format {
+            reason: format!("config: {reason}"),
+            path: config_path,
+        })?;
         let unet = Checkpoint::read(dir.join(WEIGHTS_FILE))?.into_unet(&config.unet, device)?;
         let text_path = dir.join(TEXT_FILE);
         let tensors =

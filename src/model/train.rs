@@ -391,6 +391,14 @@ impl Trainer {
         }
         let adam = Adam::new(vars.clone(), config.adam)?;
         let ema = Ema::new(&vars, config.ema_decay)?;
+        // A process killed while saving leaves temporary files (64 MB each for the state).
+        if out_dir.is_dir() {
+            let removed = atomic::remove_temp_files(out_dir)
+                .map_err(atomic::io_error("cannot clean the run folder", out_dir))?;
+            if removed > 0 {
+                tracing::info!("removed {removed} temporary files of an interrupted save");
+            }
+        }
         Ok(Self {
             config,
             model,
@@ -412,6 +420,10 @@ impl Trainer {
             problem: format!("malformed state: {e}"),
             path: json_path.clone(),
         })?;
+        saved.model.check().map_err(|problem| TrainError::Resume {
+            problem: format!("model config: {problem}"),
+            path: json_path.clone(),
+        })?;
         let mut config = saved.train;
         if let Some(s) = steps {
             config.steps = s;
@@ -424,19 +436,21 @@ impl Trainer {
                 path: state_path.clone(),
             }
         })?;
-        let saved_step = state
+        // The state file is the commit point (see `save`): a kill before the JSON that
+        // follows it leaves the JSON one checkpoint behind, never ahead.
+        let step = state
             .get("meta.step")
             .and_then(|s| s.to_vec1::<i64>().ok())
-            .and_then(|v| v.first().copied());
-        if saved_step != Some(saved.step as i64) {
-            return Err(TrainError::Resume {
+            .and_then(|v| v.first().copied())
+            .and_then(|s| u64::try_from(s).ok())
+            .filter(|&s| s >= saved.step)
+            .ok_or_else(|| TrainError::Resume {
                 problem: format!(
-                    "state file is from step {saved_step:?}, the record says {}",
+                    "the state file has no step at or after step {} of the record",
                     saved.step
                 ),
-                path: state_path,
-            });
-        }
+                path: state_path.clone(),
+            })?;
         for (name, var) in &t.vars {
             let p = state
                 .get(&format!("param.{name}"))
@@ -446,12 +460,12 @@ impl Trainer {
                 })?;
             var.set(p)?;
         }
-        t.adam.load_state(&state, saved.step)?;
+        t.adam.load_state(&state, step)?;
         t.ema.load(&state)?;
-        t.step = saved.step;
+        t.step = step;
         t.log = read_loss_log(&out_dir.join(LOSS_CSV))
             .into_iter()
-            .filter(|r| r.0 <= saved.step)
+            .filter(|r| r.0 <= step)
             .collect();
         Ok(t)
     }
@@ -519,8 +533,12 @@ impl Trainer {
         Ok(TrainOutcome::Finished)
     }
 
-    /// Writes the EMA model (a loadable model folder), the full training state and the loss
-    /// log into the run folder. The state JSON is written last: it is the commit point.
+    /// Writes the EMA model (a loadable model folder), the loss log, the full training state
+    /// and the state JSON into the run folder, each file atomically. The state file is the
+    /// commit point: everything before it may be newer than the last commit (the model folder
+    /// loads whatever step it holds; the log is cut at the resumed step), and the JSON after
+    /// it, which describes the run, may be one checkpoint older (`resume` takes the step from
+    /// the state file). A kill at any moment leaves a run that loads and resumes.
     pub fn save(&self) -> Result<(), TrainError> {
         let dir = &self.out_dir;
         std::fs::create_dir_all(dir).map_err(atomic::io_error("cannot create run folder", dir))?;
@@ -543,13 +561,13 @@ impl Trainer {
             "meta.step".to_owned(),
             Tensor::new(&[self.step as i64], &Device::Cpu)?,
         );
-        save_tensors(&state, &dir.join(STATE_FILE))?;
         let csv: String = std::iter::once("step,loss,grad_norm\n".to_owned())
             .chain(self.log.iter().map(|(s, l, g)| format!("{s},{l},{g}\n")))
             .collect();
         let csv_path = dir.join(LOSS_CSV);
         atomic::write_file(&csv_path, csv.as_bytes())
             .map_err(atomic::io_error("cannot write loss log", &csv_path))?;
+        save_tensors(&state, &dir.join(STATE_FILE))?;
         let json = StateJson {
             step: self.step,
             train: self.config.clone(),

@@ -66,6 +66,23 @@ pub fn temp_sibling(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.{}.{n}.tmp", std::process::id()))
 }
 
+/// Removes the temporary files that writes killed midway left in `dir`: ours
+/// (`.<name>.<pid>.<n>.tmp`, see [`temp_sibling`]) and the `.tmpXXXXXX` siblings the
+/// safetensors writer renames from. Only for a folder this process owns (a run folder): a
+/// concurrent writer's temp file would go too. Returns how many were removed.
+pub fn remove_temp_files(dir: &Path) -> io::Result<usize> {
+    let mut removed = 0;
+    for entry in fs::read_dir(dir)?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let is_temp = name.starts_with(".tmp") || (name.starts_with('.') && name.ends_with(".tmp"));
+        if is_temp && entry.file_type().is_ok_and(|t| t.is_file()) {
+            fs::remove_file(entry.path())?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
 /// A folder being assembled under a temporary name; [`StagedDir::commit`] renames it into
 /// place, and dropping it uncommitted removes it.
 pub struct StagedDir {
@@ -147,5 +164,22 @@ mod tests {
         fs::write(staged.path().join("x"), b"1").expect("write");
         staged.commit().expect("commit");
         assert_eq!(fs::read(dest.join("x")).expect("read"), b"1");
+    }
+
+    #[test]
+    fn remove_temp_files_takes_only_interrupted_writes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let keep = ["model.safetensors", "loss.csv", ".hidden-but-mine"];
+        let temps = [".model.safetensors.123.0.tmp", ".tmpAb12Cd"];
+        for name in keep.iter().chain(&temps) {
+            fs::write(dir.path().join(name), b"x").expect("write");
+        }
+        assert_eq!(remove_temp_files(dir.path()).expect("clean"), 2);
+        let mut left: Vec<String> = fs::read_dir(dir.path())
+            .expect("ls")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, [".hidden-but-mine", "loss.csv", "model.safetensors"]);
     }
 }

@@ -24,6 +24,12 @@ pub const FORMAT: &str = "videoagent.dataset";
 pub const VERSION: u32 = 1;
 /// Frames per training clip: frame 0 and the 7 frames the model generates.
 pub const CLIP_FRAMES: usize = 8;
+/// Frame sides a manifest may declare (`videoagent dataset` writes 16 to 256).
+pub const MIN_FRAME_SIZE: u32 = 1;
+pub const MAX_FRAME_SIZE: u32 = 4096;
+/// Most frames an episode may declare: far above any recorded episode (a few hundred steps);
+/// a damaged count would otherwise drive loops and index arithmetic.
+pub const MAX_EPISODE_FRAMES: usize = 1_000_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DatasetError {
@@ -82,8 +88,9 @@ pub fn clip_indices(n: usize, start: usize) -> Vec<usize> {
     let last = n.saturating_sub(1);
     let start = start.min(last);
     let span = last - start;
+    // In u128: `i * span` overflows usize for spans near usize::MAX.
     (0..CLIP_FRAMES)
-        .map(|i| start + i * span / (CLIP_FRAMES - 1))
+        .map(|i| start + (i as u128 * span as u128 / (CLIP_FRAMES as u128 - 1)) as usize)
         .collect()
 }
 
@@ -243,12 +250,19 @@ impl Dataset {
         if manifest.episodes.is_empty() {
             return Err(invalid("it lists no episodes".to_owned()));
         }
-        if let Some(bad) = manifest
-            .episodes
-            .iter()
-            .find(|e| e.frames == 0 || e.dir.contains(".."))
-        {
-            return Err(invalid(format!("episode '{}' is malformed", bad.dir)));
+        if !(MIN_FRAME_SIZE..=MAX_FRAME_SIZE).contains(&manifest.frame_size) {
+            return Err(invalid(format!(
+                "frame size {} is not {MIN_FRAME_SIZE} to {MAX_FRAME_SIZE}",
+                manifest.frame_size
+            )));
+        }
+        if let Some(bad) = manifest.episodes.iter().find(|e| {
+            !(1..=MAX_EPISODE_FRAMES).contains(&e.frames) || !super::relative::is_inside(&e.dir)
+        }) {
+            return Err(invalid(format!(
+                "episode '{}' ({} frames) is malformed",
+                bad.dir, bad.frames
+            )));
         }
         Ok(Self {
             root: root.to_owned(),
@@ -349,6 +363,8 @@ mod tests {
         assert_eq!(clip_indices(43, 0), vec![0, 6, 12, 18, 24, 30, 36, 42]);
         assert_eq!(clip_indices(43, 35), vec![35, 36, 37, 38, 39, 40, 41, 42]);
         assert_eq!(clip_indices(5, 0), vec![0, 0, 1, 1, 2, 2, 3, 4]);
+        // A damaged frame count must not overflow (the fuzzer's first dataset finding).
+        assert_eq!(clip_indices(usize::MAX, 0)[7], usize::MAX - 1);
     }
 
     #[test]

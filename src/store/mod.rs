@@ -10,5 +10,6 @@ pub mod export;
 pub mod lerobot;
 pub mod plan_record;
 pub mod refine_data;
+pub mod relative;
 
 pub use dataset::{Clip, Dataset, DatasetError, EpisodeMeta, Manifest};

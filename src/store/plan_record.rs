@@ -167,14 +167,48 @@ pub fn read_plan(dir: &Path) -> Result<(PlanRecord, Vec<Rgb8Image>), ReadPlanErr
     })?;
     let record: PlanRecord = serde_json::from_slice(&bytes).map_err(|e| ReadPlanError::Json {
         reason: e.to_string(),
-        path: json,
+        path: json.clone(),
     })?;
+    let names = record.frames.iter();
+    let dirs = record
+        .refinement
+        .iter()
+        .flat_map(|r| r.iterations.iter().map(|it| &it.dir));
+    if let Some(bad) = names.chain(dirs).find(|n| !super::relative::is_inside(n)) {
+        return Err(ReadPlanError::Json {
+            reason: format!("'{bad}' is not a name inside the plan folder"),
+            path: json,
+        });
+    }
     let frames = record
         .frames
         .iter()
         .map(|name| read_frame(&dir.join(name)))
         .collect::<Result<Vec<_>, _>>()?;
     Ok((record, frames))
+}
+
+/// Frames of every refinement iteration of a plan read by [`read_plan`], start frame first,
+/// in the record's order; a plan made without the loop is one iteration: `frames` itself.
+pub fn read_iterations(
+    dir: &Path,
+    record: &PlanRecord,
+    frames: Vec<Rgb8Image>,
+) -> Result<Vec<Vec<Rgb8Image>>, ReadPlanError> {
+    let Some(refinement) = &record.refinement else {
+        return Ok(vec![frames]);
+    };
+    refinement
+        .iterations
+        .iter()
+        .map(|it| {
+            record
+                .frames
+                .iter()
+                .map(|name| read_frame(&dir.join(&it.dir).join(name)))
+                .collect()
+        })
+        .collect()
 }
 
 /// Reads an RGB frame from an image file.

@@ -57,6 +57,7 @@
 mod exchange;
 mod frames;
 mod labels;
+mod plan_folder;
 mod recovery;
 pub(crate) mod schema;
 mod types;
@@ -72,6 +73,7 @@ pub use exchange::{
     export_json, import_images, import_json, read_export,
 };
 pub use labels::Reverted;
+pub use plan_folder::add_plan_folder;
 pub use recovery::RecoveryReport;
 pub use schema::SCHEMA_VERSION;
 pub use types::*;
