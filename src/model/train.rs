@@ -18,7 +18,6 @@ use serde::{Deserialize, Serialize};
 
 use super::adam::{Adam, AdamConfig, Ema};
 use super::pipeline::{self, ModelConfig, VideoModel};
-use super::text::TextEncoder;
 use super::{Conditioning, ModelError, NoiseSource};
 use crate::env::Rgb8Image;
 use crate::store::atomic;
@@ -368,7 +367,10 @@ impl Trainer {
         let vars = sorted_vars(&varmap)?;
         if let Some(dir) = init {
             let base = VideoModel::load(dir, device)?;
-            if base.config.unet != model.config.unet || base.config.text != model.config.text {
+            if base.config.unet != model.config.unet
+                || base.config.text != model.config.text
+                || base.config.text_encoder != model.config.text_encoder
+            {
                 return Err(TrainError::Resume {
                     problem: "the initial model's config differs from the one being trained"
                         .to_owned(),
