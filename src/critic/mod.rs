@@ -17,6 +17,7 @@ mod judge;
 #[cfg(test)]
 mod loopback;
 mod perception;
+mod prompt;
 mod track;
 mod vlm;
 
