@@ -15,6 +15,11 @@ pub(super) const SYSTEM: &str =
 pub(super) const SEPARATE_IMAGES: &str = "The first image is the starting frame of a table-top \
 robot task; the following images are the frames of a generated video plan, in order.";
 
+/// Opening of the prompts for a model shown one image: the frames tiled in a grid.
+pub(super) const GRID_IMAGE: &str = "The image is a grid of frames, read left to right and top \
+to bottom: the first frame is the starting frame of a table-top robot task; the others are the \
+frames of a generated video plan, in order.";
+
 const JUDGE: &str = "The task is: \"{task}\". Accept the video if it completes the task and the \
 video is consistent without glitches: objects must not vanish, appear, split, change colour, or \
 move unless the gripper (the white disc with grey fingers) touches them. Be very strict. Answer \
@@ -123,8 +128,8 @@ mod tests {
 
     #[test]
     fn prompts_open_with_the_framing_and_name_the_task() {
-        let judge = prompt(Question::Judge, SEPARATE_IMAGES, "open the door");
-        assert!(judge.starts_with("The first image"));
+        let judge = prompt(Question::Judge, GRID_IMAGE, "open the door");
+        assert!(judge.starts_with("The image is a grid"));
         assert!(judge.contains("\"open the door\"") && judge.ends_with("Accept or Reject."));
         let feedback = prompt(Question::Feedback, SEPARATE_IMAGES, "open the door");
         assert!(feedback.starts_with("The first image") && feedback.contains("Examples"));
