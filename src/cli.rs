@@ -851,10 +851,10 @@ fn plan(args: &PlanArgs) -> Result<()> {
     if instruction.trim().is_empty() {
         bail!("the instruction is empty");
     }
-    crate::critic_cli::make_critic(&args.critic)?;
     let model_dir = args.model.clone().unwrap_or_else(default_model_dir);
     let (device, note) = select_device(&args.device)?;
     tracing::info!("{note}");
+    let critic = crate::critic_cli::make_critic(&args.critic, &device)?;
     let t0 = Instant::now();
     let model = VideoModel::load(&model_dir, &device)
         .with_context(|| format!("loading the model from {}", model_dir.display()))?;
@@ -886,6 +886,7 @@ fn plan(args: &PlanArgs) -> Result<()> {
         bar.finish_and_clear();
         let (frames, record) = crate::critic_cli::refine_plan(
             &args.critic,
+            critic.as_deref(),
             &model,
             &start,
             &args.task,

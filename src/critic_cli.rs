@@ -11,7 +11,8 @@ use videoagent::critic::calibrate::{
     CalibrationSpec, Edit, PlanJudgement, calibrate, judge_model_plans,
 };
 use videoagent::critic::{
-    ChatClient, ChatSettings, Critic, NoCritic, PerceptionCritic, Verdict, VlmCritic,
+    ChatClient, ChatSettings, Critic, LocalVlmCritic, NoCritic, PerceptionCritic, Verdict,
+    VlmCritic,
 };
 use videoagent::env::open_world;
 use videoagent::store::plan_record::{
@@ -58,12 +59,14 @@ pub struct CriticArgs {
     /// Refinements after the first plan (0: plan once).
     #[arg(long, default_value_t = 0)]
     pub refine: usize,
-    /// perception (offline, default), vlm (OpenAI-compatible API) or none.
+    /// perception (offline, default), vlm (OpenAI-compatible API), local (Moondream2 in
+    /// process) or none.
     #[arg(long, default_value = "perception")]
     pub critic: String,
-    /// VLM model name (vlm critic).
-    #[arg(long, default_value = "gpt-4o")]
-    pub critic_model: String,
+    /// The vlm critic's model name (default gpt-4o), or the local critic's model folder
+    /// (config.json, model.safetensors, tokenizer.json).
+    #[arg(long)]
+    pub critic_model: Option<String>,
     /// A (cheaper) model for the feedback sentence (default: the judge's model).
     #[arg(long)]
     pub critic_feedback_model: Option<String>,
@@ -75,8 +78,12 @@ pub struct CriticArgs {
     pub critic_timeout: f64,
 }
 
-/// The critic chosen by `args` (`None` for `--critic none`).
-pub fn make_critic(args: &CriticArgs) -> Result<Option<Box<dyn Critic>>> {
+/// The critic chosen by `args` (`None` for `--critic none`); a local VLM is loaded onto
+/// `device`.
+pub fn make_critic(
+    args: &CriticArgs,
+    device: &candle_core::Device,
+) -> Result<Option<Box<dyn Critic>>> {
     Ok(match args.critic.as_str() {
         "none" => None,
         "perception" => Some(Box::new(PerceptionCritic::default())),
@@ -84,8 +91,8 @@ pub fn make_critic(args: &CriticArgs) -> Result<Option<Box<dyn Critic>>> {
             if !(args.critic_timeout.is_finite() && args.critic_timeout > 0.0) {
                 bail!("--critic-timeout must be a positive number of seconds");
             }
-            let mut settings =
-                ChatSettings::from_env(args.critic_url.as_deref(), &args.critic_model)?;
+            let model = args.critic_model.as_deref().unwrap_or("gpt-4o");
+            let mut settings = ChatSettings::from_env(args.critic_url.as_deref(), model)?;
             settings.timeout = Duration::from_secs_f64(args.critic_timeout);
             let feedback = args.critic_feedback_model.as_ref().map(|m| {
                 ChatClient::new(ChatSettings {
@@ -98,7 +105,15 @@ pub fn make_critic(args: &CriticArgs) -> Result<Option<Box<dyn Critic>>> {
                 feedback,
             )))
         }
-        other => bail!("unknown critic '{other}' (valid: perception, vlm, none)"),
+        "local" => {
+            let Some(dir) = &args.critic_model else {
+                bail!("--critic local needs --critic-model DIR (a Moondream2 folder)");
+            };
+            let critic = LocalVlmCritic::load(std::path::Path::new(dir), device)
+                .context("loading the local critic")?;
+            Some(Box::new(critic))
+        }
+        other => bail!("unknown critic '{other}' (valid: perception, vlm, local, none)"),
     })
 }
 
@@ -256,11 +271,13 @@ impl CriticArgs {
     }
 }
 
-/// Runs the refinement loop for `plan`, writes every iteration under `out/iterations/` and
-/// returns the chosen frames with the record for `plan.json`.
+/// Runs the refinement loop for `plan` with `critic` (from [`make_critic`]; `None`: no
+/// critic), writes every iteration under `out/iterations/` and returns the chosen frames with
+/// the record for `plan.json`.
 #[allow(clippy::too_many_arguments)]
 pub fn refine_plan(
     args: &CriticArgs,
+    critic: Option<&dyn Critic>,
     model: &videoagent::model::VideoModel,
     start: &videoagent::env::Observation,
     task: &str,
@@ -274,9 +291,8 @@ pub fn refine_plan(
         OnUnavailable, RefineInput, RefineProgress, RefineSettings, refine,
     };
 
-    let chosen_critic = make_critic(args)?;
-    let (critic, on_unavailable): (&dyn Critic, _) = match &chosen_critic {
-        Some(c) => (c.as_ref(), OnUnavailable::Stop),
+    let (critic, on_unavailable): (&dyn Critic, _) = match critic {
+        Some(c) => (c, OnUnavailable::Stop),
         None => (&NoCritic, OnUnavailable::Continue),
     };
     let steps = match sample.sampler {
