@@ -43,6 +43,9 @@ pub struct StudioArgs {
     /// Plan store folder: plans and labels are saved there (default: runs/studio-store)
     #[arg(long)]
     store: Option<PathBuf>,
+    /// A local VLM critic's folder (Moondream2): the critic picker then offers `local`
+    #[arg(long)]
+    critic_model: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -615,6 +618,7 @@ fn studio(args: &StudioArgs) -> Result<()> {
                 .clone()
                 .unwrap_or_else(|| PathBuf::from("runs/studio-store")),
         ),
+        local_critic: args.critic_model.clone(),
     };
     run_native(options).map_err(|e| anyhow::anyhow!("the studio window could not open: {e}"))
 }

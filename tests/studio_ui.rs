@@ -53,6 +53,7 @@ fn studio(plans: Option<&Path>) -> StudioApp {
         sample_plans: plans.map(Path::to_owned),
         store_dir: None,
         annotator: "tester".into(),
+        local_critic: None,
     })
 }
 
@@ -256,6 +257,7 @@ fn a_broken_model_folder_is_reported_in_the_ui() {
         sample_plans: None,
         store_dir: None,
         annotator: "tester".into(),
+        local_critic: None,
     });
     assert!(app.wait_for_model().is_err());
     let mut h = harness(app);
@@ -279,6 +281,7 @@ fn labels_and_plans_survive_a_restart_through_the_store() {
             sample_plans: Some(samples.path().to_owned()),
             store_dir: Some(store.path().join("store")),
             annotator: "tester".into(),
+            local_critic: None,
         });
         app.flush_store().expect("the store opens");
         harness(app)
@@ -376,6 +379,7 @@ fn fine_tune_on_the_curated_set_plots_the_loss_and_can_switch_models() {
         sample_plans: Some(dir.path().to_owned()),
         store_dir: Some(store.path().join("store")),
         annotator: "tester".into(),
+        local_critic: None,
     });
     app.wait_for_model().expect("model");
     app.flush_store().expect("store");

@@ -28,6 +28,7 @@ fn make_plan_ui(ui: &mut egui::Ui, app: &mut StudioApp, commands: &mut Vec<Comma
         .map(|t| (t.name.clone(), format!("{} ({:?})", t.name, t.difficulty)))
         .collect();
     let views: Vec<String> = app.views().iter().map(|v| v.name.clone()).collect();
+    let local_configured = app.options.local_critic.is_some();
     let s = &mut app.settings;
     egui::Grid::new("make_plan").num_columns(2).show(ui, |ui| {
         ui.label("Task");
@@ -62,7 +63,7 @@ fn make_plan_ui(ui: &mut egui::Ui, app: &mut StudioApp, commands: &mut Vec<Comma
         egui::ComboBox::from_id_salt("critic")
             .selected_text(s.critic.label())
             .show_ui(ui, |ui| {
-                for c in crate::app::jobs::CriticChoice::ALL {
+                for c in crate::app::jobs::CriticChoice::offered(local_configured) {
                     ui.selectable_value(&mut s.critic, c, c.label());
                 }
             });
