@@ -139,11 +139,6 @@ impl LocalVlmCritic {
         })
     }
 
-    /// The folder it was loaded from.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// The start frame and the plan tiled into one normalised image, `(1, 3, side, side)`.
     fn grid(&self, input: &CriticInput<'_>) -> Result<Tensor, String> {
         let frames: Vec<&Rgb8Image> = std::iter::once(&input.first.rgb)

@@ -13,7 +13,7 @@
 //! a batch padded to its longest text with the padding masked out of attention (so a text
 //! encodes the same alone or in a batch). Nothing here downloads anything.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
@@ -138,7 +138,6 @@ pub struct ClipTextEncoder {
     pad_id: u32,
     dim: usize,
     device: Device,
-    dir: PathBuf,
 }
 
 impl ClipTextEncoder {
@@ -170,13 +169,7 @@ impl ClipTextEncoder {
             pad_id,
             dim: config.embed_dim,
             device: device.clone(),
-            dir: dir.to_owned(),
         })
-    }
-
-    /// The folder it was loaded from.
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     fn token_ids(&self, text: &str) -> candle_core::Result<Vec<u32>> {
