@@ -116,8 +116,10 @@ impl LocalVlmCritic {
             .map_err(|e| load_error(format!("weights: {e}"), &weights_path))?;
         let image_side = image_side(&vb).map_err(|e| load_error(e, &weights_path))?;
         let tokenizer_path = dir.join(TOKENIZER_FILE);
-        let tokenizer = Tokenizer::from_file(&tokenizer_path)
+        let mut tokenizer = Tokenizer::from_file(&tokenizer_path)
             .map_err(|e| load_error(format!("tokenizer: {e}"), &tokenizer_path))?;
+        // A padded prompt would put padding between the question and the answer.
+        tokenizer.with_padding(None);
         let end = tokenizer.token_to_id(END_OF_TEXT).ok_or_else(|| {
             load_error(
                 format!("the tokenizer has no {END_OF_TEXT}"),

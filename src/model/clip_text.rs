@@ -163,6 +163,8 @@ impl ClipTextEncoder {
             .map(|p| p.pad_id)
             .or_else(|| tokenizer.token_to_id(END_OF_TEXT))
             .unwrap_or(0);
+        // Padding is done here, per batch, knowing where each text ends.
+        tokenizer.with_padding(None);
         Ok(Self {
             model,
             tokenizer,

@@ -177,3 +177,26 @@ fn unsupported_activation_is_refused() {
         "{message}"
     );
 }
+
+#[test]
+fn a_tokenizer_that_pads_by_itself_changes_nothing() {
+    let dir = tiny_clip();
+    let before = load(dir.path())
+        .expect("loads")
+        .encode(&["open door"], &Device::Cpu)
+        .expect("encodes");
+    let path = dir.path().join(TOKENIZER_FILE);
+    let mut tokenizer = Tokenizer::from_file(&path).expect("tokenizer");
+    tokenizer.with_padding(Some(tokenizers::PaddingParams {
+        strategy: tokenizers::PaddingStrategy::Fixed(8),
+        pad_id: 1,
+        ..Default::default()
+    }));
+    tokenizer.save(&path, false).expect("save");
+    let after = load(dir.path())
+        .expect("loads")
+        .encode(&["open door"], &Device::Cpu)
+        .expect("encodes");
+    assert_eq!(after.dims(), before.dims(), "no padding to 8 for one text");
+    assert_eq!(max_abs_diff(&before, &after), 0.0);
+}
