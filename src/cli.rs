@@ -108,6 +108,12 @@ pub struct TrainArgs {
     /// Start from this model folder's weights (fine-tuning).
     #[arg(long)]
     pub init: Option<PathBuf>,
+    /// Encode instructions with this frozen CLIP text folder (config.json, model.safetensors,
+    /// tokenizer.json) instead of the built-in encoder, as the reference does. Its width must be
+    /// the preset's task_token_channels (512 for ViT-B/32: metaworld, ithor). The model's
+    /// config.json records it as an absolute path.
+    #[arg(long)]
+    pub clip: Option<PathBuf>,
     /// Total optimiser steps of the run.
     #[arg(long, default_value_t = 3000)]
     pub steps: u64,
@@ -628,6 +634,7 @@ fn train(args: &TrainArgs) -> Result<()> {
     use std::sync::atomic::Ordering;
     use videoagent::agent::refine_data::training_items;
     use videoagent::model::refine_train::RefineTrainData;
+    use videoagent::model::text::TextEncoderKind;
     use videoagent::model::train::{TrainConfig, TrainData, TrainOutcome, TrainSet, Trainer};
     use videoagent::model::{ModelConfig, UNetConfig, device::select_device};
     use videoagent::store::refine_data::RefineData;
@@ -670,13 +677,13 @@ fn train(args: &TrainArgs) -> Result<()> {
         if !(0.0..=1.0).contains(&args.plain_share) {
             bail!("--plain-share must be between 0 and 1");
         }
-        Trainer::new(
-            ModelConfig::new(unet, "tabletop"),
-            cfg,
-            &args.out,
-            args.init.as_deref(),
-            &device,
-        )?
+        let mut model_cfg = ModelConfig::new(unet, "tabletop");
+        if let Some(dir) = &args.clip {
+            let path = std::path::absolute(dir)
+                .with_context(|| format!("resolving --clip {}", dir.display()))?;
+            model_cfg.text_encoder = TextEncoderKind::Clip { path };
+        }
+        Trainer::new(model_cfg, cfg, &args.out, args.init.as_deref(), &device)?
     };
     let size = trainer.model.config.frame_size();
     let plain = match &args.data {
