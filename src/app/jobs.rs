@@ -240,6 +240,17 @@ fn run_generate(
     request: &GenerateRequest,
     report: &Reporter<GenerateEvent>,
 ) -> Result<Option<usize>, String> {
+    // The critic first: a local VLM that cannot load leaves no empty plan behind.
+    let critic: Arc<dyn Critic> = match request.critic {
+        CriticChoice::Perception => {
+            Arc::new(PerceptionCritic::new(PerceptionThresholds::default()))
+        }
+        CriticChoice::Local => local
+            .ok_or("no local critic: start the studio with --critic-model DIR")?
+            .get(&model.device)
+            .map_err(|e| format!("the local critic: {e}"))?,
+        CriticChoice::None => Arc::new(NoCritic),
+    };
     let origin = &request.origin;
     let (first, instruction) = match &request.image {
         Some(image) => {
@@ -295,16 +306,6 @@ fn run_generate(
         plan.id = super::persist::studio_id(id);
     }
     report.send(GenerateEvent::Started(Box::new(plan)));
-    let critic: Arc<dyn Critic> = match request.critic {
-        CriticChoice::Perception => {
-            Arc::new(PerceptionCritic::new(PerceptionThresholds::default()))
-        }
-        CriticChoice::Local => local
-            .ok_or("no local critic: start the studio with --critic-model DIR")?
-            .get(&model.device)
-            .map_err(|e| format!("the local critic: {e}"))?,
-        CriticChoice::None => Arc::new(NoCritic),
-    };
     let settings = RefineSettings {
         max_refinements: request.max_refinements,
         sample: SampleConfig {
@@ -615,8 +616,14 @@ mod tests {
     }
 
     #[test]
-    fn local_without_a_folder_or_with_a_bad_one_fails_the_generation() {
+    fn local_without_a_folder_or_with_a_bad_one_fails_before_the_plan_starts() {
         let failure = |events: Vec<GenerateEvent>| {
+            assert!(
+                !events
+                    .iter()
+                    .any(|e| matches!(e, GenerateEvent::Started(_))),
+                "no plan is started without its critic"
+            );
             events
                 .into_iter()
                 .find_map(|e| match e {
