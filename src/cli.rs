@@ -43,6 +43,9 @@ pub struct StudioArgs {
     /// Plan store folder: plans and labels are saved there (default: runs/studio-store)
     #[arg(long)]
     store: Option<PathBuf>,
+    /// A local VLM critic's folder (Moondream2): the critic picker then offers `local`
+    #[arg(long)]
+    critic_model: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -107,6 +110,12 @@ pub struct TrainArgs {
     /// Start from this model folder's weights (fine-tuning).
     #[arg(long)]
     pub init: Option<PathBuf>,
+    /// Encode instructions with this frozen CLIP text folder (config.json, model.safetensors,
+    /// tokenizer.json) instead of the built-in encoder, as the reference does. Its width must be
+    /// the preset's task_token_channels (512 for ViT-B/32: metaworld, ithor). The model's
+    /// config.json records it as an absolute path.
+    #[arg(long)]
+    pub clip: Option<PathBuf>,
     /// Total optimiser steps of the run.
     #[arg(long, default_value_t = 3000)]
     pub steps: u64,
@@ -622,6 +631,7 @@ fn studio(args: &StudioArgs) -> Result<()> {
                 .clone()
                 .unwrap_or_else(|| PathBuf::from("runs/studio-store")),
         ),
+        local_critic: args.critic_model.clone(),
     };
     run_native(options).map_err(|e| anyhow::anyhow!("the studio window could not open: {e}"))
 }
@@ -631,6 +641,7 @@ fn train(args: &TrainArgs) -> Result<()> {
     use std::sync::atomic::Ordering;
     use videoagent::agent::refine_data::training_items;
     use videoagent::model::refine_train::RefineTrainData;
+    use videoagent::model::text::TextEncoderKind;
     use videoagent::model::train::{TrainConfig, TrainData, TrainOutcome, TrainSet, Trainer};
     use videoagent::model::{ModelConfig, UNetConfig, device::select_device};
     use videoagent::store::refine_data::RefineData;
@@ -673,13 +684,13 @@ fn train(args: &TrainArgs) -> Result<()> {
         if !(0.0..=1.0).contains(&args.plain_share) {
             bail!("--plain-share must be between 0 and 1");
         }
-        Trainer::new(
-            ModelConfig::new(unet, "tabletop"),
-            cfg,
-            &args.out,
-            args.init.as_deref(),
-            &device,
-        )?
+        let mut model_cfg = ModelConfig::new(unet, "tabletop");
+        if let Some(dir) = &args.clip {
+            let path = std::path::absolute(dir)
+                .with_context(|| format!("resolving --clip {}", dir.display()))?;
+            model_cfg.text_encoder = TextEncoderKind::Clip { path };
+        }
+        Trainer::new(model_cfg, cfg, &args.out, args.init.as_deref(), &device)?
     };
     let size = trainer.model.config.frame_size();
     let plain = match &args.data {
@@ -858,15 +869,15 @@ fn plan(args: &PlanArgs) -> Result<()> {
     if instruction.trim().is_empty() {
         bail!("the instruction is empty");
     }
+    let model_dir = args.model.clone().unwrap_or_else(default_model_dir);
+    let (device, note) = select_device(&args.device)?;
+    tracing::info!("{note}");
     let plan_start = crate::critic_cli::PlanStart {
         world: &args.world,
         view,
         seed: args.seed,
     };
-    crate::critic_cli::make_critic(&args.critic, plan_start)?;
-    let model_dir = args.model.clone().unwrap_or_else(default_model_dir);
-    let (device, note) = select_device(&args.device)?;
-    tracing::info!("{note}");
+    let critic = crate::critic_cli::make_critic(&args.critic, plan_start, &device)?;
     let t0 = Instant::now();
     let model = VideoModel::load(&model_dir, &device)
         .with_context(|| format!("loading the model from {}", model_dir.display()))?;
@@ -898,9 +909,9 @@ fn plan(args: &PlanArgs) -> Result<()> {
         bar.finish_and_clear();
         let (frames, record) = crate::critic_cli::refine_plan(
             &args.critic,
+            critic.as_deref(),
             &model,
             &start,
-            plan_start,
             &args.task,
             &instruction,
             &sample,

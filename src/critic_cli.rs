@@ -12,7 +12,8 @@ use videoagent::critic::calibrate::{
     CalibrationSpec, Edit, PlanJudgement, calibrate, judge_model_plans,
 };
 use videoagent::critic::{
-    ChatClient, ChatSettings, Critic, NoCritic, PerceptionCritic, Verdict, VlmCritic,
+    ChatClient, ChatSettings, Critic, LocalVlmCritic, NoCritic, PerceptionCritic, Verdict,
+    VlmCritic,
 };
 use videoagent::env::open_world;
 use videoagent::store::plan_record::{
@@ -91,13 +92,15 @@ pub struct CriticArgs {
     /// Refinements after the first plan (0: plan once).
     #[arg(long, default_value_t = 0)]
     pub refine: usize,
-    /// perception (offline, default), vlm (OpenAI-compatible API), execution (runs the plan
-    /// in the world: the paper's environment feedback) or none.
+    /// perception (offline, default), vlm (OpenAI-compatible API), local (Moondream2 in
+    /// process), execution (runs the plan in the world: the paper's environment feedback) or
+    /// none.
     #[arg(long, default_value = "perception")]
     pub critic: String,
-    /// VLM model name (vlm critic).
-    #[arg(long, default_value = "gpt-4o")]
-    pub critic_model: String,
+    /// The vlm critic's model name (default gpt-4o), or the local critic's model folder
+    /// (config.json, model.safetensors, tokenizer.json).
+    #[arg(long)]
+    pub critic_model: Option<String>,
     /// A (cheaper) model for the feedback sentence (default: the judge's model).
     #[arg(long)]
     pub critic_feedback_model: Option<String>,
@@ -117,8 +120,13 @@ pub struct PlanStart<'a> {
     pub seed: u64,
 }
 
-/// The critic chosen by `args` (`None` for `--critic none`) for plans from `start`.
-pub fn make_critic(args: &CriticArgs, start: PlanStart<'_>) -> Result<Option<Box<dyn Critic>>> {
+/// The critic chosen by `args` (`None` for `--critic none`) for plans from `start`; a local
+/// VLM is loaded onto `device`.
+pub fn make_critic(
+    args: &CriticArgs,
+    start: PlanStart<'_>,
+    device: &candle_core::Device,
+) -> Result<Option<Box<dyn Critic>>> {
     Ok(match args.critic.as_str() {
         "none" => None,
         "execution" => Some(Box::new(ExecutionCritic::new(
@@ -132,8 +140,8 @@ pub fn make_critic(args: &CriticArgs, start: PlanStart<'_>) -> Result<Option<Box
             if !(args.critic_timeout.is_finite() && args.critic_timeout > 0.0) {
                 bail!("--critic-timeout must be a positive number of seconds");
             }
-            let mut settings =
-                ChatSettings::from_env(args.critic_url.as_deref(), &args.critic_model)?;
+            let model = args.critic_model.as_deref().unwrap_or("gpt-4o");
+            let mut settings = ChatSettings::from_env(args.critic_url.as_deref(), model)?;
             settings.timeout = Duration::from_secs_f64(args.critic_timeout);
             let feedback = args.critic_feedback_model.as_ref().map(|m| {
                 ChatClient::new(ChatSettings {
@@ -146,7 +154,15 @@ pub fn make_critic(args: &CriticArgs, start: PlanStart<'_>) -> Result<Option<Box
                 feedback,
             )))
         }
-        other => bail!("unknown critic '{other}' (valid: perception, vlm, execution, none)"),
+        "local" => {
+            let Some(dir) = &args.critic_model else {
+                bail!("--critic local needs --critic-model DIR (a Moondream2 folder)");
+            };
+            let critic = LocalVlmCritic::load(std::path::Path::new(dir), device)
+                .context("loading the local critic")?;
+            Some(Box::new(critic))
+        }
+        other => bail!("unknown critic '{other}' (valid: perception, vlm, local, execution, none)"),
     })
 }
 
@@ -263,7 +279,7 @@ pub fn agreement_cmd(args: &AgreementArgs) -> Result<()> {
             critic: name.to_owned(),
             ..args.critic.clone()
         };
-        critics.extend(make_critic(&chosen, start)?);
+        critics.extend(make_critic(&chosen, start, &device)?);
     }
     let critic_refs: Vec<&dyn Critic> = critics.iter().map(|c| c.as_ref()).collect();
     let mut starts = Vec::new();
@@ -396,14 +412,15 @@ impl CriticArgs {
     }
 }
 
-/// Runs the refinement loop for `plan`, writes every iteration under `out/iterations/` and
-/// returns the chosen frames with the record for `plan.json`.
+/// Runs the refinement loop for `plan` with `critic` (from [`make_critic`]; `None`: no
+/// critic), writes every iteration under `out/iterations/` and returns the chosen frames with
+/// the record for `plan.json`.
 #[allow(clippy::too_many_arguments)]
 pub fn refine_plan(
     args: &CriticArgs,
+    critic: Option<&dyn Critic>,
     model: &videoagent::model::VideoModel,
     start: &videoagent::env::Observation,
-    plan_start: PlanStart<'_>,
     task: &str,
     instruction: &str,
     sample: &videoagent::model::SampleConfig,
@@ -415,9 +432,8 @@ pub fn refine_plan(
         OnUnavailable, RefineInput, RefineProgress, RefineSettings, refine,
     };
 
-    let chosen_critic = make_critic(args, plan_start)?;
-    let (critic, on_unavailable): (&dyn Critic, _) = match &chosen_critic {
-        Some(c) => (c.as_ref(), OnUnavailable::Stop),
+    let (critic, on_unavailable): (&dyn Critic, _) = match critic {
+        Some(c) => (c, OnUnavailable::Stop),
         None => (&NoCritic, OnUnavailable::Continue),
     };
     let steps = match sample.sampler {

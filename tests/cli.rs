@@ -63,7 +63,7 @@ fn bad_input_exits_non_zero_with_one_clear_line() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("d");
     let out = out.to_str().expect("utf-8");
-    let cases: [(&[&str], &str); 9] = [
+    let cases: [(&[&str], &str); 12] = [
         (
             &["dataset", "--tasks", "fly", "--out", out],
             "unknown task 'fly'",
@@ -131,6 +131,38 @@ fn bad_input_exits_non_zero_with_one_clear_line() {
                 "1",
             ],
             "/nonexistent/refine",
+        ),
+        (
+            &[
+                "train",
+                "--data",
+                "/nonexistent/data",
+                "--clip",
+                "/nonexistent/clip",
+                "--out",
+                out,
+                "--steps",
+                "1",
+            ],
+            "/nonexistent/clip/config.json",
+        ),
+        (
+            &["plan", "--task", "push", "--critic", "local", "--out", out],
+            "--critic local needs --critic-model DIR",
+        ),
+        (
+            &[
+                "plan",
+                "--task",
+                "push",
+                "--critic",
+                "local",
+                "--critic-model",
+                "/nonexistent/moondream",
+                "--out",
+                out,
+            ],
+            "/nonexistent/moondream/config.json",
         ),
     ];
     for (args, expected) in cases {

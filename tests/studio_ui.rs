@@ -54,6 +54,7 @@ fn studio(plans: Option<&Path>) -> StudioApp {
         sample_plans: plans.map(Path::to_owned),
         store_dir: None,
         annotator: "tester".into(),
+        local_critic: None,
     })
 }
 
@@ -299,6 +300,7 @@ fn a_broken_model_folder_is_reported_in_the_ui() {
         sample_plans: None,
         store_dir: None,
         annotator: "tester".into(),
+        local_critic: None,
     });
     assert!(app.wait_for_model().is_err());
     let mut h = harness(app);
@@ -322,6 +324,7 @@ fn labels_and_plans_survive_a_restart_through_the_store() {
             sample_plans: Some(samples.path().to_owned()),
             store_dir: Some(store.path().join("store")),
             annotator: "tester".into(),
+            local_critic: None,
         });
         app.flush_store().expect("the store opens");
         harness(app)
@@ -426,6 +429,7 @@ fn fine_tune_on_the_curated_set_plots_the_loss_and_can_switch_models() {
         sample_plans: Some(dir.path().to_owned()),
         store_dir: Some(store.path().join("store")),
         annotator: "tester".into(),
+        local_critic: None,
     });
     app.wait_for_model().expect("model");
     app.flush_store().expect("store");
@@ -621,6 +625,7 @@ fn an_unavailable_device_and_an_unwritable_store_are_reported_and_work_goes_on()
         // Not even root can create folders under /proc.
         store_dir: Some("/proc/videoagent-store".into()),
         annotator: "tester".into(),
+        local_critic: None,
     });
     app.wait_for_model().expect("model");
     assert!(app.flush_store().is_err(), "the store cannot open");
@@ -683,6 +688,7 @@ fn screenshots_of_the_main_views() {
         sample_plans: Some(samples),
         store_dir: Some(store.path().join("store")),
         annotator: "ana".into(),
+        local_critic: None,
     });
     app.wait_for_model().expect("model");
     app.flush_store().expect("store");

@@ -4,9 +4,9 @@
 
 use std::ops::ControlFlow;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::agent::model_eval::ComparedStart;
@@ -14,7 +14,8 @@ use crate::agent::refine::{
     OnUnavailable, RefineInput, RefineIteration, RefineProgress, RefineSettings, StopReason, refine,
 };
 use crate::critic::{
-    ChatClient, ChatSettings, Critic, NoCritic, PerceptionCritic, PerceptionThresholds, VlmCritic,
+    ChatClient, ChatSettings, Critic, LocalVlmCritic, NoCritic, PerceptionCritic,
+    PerceptionThresholds, VlmCritic,
 };
 use crate::env::{self, Rgb8Image};
 use crate::model::{SampleConfig, VideoModel};
@@ -30,14 +31,17 @@ pub enum CriticChoice {
     Perception,
     /// A VLM over an OpenAI-compatible API (see [`VlmEndpoint`]).
     Vlm,
+    /// The local VLM (Moondream2 in process), when the studio was given its folder.
+    Local,
     /// No critic: one plan, never refined.
     None,
 }
 
 impl CriticChoice {
-    pub const ALL: [CriticChoice; 3] = [
+    pub const ALL: [CriticChoice; 4] = [
         CriticChoice::Perception,
         CriticChoice::Vlm,
+        CriticChoice::Local,
         CriticChoice::None,
     ];
 
@@ -45,8 +49,48 @@ impl CriticChoice {
         match self {
             CriticChoice::Perception => "perception",
             CriticChoice::Vlm => "vlm (OpenAI API)",
+            CriticChoice::Local => "local",
             CriticChoice::None => "none",
         }
+    }
+
+    /// The critics the picker offers: `local` only when a local VLM is configured.
+    pub fn offered(local_configured: bool) -> impl Iterator<Item = CriticChoice> {
+        Self::ALL
+            .into_iter()
+            .filter(move |c| *c != CriticChoice::Local || local_configured)
+    }
+}
+
+/// The local VLM critic of the studio: loaded by the first generation that asks for it, on
+/// that job's thread (the UI never waits for its weights), then kept for the next ones. A
+/// failed load is reported and tried again next time.
+#[derive(Clone, Debug)]
+pub struct LocalCritic {
+    dir: PathBuf,
+    loaded: Arc<Mutex<Option<Arc<LocalVlmCritic>>>>,
+}
+
+impl LocalCritic {
+    pub fn new(dir: PathBuf) -> Self {
+        Self {
+            dir,
+            loaded: Arc::default(),
+        }
+    }
+
+    /// The critic, loading it onto `device` the first time.
+    fn get(&self, device: &candle_core::Device) -> Result<Arc<LocalVlmCritic>, String> {
+        let mut loaded = self
+            .loaded
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(critic) = loaded.as_ref() {
+            return Ok(critic.clone());
+        }
+        let critic = Arc::new(LocalVlmCritic::load(&self.dir, device).map_err(|e| e.to_string())?);
+        *loaded = Some(critic.clone());
+        Ok(critic)
     }
 }
 
@@ -184,14 +228,16 @@ pub enum GenerateEvent {
     Cancelled,
 }
 
-/// Resets the world to the request's start and generates the plan.
+/// Resets the world to the request's start and generates the plan (`local`: the local VLM
+/// critic, if the studio has one).
 pub fn generate(
     model: Arc<VideoModel>,
     store: Option<Arc<crate::store::db::Store>>,
+    local: Option<LocalCritic>,
     request: GenerateRequest,
     report: Reporter<GenerateEvent>,
 ) {
-    match run_generate(&model, store.as_deref(), &request, &report) {
+    match run_generate(&model, store.as_deref(), local.as_ref(), &request, &report) {
         Ok(Some(chosen)) => report.send(GenerateEvent::Finished { chosen }),
         Ok(None) => report.send(GenerateEvent::Cancelled),
         Err(message) => report.send(GenerateEvent::Failed(message)),
@@ -222,19 +268,29 @@ impl Default for VlmEndpoint {
 }
 
 impl CriticChoice {
-    /// The critic itself; a VLM that is not configured is an error the user sees.
-    fn build(self, vlm: &VlmEndpoint) -> Result<Box<dyn Critic>, String> {
+    /// The critic itself; a VLM that is not configured or a local one that cannot load is
+    /// an error the user sees.
+    fn build(
+        self,
+        vlm: &VlmEndpoint,
+        local: Option<&LocalCritic>,
+        device: &candle_core::Device,
+    ) -> Result<Arc<dyn Critic>, String> {
         Ok(match self {
             CriticChoice::Perception => {
-                Box::new(PerceptionCritic::new(PerceptionThresholds::default()))
+                Arc::new(PerceptionCritic::new(PerceptionThresholds::default()))
             }
             CriticChoice::Vlm => {
                 let url = Some(vlm.base_url.as_str()).filter(|u| !u.trim().is_empty());
                 let settings = ChatSettings::from_env(url, &vlm.model)
                     .map_err(|e| format!("the VLM critic is not set up: {e}"))?;
-                Box::new(VlmCritic::new(ChatClient::new(settings), None))
+                Arc::new(VlmCritic::new(ChatClient::new(settings), None))
             }
-            CriticChoice::None => Box::new(NoCritic),
+            CriticChoice::Local => local
+                .ok_or("no local critic: start the studio with --critic-model DIR")?
+                .get(device)
+                .map_err(|e| format!("the local critic: {e}"))?,
+            CriticChoice::None => Arc::new(NoCritic),
         })
     }
 }
@@ -242,10 +298,12 @@ impl CriticChoice {
 fn run_generate(
     model: &VideoModel,
     store: Option<&crate::store::db::Store>,
+    local: Option<&LocalCritic>,
     request: &GenerateRequest,
     report: &Reporter<GenerateEvent>,
 ) -> Result<Option<usize>, String> {
-    let critic = request.critic.build(&request.vlm)?;
+    // The critic first: a critic that cannot be made leaves no empty plan behind.
+    let critic = request.critic.build(&request.vlm, local, &model.device)?;
     let origin = &request.origin;
     let (first, instruction) = match &request.image {
         Some(image) => {
@@ -573,7 +631,12 @@ pub fn load_model(
 
 #[cfg(test)]
 mod tests {
+    use candle_core::{DType, Device};
+    use candle_nn::{VarBuilder, VarMap};
+
     use super::*;
+    use crate::critic::write_tiny_moondream;
+    use crate::model::{ModelConfig, UNetConfig};
 
     fn no_repaint() -> Repaint {
         Arc::new(|| {})
@@ -608,5 +671,98 @@ mod tests {
             got.extend(job.drain());
         }
         assert_eq!(got, vec!["stopped"]);
+    }
+
+    #[test]
+    fn the_picker_offers_local_only_when_configured() {
+        let without: Vec<_> = CriticChoice::offered(false).collect();
+        assert_eq!(without, vec![CriticChoice::Perception, CriticChoice::None]);
+        assert!(CriticChoice::offered(true).any(|c| c == CriticChoice::Local));
+    }
+
+    fn tiny_model() -> Arc<VideoModel> {
+        let varmap = VarMap::new();
+        let cfg = ModelConfig::new(UNetConfig::tiny_for_tests(), "tabletop");
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        Arc::new(VideoModel::build(cfg, &vb, &Device::Cpu).expect("tiny model"))
+    }
+
+    /// Runs one generation to its end and returns its events.
+    fn run(local: Option<LocalCritic>) -> Vec<GenerateEvent> {
+        let request = GenerateRequest {
+            id: PlanId(1),
+            origin: PlanOrigin {
+                world: "tabletop".into(),
+                task: "push".into(),
+                view: 0,
+                seed: 3,
+            },
+            instruction: String::new(),
+            max_refinements: 1,
+            critic: CriticChoice::Local,
+            vlm: VlmEndpoint::default(),
+            sampler_steps: 2,
+            guidance: 0.0,
+            sample_seed: 3,
+            image: None,
+        };
+        let model = tiny_model();
+        let mut job = Job::spawn("generate", no_repaint(), move |report| {
+            generate(model, None, local, request, report)
+        });
+        let mut events = Vec::new();
+        while !job.is_finished() {
+            events.extend(job.drain());
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        events.extend(job.drain());
+        events
+    }
+
+    #[test]
+    fn the_local_critic_loads_on_the_job_thread_and_reviews_every_plan() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        write_tiny_moondream(dir.path());
+        let local = LocalCritic::new(dir.path().to_owned());
+        let events = run(Some(local.clone()));
+        let critiques: Vec<&Critique> = events
+            .iter()
+            .filter_map(|e| match e {
+                GenerateEvent::Iteration(it) => it.critique.as_ref(),
+                _ => None,
+            })
+            .collect();
+        assert!(!critiques.is_empty(), "{events:?}");
+        assert!(critiques.iter().all(|c| c.critic == "local"));
+        assert!(
+            events
+                .iter()
+                .any(|e| matches!(e, GenerateEvent::Finished { .. }))
+        );
+        let loaded = local.loaded.lock().expect("lock");
+        assert!(loaded.is_some(), "kept for the next generation");
+    }
+
+    #[test]
+    fn local_without_a_folder_or_with_a_bad_one_fails_before_the_plan_starts() {
+        let failure = |events: Vec<GenerateEvent>| {
+            assert!(
+                !events
+                    .iter()
+                    .any(|e| matches!(e, GenerateEvent::Started(_))),
+                "no plan is started without its critic"
+            );
+            events
+                .into_iter()
+                .find_map(|e| match e {
+                    GenerateEvent::Failed(why) => Some(why),
+                    _ => None,
+                })
+                .expect("a failure")
+        };
+        assert!(failure(run(None)).contains("--critic-model"));
+        let empty = tempfile::tempdir().expect("temp dir");
+        let why = failure(run(Some(LocalCritic::new(empty.path().to_owned()))));
+        assert!(why.contains("config.json"), "{why}");
     }
 }

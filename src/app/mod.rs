@@ -40,6 +40,8 @@ pub struct StudioOptions {
     /// The plan store (labels are saved there); `None` keeps everything in memory.
     pub store_dir: Option<PathBuf>,
     pub annotator: String,
+    /// A local VLM critic's folder (Moondream2); the critic picker offers `local` with one.
+    pub local_critic: Option<PathBuf>,
 }
 
 /// The form of the browser's "Make a plan" section.
@@ -154,6 +156,7 @@ pub struct StudioApp {
     /// A file dialog open on a worker thread (rfd), for a first frame.
     open_image: Option<poll_promise::Promise<Option<PathBuf>>>,
     generate: Option<(Job<GenerateEvent>, GenerateProgress)>,
+    local_critic: Option<jobs::LocalCritic>,
     execute: Option<Job<jobs::ExecuteEvent>>,
     finetune: Option<Job<jobs::FineTuneEvent>>,
     export: Option<Job<Result<PathBuf, String>>>,
@@ -215,6 +218,7 @@ impl StudioApp {
             store,
             open_image: None,
             settings: GenerateSettings::default(),
+            local_critic: options.local_critic.clone().map(jobs::LocalCritic::new),
             options,
             generate: None,
             execute: None,
@@ -858,8 +862,9 @@ impl StudioApp {
             _ => None,
         };
         let repaint = self.repaint.clone().unwrap_or_else(|| Arc::new(|| {}));
+        let local = self.local_critic.clone();
         let job = Job::spawn("generate", repaint, move |report| {
-            jobs::generate(model, store, request, report)
+            jobs::generate(model, store, local, request, report)
         });
         self.generate = Some((job, GenerateProgress::default()));
     }

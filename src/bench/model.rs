@@ -92,7 +92,7 @@ fn bench_config(plan: &BenchPlan, device: &Device) -> Result<ConfigBench, ModelE
     let frames = plan.unet.frames;
     let x = Tensor::randn(0f32, 1.0, (1, 6, frames, side, side), device)?;
     let t = Tensor::new(&[50f32], device)?;
-    let tokens = crate::model::text::TextEncoder::encode(&model.text, &["push the block"], device)?;
+    let tokens = model.text.encode(&["push the block"], device)?;
     let run = || -> candle_core::Result<f64> {
         let start = Instant::now();
         model

@@ -49,6 +49,7 @@ pub fn run(
         sample_plans: Some(sample_plans),
         store_dir: Some(store.clone()),
         annotator: "bench".into(),
+        local_critic: None,
     });
     frame(&ctx, &mut app, &clock);
     let first_frame_ms = started.elapsed().as_secs_f64() * 1e3;

@@ -9,6 +9,11 @@ pub enum CriticError {
     BadSetting(String),
     #[error(transparent)]
     World(#[from] crate::env::WorldError),
+    #[error("cannot load the local VLM ({reason}): {path}")]
+    LocalModel {
+        reason: String,
+        path: std::path::PathBuf,
+    },
     #[error("model: {0}")]
     Model(String),
 }

@@ -5,8 +5,9 @@
 //! behind it.
 //!
 //! Implementations: [`PerceptionCritic`] (offline, the default: tracks every object of the
-//! start frame by colour and looks for hallucinations) and [`VlmCritic`] (a vision-language
-//! model behind an OpenAI-compatible chat-completions API). A critic never fails the caller:
+//! start frame by colour and looks for hallucinations), [`VlmCritic`] (a vision-language
+//! model behind an OpenAI-compatible chat-completions API) and [`LocalVlmCritic`] (Moondream2
+//! run in process from a local folder); the two VLM critics share their prompts. A critic never fails the caller:
 //! whatever goes wrong (a server down, a garbage answer) becomes [`Verdict::Unavailable`] with
 //! the reason. This module does not run plans in a world (that is execution, not critique).
 
@@ -14,9 +15,11 @@ pub mod calibrate;
 mod chat;
 mod error;
 mod judge;
+mod local;
 #[cfg(test)]
 mod loopback;
 mod perception;
+mod prompt;
 mod track;
 mod vlm;
 
@@ -28,8 +31,12 @@ use crate::env::{Observation, Rgb8Image};
 
 pub use chat::{ChatClient, ChatSettings, reply_text};
 pub use error::CriticError;
+pub use local::LocalVlmCritic;
+#[cfg(test)]
+pub(crate) use local::tests::write_tiny_moondream;
 pub use perception::{PerceptionCritic, PerceptionThresholds};
-pub use vlm::{VlmCritic, feedback_sentence, judge_verdict};
+pub use prompt::{feedback_sentence, judge_verdict};
+pub use vlm::VlmCritic;
 
 /// Longest feedback sentence, in words (the paper's suggestive feedback limit).
 pub const MAX_FEEDBACK_WORDS: usize = 20;
@@ -141,7 +148,7 @@ impl Review {
 /// A judge of plans. Object safe and shareable across threads (the studio reviews on
 /// worker threads).
 pub trait Critic: Send + Sync {
-    /// Short name for records and logs (`perception`, `vlm`).
+    /// Short name for records and logs (`perception`, `vlm`, `local`).
     fn name(&self) -> &str;
     /// Judges one plan. Never panics on any input; problems become `Verdict::Unavailable`.
     fn review(&self, input: &CriticInput<'_>) -> Review;

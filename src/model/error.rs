@@ -43,6 +43,9 @@ pub enum ModelError {
         path: PathBuf,
     },
 
+    #[error("cannot use the text encoder ({reason}): {path}")]
+    TextEncoder { reason: String, path: PathBuf },
+
     #[error("cannot use device `{device}`: {reason}")]
     Device { device: String, reason: String },
 

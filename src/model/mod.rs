@@ -12,6 +12,7 @@ pub mod adam;
 mod attention;
 mod blocks;
 pub mod checkpoint;
+pub mod clip_text;
 pub mod config;
 mod conv;
 pub mod device;
@@ -27,6 +28,8 @@ pub mod pipeline;
 pub mod refine_train;
 pub mod sampler;
 mod seeded_init;
+#[cfg(test)]
+pub(crate) mod test_tokenizer;
 pub mod text;
 mod torch_zip;
 pub mod train;

@@ -6,6 +6,10 @@
 //! <model>/model.safetensors          U-Net weights, reference names (`unet.input_blocks...`)
 //! <model>/text_encoder.safetensors   the built-in text encoder (`text_encoder.embedding.weight`)
 //! ```
+//!
+//! A model whose `config.json` says `"text_encoder": {"kind": "clip", "path": DIR}` encodes
+//! text with the frozen CLIP folder `DIR` instead (see [`super::clip_text`]) and has no use for
+//! `text_encoder.safetensors`.
 
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
@@ -14,7 +18,8 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
-use super::text::{BuiltinTextConfig, BuiltinTextEncoder, TextEncoder};
+use super::clip_text::ClipTextEncoder;
+use super::text::{BuiltinTextConfig, BuiltinTextEncoder, TextEncoder, TextEncoderKind};
 use super::{
     Checkpoint, Conditioning, Diffusion, ModelError, Prompt, SampleConfig, SampleOutcome,
     SampleStep, UNet, UNetConfig,
@@ -29,7 +34,10 @@ pub const TEXT_FILE: &str = "text_encoder.safetensors";
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
     pub unet: UNetConfig,
+    /// Shape of the built-in text encoder (used when `text_encoder` is built-in).
     pub text: BuiltinTextConfig,
+    #[serde(default, skip_serializing_if = "TextEncoderKind::is_builtin")]
+    pub text_encoder: TextEncoderKind,
     /// Diffusion training steps T (cosine schedule).
     pub timesteps: usize,
     /// The world whose frames it was trained on.
@@ -42,6 +50,7 @@ impl ModelConfig {
         Self {
             unet,
             text,
+            text_encoder: TextEncoderKind::Builtin,
             timesteps: 100,
             world: world.to_owned(),
         }
@@ -119,7 +128,7 @@ impl ModelConfig {
 pub struct VideoModel {
     pub config: ModelConfig,
     pub unet: UNet,
-    pub text: BuiltinTextEncoder,
+    pub text: Box<dyn TextEncoder>,
     pub diffusion: Diffusion,
     pub device: Device,
     /// Where it was loaded from (names the model in plan records).
@@ -139,20 +148,28 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ModelErro
 
 impl VideoModel {
     /// Builds the networks over `vb` (`unet.*` and `text_encoder.*`), e.g. a VarMap to train.
+    /// A CLIP encoder is loaded from its folder instead (relative to the working folder), so
+    /// it stays frozen.
     pub fn build(
         config: ModelConfig,
         vb: &VarBuilder,
         device: &Device,
     ) -> Result<Self, ModelError> {
         let unet = UNet::new(&config.unet, vb.pp("unet"))?;
-        let text = BuiltinTextEncoder::new(&config.text, vb.pp("text_encoder"))?;
+        let text: Box<dyn TextEncoder> = match &config.text_encoder {
+            TextEncoderKind::Builtin => Box::new(BuiltinTextEncoder::new(
+                &config.text,
+                vb.pp("text_encoder"),
+            )?),
+            TextEncoderKind::Clip { path } => Box::new(load_clip(path, &config, device)?),
+        };
         Ok(Self::assemble(config, unet, text, device, PathBuf::new()))
     }
 
     fn assemble(
         config: ModelConfig,
         unet: UNet,
-        text: BuiltinTextEncoder,
+        text: Box<dyn TextEncoder>,
         device: &Device,
         source: PathBuf,
     ) -> Self {
@@ -175,19 +192,12 @@ impl VideoModel {
             path: config_path,
         })?;
         let unet = Checkpoint::read(dir.join(WEIGHTS_FILE))?.into_unet(&config.unet, device)?;
-        let text_path = dir.join(TEXT_FILE);
-        let tensors =
-            candle_core::safetensors::load(&text_path, device).map_err(|e| ModelError::Format {
-                reason: format!("safetensors: {e}"),
-                path: text_path.clone(),
-            })?;
-        let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
-        let text = BuiltinTextEncoder::new(&config.text, vb.pp("text_encoder")).map_err(|e| {
-            ModelError::Format {
-                reason: format!("text encoder: {e}"),
-                path: text_path,
+        let text: Box<dyn TextEncoder> = match &config.text_encoder {
+            TextEncoderKind::Builtin => Box::new(load_builtin_text(dir, &config, device)?),
+            TextEncoderKind::Clip { path } => {
+                Box::new(load_clip(&dir.join(path), &config, device)?)
             }
-        })?;
+        };
         Ok(Self::assemble(config, unet, text, device, dir.to_owned()))
     }
 
@@ -233,6 +243,45 @@ impl VideoModel {
             SampleOutcome::Finished(video) => Ok(Some(video_to_frames(&video)?)),
         }
     }
+}
+
+/// The built-in text encoder of the model folder `dir`.
+fn load_builtin_text(
+    dir: &Path,
+    config: &ModelConfig,
+    device: &Device,
+) -> Result<BuiltinTextEncoder, ModelError> {
+    let text_path = dir.join(TEXT_FILE);
+    let tensors =
+        candle_core::safetensors::load(&text_path, device).map_err(|e| ModelError::Format {
+            reason: format!("safetensors: {e}"),
+            path: text_path.clone(),
+        })?;
+    let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
+    BuiltinTextEncoder::new(&config.text, vb.pp("text_encoder")).map_err(|e| ModelError::Format {
+        reason: format!("text encoder: {e}"),
+        path: text_path,
+    })
+}
+
+/// The CLIP folder `dir`, checked against the width of the U-Net's text tokens.
+fn load_clip(
+    dir: &Path,
+    config: &ModelConfig,
+    device: &Device,
+) -> Result<ClipTextEncoder, ModelError> {
+    let clip = ClipTextEncoder::load(dir, device)?;
+    if clip.dim() != config.unet.task_token_channels {
+        return Err(ModelError::TextEncoder {
+            reason: format!(
+                "CLIP tokens are {} wide, the U-Net takes {} (task_token_channels)",
+                clip.dim(),
+                config.unet.task_token_channels
+            ),
+            path: dir.to_owned(),
+        });
+    }
+    Ok(clip)
 }
 
 /// A frame resized to `size` x `size` (area-like filter when shrinking).
@@ -295,4 +344,108 @@ pub fn default_model_dir() -> PathBuf {
         return rel;
     }
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ops::ControlFlow;
+
+    use candle_nn::VarMap;
+
+    use super::*;
+    use crate::model::clip_text::tests::write_tiny_clip;
+
+    fn clip_config(task_token_channels: usize) -> ModelConfig {
+        let unet = UNetConfig {
+            task_token_channels,
+            ..UNetConfig::tiny_for_tests()
+        };
+        ModelConfig {
+            text_encoder: TextEncoderKind::Clip {
+                path: PathBuf::from("clip"),
+            },
+            ..ModelConfig::new(unet, "tabletop")
+        }
+    }
+
+    /// A model folder whose config points at a CLIP folder inside it, with random U-Net
+    /// weights and no `text_encoder.safetensors`.
+    fn write_clip_model(dir: &Path, config: &ModelConfig, clip_width: usize) {
+        write_clip_folder(dir, clip_width);
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        UNet::new(&config.unet, vb.pp("unet")).expect("random U-Net");
+        varmap.save(dir.join(WEIGHTS_FILE)).expect("weights");
+        let json = serde_json::to_string(config).expect("config json");
+        std::fs::write(dir.join(CONFIG_FILE), json).expect("config");
+    }
+
+    fn write_clip_folder(dir: &Path, width: usize) {
+        write_tiny_clip(&dir.join("clip"), width);
+    }
+
+    #[test]
+    fn configs_without_a_text_encoder_stay_builtin_and_unchanged() {
+        let config = ModelConfig::new(UNetConfig::tiny_for_tests(), "tabletop");
+        let json = serde_json::to_value(&config).expect("json");
+        assert!(
+            json.get("text_encoder").is_none(),
+            "old files keep their shape"
+        );
+        let back: ModelConfig = serde_json::from_value(json).expect("back");
+        assert_eq!(back.text_encoder, TextEncoderKind::Builtin);
+
+        let clip = clip_config(16);
+        let json = serde_json::to_value(&clip).expect("json");
+        assert_eq!(
+            json["text_encoder"],
+            serde_json::json!({"kind": "clip", "path": "clip"})
+        );
+    }
+
+    #[test]
+    fn a_model_folder_can_pick_clip_text() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = clip_config(16);
+        write_clip_model(dir.path(), &config, 16);
+        let model = VideoModel::load(dir.path(), &Device::Cpu).expect("loads with CLIP");
+        assert_eq!(model.text.dim(), 16);
+        let tokens = model
+            .text
+            .encode(&["push the block"], &Device::Cpu)
+            .expect("encodes");
+        assert_eq!(tokens.dims(), &[1, 5, 16]);
+        let first = Rgb8Image {
+            width: 8,
+            height: 8,
+            pixels: vec![128; 8 * 8 * 3],
+        };
+        let plan = model
+            .plan(
+                &first,
+                None,
+                "push the block",
+                &SampleConfig::ddim(2),
+                7,
+                |_| ControlFlow::Continue(()),
+            )
+            .expect("samples")
+            .expect("not cancelled");
+        assert_eq!(plan.len(), config.unet.frames);
+    }
+
+    #[test]
+    fn clip_tokens_of_the_wrong_width_are_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let config = clip_config(16);
+        write_clip_model(dir.path(), &config, 8);
+        let message = VideoModel::load(dir.path(), &Device::Cpu)
+            .err()
+            .expect("width mismatch")
+            .to_string();
+        assert!(
+            message.contains("8 wide") && message.contains("takes 16"),
+            "{message}"
+        );
+    }
 }

@@ -1,6 +1,9 @@
 //! Text encoders: instructions (and critiques) -> the token tensor `(b, L, D)` the U-Net's
-//! Perceiver resampler pools. The reference uses frozen CLIP text tokens; the built-in encoder
-//! here is small and trained with the model, so the default checkpoint needs no download.
+//! Perceiver resampler pools. The reference uses frozen CLIP text tokens
+//! ([`super::clip_text`]); the built-in encoder here is small and trained with the model, so
+//! the default checkpoint needs no download. A model's `config.json` says which one it uses.
+
+use std::path::PathBuf;
 
 use candle_core::{DType, Device, Result, Tensor};
 use candle_nn::{Embedding, Module, VarBuilder};
@@ -12,6 +15,25 @@ pub trait TextEncoder: Send + Sync {
     fn encode(&self, texts: &[&str], device: &Device) -> Result<Tensor>;
     /// Width `D` of each token (the U-Net's `task_token_channels`).
     fn dim(&self) -> usize;
+}
+
+/// Which encoder a model uses (`text_encoder` in its `config.json`; absent means built-in, so
+/// every checkpoint saved before CLIP was supported loads unchanged).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TextEncoderKind {
+    /// The hashed-word encoder below, shaped by the model's `text` config and trained with it.
+    #[default]
+    Builtin,
+    /// Frozen CLIP text transformer from a Hugging Face folder; a relative `path` is resolved
+    /// against the model folder.
+    Clip { path: PathBuf },
+}
+
+impl TextEncoderKind {
+    pub fn is_builtin(&self) -> bool {
+        *self == Self::Builtin
+    }
 }
 
 /// Shape of the built-in encoder; stored in the checkpoint's `config.json`.

@@ -18,7 +18,6 @@ use serde::{Deserialize, Serialize};
 
 use super::adam::{Adam, AdamConfig, Ema};
 use super::pipeline::{self, ModelConfig, VideoModel};
-use super::text::TextEncoder;
 use super::{Conditioning, ModelError, NoiseSource};
 use crate::env::Rgb8Image;
 use crate::store::atomic;
@@ -368,7 +367,10 @@ impl Trainer {
         let vars = sorted_vars(&varmap)?;
         if let Some(dir) = init {
             let base = VideoModel::load(dir, device)?;
-            if base.config.unet != model.config.unet || base.config.text != model.config.text {
+            if base.config.unet != model.config.unet
+                || base.config.text != model.config.text
+                || base.config.text_encoder != model.config.text_encoder
+            {
                 return Err(TrainError::Resume {
                     problem: "the initial model's config differs from the one being trained"
                         .to_owned(),
@@ -626,6 +628,56 @@ pub fn read_loss_log(path: &Path) -> Vec<(u64, f32, f64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::UNetConfig;
+    use crate::model::clip_text::tests::write_tiny_clip;
+    use crate::model::text::TextEncoderKind;
+
+    #[test]
+    fn a_clip_model_trains_with_clip_frozen_and_its_run_folder_loads() {
+        let clip = tempfile::tempdir().expect("temp dir");
+        write_tiny_clip(clip.path(), 16);
+        let unet = UNetConfig {
+            task_token_channels: 16,
+            ..UNetConfig::tiny_for_tests()
+        };
+        let kind = TextEncoderKind::Clip {
+            path: clip.path().to_owned(),
+        };
+        let model = ModelConfig {
+            text_encoder: kind.clone(),
+            ..ModelConfig::new(unet, "tabletop")
+        };
+        let config = TrainConfig {
+            steps: 1,
+            batch: 1,
+            checkpoint_every: 1000,
+            ..TrainConfig::default()
+        };
+        let out = tempfile::tempdir().expect("temp dir");
+        let mut trainer =
+            Trainer::new(model, config, out.path(), None, &Device::Cpu).expect("trainer");
+        assert!(
+            trainer
+                .vars
+                .iter()
+                .all(|(name, _)| name.starts_with("unet.")),
+            "CLIP stays frozen: only the U-Net is trained"
+        );
+        let frames: Vec<Rgb8Image> = (0..8u8)
+            .map(|i| Rgb8Image {
+                width: 8,
+                height: 8,
+                pixels: vec![i * 30; 8 * 8 * 3],
+            })
+            .collect();
+        let data = TrainData::from_frames(8, vec![(frames, vec!["push the block".into()])]);
+        trainer
+            .train(&data, |_| ControlFlow::Continue(()))
+            .expect("one step");
+        let loaded = VideoModel::load(out.path(), &Device::Cpu).expect("the run folder loads");
+        assert_eq!(loaded.config.text_encoder, kind);
+        assert_eq!(loaded.text.dim(), 16);
+    }
 
     #[test]
     fn shift_repeats_edges() {

@@ -34,7 +34,10 @@ fn make_plan_ui(ui: &mut egui::Ui, app: &mut StudioApp, commands: &mut Vec<Comma
         .enumerate()
         .map(|(i, v)| (i, v.name.clone()))
         .collect();
-    let critics = labelled(&CriticChoice::ALL, CriticChoice::label);
+    let local_configured = app.options.local_critic.is_some();
+    let critics: Vec<(CriticChoice, String)> = CriticChoice::offered(local_configured)
+        .map(|c| (c, c.label().to_owned()))
+        .collect();
     let s = &mut app.settings;
     egui::Grid::new("make_plan").num_columns(2).show(ui, |ui| {
         choice_row(ui, "Task", &mut s.task, &tasks);
