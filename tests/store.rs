@@ -626,6 +626,17 @@ fn lerobot_export_is_readable_with_a_parquet_reader() {
     assert_eq!(info["total_episodes"], 2);
     assert_eq!(info["total_frames"], 16);
     assert_eq!(info["features"]["observation.image"]["dtype"], "image");
+    // With ffmpeg on PATH every episode is also an MP4 (the `video` feature).
+    let mp4 = out.join("videos/chunk-000/observation.video/episode_000001.mp4");
+    if videoagent::store::export::find_ffmpeg().is_some() {
+        assert_eq!(info["total_videos"], 2);
+        assert_eq!(info["features"]["observation.video"]["dtype"], "video");
+        let bytes = std::fs::read(&mp4).expect("episode video");
+        assert_eq!(&bytes[4..8], b"ftyp", "an MP4 container");
+    } else {
+        assert_eq!(info["total_videos"], 0);
+        assert!(!mp4.exists());
+    }
     let tasks = std::fs::read_to_string(out.join("meta/tasks.jsonl")).expect("tasks");
     assert_eq!(tasks.lines().count(), 2);
     assert_eq!(

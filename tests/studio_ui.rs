@@ -534,6 +534,51 @@ fn every_widget_has_an_accessible_name() {
     }
 }
 
+/// Stop (Esc) ends a long fine-tune early; what was trained so far is saved and offered.
+#[test]
+fn a_fine_tune_can_be_cancelled() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    sample_plans(dir.path(), 1);
+    let store = tempfile::tempdir().expect("tempdir");
+    let mut app = StudioApp::new(StudioOptions {
+        model_dir: videoagent::model::pipeline::default_model_dir(),
+        device: "cpu".into(),
+        sample_plans: Some(dir.path().to_owned()),
+        store_dir: Some(store.path().join("store")),
+        annotator: "tester".into(),
+        local_critic: None,
+    });
+    app.wait_for_model().expect("model");
+    app.flush_store().expect("store");
+    app.finetune_steps = 100_000;
+    let mut h = harness(app);
+    h.run_steps(2);
+    h.key_press(Key::A);
+    h.run_steps(1);
+    h.state_mut().apply(Command::Job(JobCommand::FineTune));
+    step_until(&mut h, Duration::from_secs(120), |a| {
+        a.finetune_status.step >= 1
+    });
+    h.key_press(Key::Escape);
+    step_until(&mut h, Duration::from_secs(120), |a| !a.is_finetuning());
+    let status = h.state().finetune_status.clone();
+    assert!(
+        status.step < 100_000,
+        "stopped early at step {}",
+        status.step
+    );
+    assert!(
+        h.state()
+            .toasts
+            .iter()
+            .any(|t| t.text.contains("stopped (saved)")),
+        "{:?}",
+        h.state().toasts
+    );
+    let saved = status.result.expect("the partial model is offered");
+    assert!(saved.join("model.safetensors").is_file());
+}
+
 #[test]
 fn demo_mode_hides_the_side_panels_and_plays() {
     let dir = tempfile::tempdir().expect("tempdir");

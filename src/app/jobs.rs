@@ -676,7 +676,14 @@ mod tests {
     #[test]
     fn the_picker_offers_local_only_when_configured() {
         let without: Vec<_> = CriticChoice::offered(false).collect();
-        assert_eq!(without, vec![CriticChoice::Perception, CriticChoice::None]);
+        assert_eq!(
+            without,
+            vec![
+                CriticChoice::Perception,
+                CriticChoice::Vlm,
+                CriticChoice::None
+            ]
+        );
         assert!(CriticChoice::offered(true).any(|c| c == CriticChoice::Local));
     }
 

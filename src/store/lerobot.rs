@@ -8,12 +8,15 @@
 //! OUT/meta/tasks.jsonl                             {task_index, task}
 //! OUT/meta/episodes_stats.jsonl                    per-episode min/max/mean/std of each feature
 //! OUT/data/chunk-000/episode_000000.parquet        one row per frame
+//! OUT/videos/chunk-000/observation.video/episode_000000.mp4   when ffmpeg is available
 //! ```
 //! Parquet columns: `observation.image` (struct `{bytes: binary (PNG), path: string}`, the
 //! Hugging Face `Image` feature, declared in the file's `huggingface` metadata), `timestamp`
 //! (float), `frame_index`, `episode_index`, `index`, `task_index` (int64). Frames are embedded
-//! as images (`dtype: "image"`) rather than MP4 videos, so no video encoder is needed; plans
-//! carry no robot actions or states, so the dataset has none.
+//! as images (`dtype: "image"`), so the dataset is complete without a video encoder; with a
+//! system ffmpeg each episode is also an H.264 MP4, the `observation.video` feature (`dtype:
+//! "video"`, frames upscaled [`crate::store::export::SCALE`] times). Plans carry no robot
+//! actions or states, so the dataset has none.
 //! Written with the `parquet` crate's low-level writer (no Arrow), uncompressed.
 
 use std::collections::BTreeMap;
@@ -31,12 +34,14 @@ use serde_json::json;
 use crate::env::Rgb8Image;
 use crate::store::atomic::{StagedDir, io_error, write_file, write_json};
 use crate::store::db::{PlanId, Store};
-use crate::store::export::ExportError;
+use crate::store::export::{ExportError, SCALE, VideoFormat, write_video};
 
 /// Frames per second of the exported episodes.
 pub const FPS: u32 = 4;
 /// The image feature's key.
 pub const IMAGE_KEY: &str = "observation.image";
+/// The video feature's key (written when ffmpeg is available).
+pub const VIDEO_KEY: &str = "observation.video";
 
 fn parquet_err(e: parquet::errors::ParquetError) -> ExportError {
     ExportError::Parquet(e.to_string())
@@ -243,6 +248,12 @@ pub fn export_lerobot(store: &Store, plans: &[PlanId], out: &Path) -> Result<usi
     let mut stats_lines = Vec::new();
     let mut total_frames = 0i64;
     let mut shape = [0u32; 2];
+    let with_videos = crate::store::export::find_ffmpeg().is_some();
+    let videos = staged
+        .path()
+        .join("videos")
+        .join("chunk-000")
+        .join(VIDEO_KEY);
     for (e, id) in ids.iter().enumerate() {
         let d = store.plan(*id)?;
         if d.iterations.is_empty() {
@@ -267,6 +278,11 @@ pub fn export_lerobot(store: &Store, plans: &[PlanId], out: &Path) -> Result<usi
             first_index: total_frames,
         };
         let e = e as i64;
+        if with_videos {
+            std::fs::create_dir_all(&videos).map_err(io_error("cannot create", &videos))?;
+            let path = videos.join(format!("episode_{e:06}.mp4"));
+            write_video(VideoFormat::Mp4, std::slice::from_ref(&ep.frames), &path)?;
+        }
         let bytes = write_episode(e, &ep)?;
         let path = data.join(format!("episode_{e:06}.parquet"));
         write_file(&path, &bytes).map_err(io_error("cannot write", &path))?;
@@ -281,7 +297,7 @@ pub fn export_lerobot(store: &Store, plans: &[PlanId], out: &Path) -> Result<usi
     }
     let n = ids.len();
     let scalar = |dtype: &str| json!({ "dtype": dtype, "shape": [1], "names": null });
-    let info = json!({
+    let mut info = json!({
         "codebase_version": "v2.1",
         "robot_type": "videoagent-tabletop",
         "total_episodes": n,
@@ -307,6 +323,27 @@ pub fn export_lerobot(store: &Store, plans: &[PlanId], out: &Path) -> Result<usi
             "task_index": scalar("int64"),
         },
     });
+    if with_videos {
+        let [h, w] = shape.map(|s| s * SCALE);
+        info["total_videos"] = json!(n);
+        info["video_path"] =
+            json!("videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4");
+        info["features"][VIDEO_KEY] = json!({
+            "dtype": "video",
+            "shape": [h, w, 3],
+            "names": ["height", "width", "channel"],
+            "info": {
+                "video.fps": FPS,
+                "video.height": h,
+                "video.width": w,
+                "video.channels": 3,
+                "video.codec": "h264",
+                "video.pix_fmt": "yuv420p",
+                "video.is_depth_map": false,
+                "has_audio": false,
+            },
+        });
+    }
     let tasks_json: Vec<serde_json::Value> = tasks
         .iter()
         .enumerate()
