@@ -327,3 +327,58 @@ fn run_rejects_bad_input_with_one_line() {
         assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
     }
 }
+
+/// The paper's table on a tiny grid: the report, the chart and the episode log are written, a
+/// second run reuses every episode, and a bad mode is one clear line.
+#[test]
+fn eval_writes_the_table_and_a_rerun_reuses_every_episode() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let json = dir.path().join("eval.json");
+    let json_arg = json.to_str().expect("utf-8");
+    let args = [
+        "eval",
+        "--tasks",
+        "push,button-press",
+        "--views",
+        "0",
+        "--seeds",
+        "1",
+        "--modes",
+        "expert,baseline",
+        "--max-steps",
+        "150",
+        "--json",
+        json_arg,
+    ];
+    let out = videoagent(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        stdout.contains("| method | push | button-press | overall |"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("| expert |") && stdout.contains("| baseline |"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("4 episodes (4 run now, 0 from"), "{stdout}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("report")).expect("json");
+    let rows = report["table"]["rows"].as_array().expect("rows");
+    assert_eq!(rows.len(), 2, "one row per method");
+    let chart = image::open(json.with_extension("png")).expect("chart PNG");
+    assert!(chart.width() > 100 && chart.height() > 100);
+    let log = std::fs::read_to_string(json.with_extension("jsonl")).expect("episode log");
+    assert_eq!(log.lines().count(), 4, "one line per episode");
+
+    let again = videoagent(&args);
+    assert!(again.status.success(), "{}", stderr(&again));
+    let stdout = String::from_utf8_lossy(&again.stdout).into_owned();
+    assert!(stdout.contains("4 episodes (0 run now, 4 from"), "{stdout}");
+
+    let bad = videoagent(&["eval", "--modes", "expert,dance", "--json", json_arg]);
+    assert!(!bad.status.success());
+    let err = stderr(&bad);
+    assert!(err.contains("dance"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}

@@ -188,3 +188,69 @@ fn plan_with_store_records_the_plan_and_every_iteration() {
         }
     }
 }
+
+/// The execution critic replays each plan in the world: its verdict is the rollout's outcome.
+#[test]
+fn the_execution_critic_judges_by_running_the_plan() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("plan");
+    let o = videoagent(&[
+        "plan",
+        "--task",
+        "button-press",
+        "--seed",
+        "5",
+        "--steps",
+        "2",
+        "--refine",
+        "1",
+        "--critic",
+        "execution",
+        "--out",
+        out.to_str().expect("utf-8"),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let record = plan_json(&out);
+    let iterations = record["refinement"]["iterations"]
+        .as_array()
+        .expect("iterations");
+    assert!(!iterations.is_empty());
+    for it in iterations {
+        let verdict = it["review"]["verdict"].as_str().expect("a verdict");
+        assert!(verdict == "accept" || verdict == "reject", "{it}");
+    }
+}
+
+/// `critic-agreement` on one start: the table and the JSON; execution itself cannot be
+/// measured against execution.
+#[test]
+fn critic_agreement_reports_each_critic_against_execution() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let json = dir.path().join("agreement.json");
+    let o = videoagent(&[
+        "critic-agreement",
+        "--tasks",
+        "push",
+        "--views",
+        "0",
+        "--seeds",
+        "1",
+        "--steps",
+        "2",
+        "--json",
+        json.to_str().expect("utf-8"),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(stdout.contains("1 plans of"), "{stdout}");
+    assert!(stdout.contains("perception"), "{stdout}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("report")).expect("json");
+    assert_eq!(report["plans"].as_array().map(Vec::len), Some(1));
+    assert_eq!(report["agreement"][0]["critic"], "perception");
+    assert_eq!(report["agreement"][0]["judged"], 1);
+
+    let bad = videoagent(&["critic-agreement", "--critics", "execution"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("cannot be measured"));
+}
