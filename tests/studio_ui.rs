@@ -1,7 +1,7 @@
 //! The studio driven headless with egui_kittest: clicks by accessible label and key presses,
 //! assertions on the resulting state.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use egui::{Key, Modifiers};
@@ -48,14 +48,27 @@ fn sample_plans(dir: &Path, n: u64) {
 }
 
 fn studio(plans: Option<&Path>) -> StudioApp {
-    StudioApp::new(StudioOptions {
+    StudioApp::new(options(plans, None))
+}
+
+/// The shipped model on the CPU, annotator `tester`.
+fn options(samples: Option<&Path>, store: Option<PathBuf>) -> StudioOptions {
+    StudioOptions {
         model_dir: videoagent::model::pipeline::default_model_dir(),
         device: "cpu".into(),
-        sample_plans: plans.map(Path::to_owned),
-        store_dir: None,
+        sample_plans: samples.map(Path::to_owned),
+        store_dir: store,
         annotator: "tester".into(),
         local_critic: None,
-    })
+    }
+}
+
+/// A studio on a store in `store` (samples imported), its model loaded and the store open.
+fn studio_with_store(samples: &Path, store: &Path) -> StudioApp {
+    let mut app = StudioApp::new(options(Some(samples), Some(store.join("store"))));
+    app.wait_for_model().expect("model");
+    app.flush_store().expect("the store opens");
+    app
 }
 
 fn harness(app: StudioApp) -> Harness<'static, StudioApp> {
@@ -296,11 +309,7 @@ fn a_broken_model_folder_is_reported_in_the_ui() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut app = StudioApp::new(StudioOptions {
         model_dir: dir.path().to_owned(),
-        device: "cpu".into(),
-        sample_plans: None,
-        store_dir: None,
-        annotator: "tester".into(),
-        local_critic: None,
+        ..options(None, None)
     });
     assert!(app.wait_for_model().is_err());
     let mut h = harness(app);
@@ -317,18 +326,7 @@ fn labels_and_plans_survive_a_restart_through_the_store() {
     let samples = tempfile::tempdir().expect("tempdir");
     sample_plans(samples.path(), 3);
     let store = tempfile::tempdir().expect("tempdir");
-    let open = || {
-        let mut app = StudioApp::new(StudioOptions {
-            model_dir: videoagent::model::pipeline::default_model_dir(),
-            device: "cpu".into(),
-            sample_plans: Some(samples.path().to_owned()),
-            store_dir: Some(store.path().join("store")),
-            annotator: "tester".into(),
-            local_critic: None,
-        });
-        app.flush_store().expect("the store opens");
-        harness(app)
-    };
+    let open = || harness(studio_with_store(samples.path(), store.path()));
     let mut h = open();
     h.run_steps(2);
     assert_eq!(
@@ -423,16 +421,7 @@ fn fine_tune_on_the_curated_set_plots_the_loss_and_can_switch_models() {
     let dir = tempfile::tempdir().expect("tempdir");
     sample_plans(dir.path(), 2);
     let store = tempfile::tempdir().expect("tempdir");
-    let mut app = StudioApp::new(StudioOptions {
-        model_dir: videoagent::model::pipeline::default_model_dir(),
-        device: "cpu".into(),
-        sample_plans: Some(dir.path().to_owned()),
-        store_dir: Some(store.path().join("store")),
-        annotator: "tester".into(),
-        local_critic: None,
-    });
-    app.wait_for_model().expect("model");
-    app.flush_store().expect("store");
+    let mut app = studio_with_store(dir.path(), store.path());
     app.finetune_steps = 2;
     app.settings.sampler_steps = 2;
     let mut h = harness(app);
@@ -540,16 +529,7 @@ fn a_fine_tune_can_be_cancelled() {
     let dir = tempfile::tempdir().expect("tempdir");
     sample_plans(dir.path(), 1);
     let store = tempfile::tempdir().expect("tempdir");
-    let mut app = StudioApp::new(StudioOptions {
-        model_dir: videoagent::model::pipeline::default_model_dir(),
-        device: "cpu".into(),
-        sample_plans: Some(dir.path().to_owned()),
-        store_dir: Some(store.path().join("store")),
-        annotator: "tester".into(),
-        local_critic: None,
-    });
-    app.wait_for_model().expect("model");
-    app.flush_store().expect("store");
+    let mut app = studio_with_store(dir.path(), store.path());
     app.finetune_steps = 100_000;
     let mut h = harness(app);
     h.run_steps(2);
@@ -663,15 +643,9 @@ fn a_plan_from_an_opened_image_and_bad_images_are_refused() {
 fn an_unavailable_device_and_an_unwritable_store_are_reported_and_work_goes_on() {
     let dir = tempfile::tempdir().expect("tempdir");
     sample_plans(dir.path(), 2);
-    let mut app = StudioApp::new(StudioOptions {
-        model_dir: videoagent::model::pipeline::default_model_dir(),
-        device: "cpu".into(),
-        sample_plans: Some(dir.path().to_owned()),
-        // Not even root can create folders under /proc.
-        store_dir: Some("/proc/videoagent-store".into()),
-        annotator: "tester".into(),
-        local_critic: None,
-    });
+    // Not even root can create folders under /proc.
+    let store = Some("/proc/videoagent-store".into());
+    let mut app = StudioApp::new(options(Some(dir.path()), store));
     app.wait_for_model().expect("model");
     assert!(app.flush_store().is_err(), "the store cannot open");
     let mut h = harness(app);
@@ -728,12 +702,8 @@ fn screenshots_of_the_main_views() {
     let store = tempfile::tempdir().expect("tempdir");
     let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("sample_data/plans");
     let mut app = StudioApp::new(StudioOptions {
-        model_dir: videoagent::model::pipeline::default_model_dir(),
-        device: "cpu".into(),
-        sample_plans: Some(samples),
-        store_dir: Some(store.path().join("store")),
         annotator: "ana".into(),
-        local_critic: None,
+        ..options(Some(&samples), Some(store.path().join("store")))
     });
     app.wait_for_model().expect("model");
     app.flush_store().expect("store");
