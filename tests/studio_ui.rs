@@ -667,6 +667,11 @@ fn an_unavailable_device_and_an_unwritable_store_are_reported_and_work_goes_on()
         .expect("the working model stays");
     h.run_steps(2);
     assert_eq!(h.state().model_status(), before, "still the CPU model");
+    assert_eq!(
+        h.state().device(),
+        "cpu",
+        "the picker shows the device in use"
+    );
     assert!(
         h.state()
             .toasts

@@ -149,9 +149,9 @@ pub struct StudioApp {
     pub settings: GenerateSettings,
     pub options: StudioOptions,
     model: ModelSlot,
-    /// A model (another folder or device) loading to replace a working one; if it fails, the
-    /// working one stays.
-    replacement: Option<ModelPromise>,
+    /// A model (another folder or device) loading to replace a working one, with its folder
+    /// and device; if it fails, the working one stays.
+    replacement: Option<(ModelPromise, PathBuf, String)>,
     store: StoreSlot,
     /// A file dialog open on a worker thread (rfd), for a first frame.
     open_image: Option<poll_promise::Promise<Option<PathBuf>>>,
@@ -246,7 +246,7 @@ impl StudioApp {
                 ModelSlot::Loading(p) => Some(p),
                 _ => None,
             },
-            self.replacement.as_ref(),
+            self.replacement.as_ref().map(|(p, ..)| p),
         ];
         for promise in promises.into_iter().flatten() {
             while promise.ready().is_none() {
@@ -403,15 +403,22 @@ impl StudioApp {
     /// Loads the model in `dir` on `device`; the current model keeps working meanwhile and
     /// stays if the new one fails to load.
     fn replace_model(&mut self, dir: PathBuf, device: String) {
-        let promise = jobs::load_model(dir, device);
+        let promise = jobs::load_model(dir.clone(), device.clone());
         match self.model {
-            ModelSlot::Ready { .. } => self.replacement = Some(promise),
-            _ => self.model = ModelSlot::Loading(promise),
+            ModelSlot::Ready { .. } => self.replacement = Some((promise, dir, device)),
+            _ => {
+                self.options.model_dir = dir;
+                self.options.device = device;
+                self.model = ModelSlot::Loading(promise);
+            }
         }
     }
 
     fn poll_replacement(&mut self) {
-        let Some(result) = self.replacement.as_ref().and_then(|p| p.ready()) else {
+        let Some((promise, dir, device)) = &self.replacement else {
+            return;
+        };
+        let Some(result) = promise.ready() else {
             return;
         };
         let (text, is_error) = match result {
@@ -420,6 +427,8 @@ impl StudioApp {
                     model: model.clone(),
                     device_note: note.clone(),
                 };
+                self.options.model_dir = dir.clone();
+                self.options.device = device.clone();
                 (
                     format!("now using {} ({note})", model.source.display()),
                     false,
@@ -431,7 +440,7 @@ impl StudioApp {
         self.toast(text, is_error);
     }
 
-    /// The device the studio was asked to use (`auto`, `cpu`, `cuda`, `metal`).
+    /// The device the model in use was asked for (`auto`, `cpu`, `cuda`, `metal`).
     pub fn device(&self) -> &str {
         &self.options.device
     }
@@ -487,7 +496,6 @@ impl StudioApp {
                         format!("loading the fine-tuned model {}", dir.display()),
                         false,
                     );
-                    self.options.model_dir = dir.clone();
                     self.replace_model(dir, self.options.device.clone());
                 }
             }
@@ -497,7 +505,6 @@ impl StudioApp {
             }
             JobCommand::SwitchDevice(device) => {
                 if device != self.options.device {
-                    self.options.device = device.clone();
                     self.replace_model(self.options.model_dir.clone(), device);
                 }
             }
