@@ -34,7 +34,10 @@ pub fn select_device(name: &str) -> Result<(Device, String), ModelError> {
                     Err(e) => {
                         return Ok((
                             Device::Cpu,
-                            format!("device: CPU (auto: CUDA GPU could not be opened: {e})"),
+                            format!(
+                                "device: CPU (auto: CUDA GPU could not be opened: {})",
+                                first_line(&e)
+                            ),
                         ));
                     }
                 }
@@ -84,8 +87,15 @@ mod tests {
         let (device, note) = select_device("auto").expect("auto never fails");
         assert!(note.starts_with("device: "), "{note}");
         assert!(note.contains("auto"), "{note}");
+        assert_eq!(note.lines().count(), 1, "one line, no backtrace: {note}");
         if !cfg!(any(feature = "cuda", feature = "metal")) {
             assert!(device.is_cpu());
+        }
+        // A CUDA build without a usable GPU (here: the toolkit's stub libcuda) runs on the
+        // CPU and says why.
+        if cfg!(feature = "cuda") && Device::new_cuda(0).is_err() {
+            assert!(device.is_cpu());
+            assert!(note.contains("CUDA GPU could not be opened"), "{note}");
         }
     }
 
