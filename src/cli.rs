@@ -83,6 +83,28 @@ pub enum Command {
     Eval(EvalArgs),
     /// Self-improvement rounds: execute refined plans, keep verified successes, fine-tune.
     Improve(ImproveArgs),
+    /// Install what a world needs outside this binary.
+    #[command(subcommand)]
+    Setup(SetupCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SetupCommand {
+    /// Create the MetaWorld venv (pip: metaworld 3.1.1, which pins mujoco), then check that
+    /// the bridge starts, resets a task and renders.
+    Metaworld(SetupMetaworldArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SetupMetaworldArgs {
+    /// Where the venv goes (default: $VIDEOAGENT_METAWORLD_VENV, else
+    /// ~/.local/share/videoagent/metaworld-venv). Set VIDEOAGENT_METAWORLD_VENV to the same
+    /// folder so that the other commands find it.
+    #[arg(long)]
+    pub venv: Option<PathBuf>,
+    /// The Python that creates the venv (3.9 or newer).
+    #[arg(long, default_value = "python3")]
+    pub python: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -380,6 +402,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Run(a)) => run_plan(&a),
         Some(Command::Eval(a)) => eval_cmd(&a),
         Some(Command::Improve(a)) => improve_cmd(&a),
+        Some(Command::Setup(SetupCommand::Metaworld(a))) => setup_metaworld(&a),
     }
 }
 
@@ -395,6 +418,7 @@ fn tasks(args: &TasksArgs) -> Result<()> {
             "world": name,
             "tasks": world.tasks(),
             "views": world.views(),
+            "setup_needed": world.setup_needed(),
         }));
         if !args.json {
             print_world(world.as_ref());
@@ -407,14 +431,17 @@ fn tasks(args: &TasksArgs) -> Result<()> {
 }
 
 fn print_world(world: &dyn World) {
-    println!("world {}", world.name());
+    match world.setup_needed() {
+        Some(why) => println!("world {} (needs setup: {why})", world.name()),
+        None => println!("world {}", world.name()),
+    }
     println!(
-        "  {:<14} {:<7} {:>5}  instructions",
+        "  {:<20} {:<7} {:>5}  instructions",
         "task", "level", "steps"
     );
     for t in world.tasks() {
         println!(
-            "  {:<14} {:<7} {:>5}  {}",
+            "  {:<20} {:<7} {:>5}  {}",
             t.name,
             t.difficulty.to_string(),
             t.max_steps,
@@ -425,6 +452,37 @@ fn print_world(world: &dyn World) {
     for (i, v) in world.views().iter().enumerate() {
         println!("    {i} {:<8} {}", v.name, v.description);
     }
+}
+
+fn setup_metaworld(args: &SetupMetaworldArgs) -> Result<()> {
+    use videoagent::env::metaworld::{MetaWorld, default_config, setup};
+    let venv = args.venv.clone().unwrap_or_else(setup::venv_dir);
+    println!("MetaWorld venv: {}", venv.display());
+    setup::create_venv(&venv, &args.python)?;
+    let start = std::time::Instant::now();
+    let mut world = MetaWorld::with_config(64, default_config(&venv))?;
+    world
+        .reset("door-open", 0, 0)
+        .context("the venv is installed but the bridge cannot run a task")?;
+    let hello = world
+        .hello()
+        .cloned()
+        .context("the bridge stopped after the reset")?;
+    println!(
+        "bridge ok: metaworld {}, mujoco {}, MUJOCO_GL={} (start-up + first reset {:.1} s)",
+        hello.metaworld.as_deref().unwrap_or("?"),
+        hello.mujoco.as_deref().unwrap_or("?"),
+        hello.gl.as_deref().unwrap_or("?"),
+        start.elapsed().as_secs_f64()
+    );
+    if venv != setup::venv_dir() {
+        println!(
+            "not the default location: export {}={}",
+            setup::VENV_ENV,
+            venv.display()
+        );
+    }
+    Ok(())
 }
 
 /// Parses `all` or a comma list of names against the valid ones.
