@@ -593,16 +593,19 @@ fn bench_world(args: &BenchWorldArgs) -> Result<()> {
         report.world, report.frame_size, report.frame_size
     );
     println!(
-        "  {:<14} {:>10} {:>14} {:>16}",
+        "  {:<20} {:>10} {:>14} {:>16}",
         "task", "frames", "frames/s", "physics steps/s"
     );
     for r in &report.rows {
+        let physics = r
+            .physics_steps_per_sec
+            .map_or_else(|| "-".to_owned(), |p| format!("{p:.0}"));
         println!(
-            "  {:<14} {:>10} {:>14.0} {:>16.0}",
-            r.task, r.frames, r.frames_per_sec, r.physics_steps_per_sec
+            "  {:<20} {:>10} {:>14.1} {:>16}",
+            r.task, r.frames, r.frames_per_sec, physics
         );
     }
-    println!("  {:<14} {:>10} {:>14.0}", "all", "", report.frames_per_sec);
+    println!("  {:<20} {:>10} {:>14.1}", "all", "", report.frames_per_sec);
     if let Some(path) = &args.json {
         videoagent::store::atomic::write_json(path, &report)
             .with_context(|| format!("writing {}", path.display()))?;

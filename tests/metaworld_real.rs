@@ -1,0 +1,159 @@
+//! The MetaWorld world with the real simulator. Runs only where `videoagent setup metaworld`
+//! has made the venv (CI has none: each test prints why it is skipped and passes).
+
+use std::time::Instant;
+
+use videoagent::env::metaworld::{MetaWorld, bridge::BridgeError, setup, tasks};
+use videoagent::env::{World, WorldError};
+
+fn world(size: u32) -> Option<MetaWorld> {
+    let venv = setup::venv_dir();
+    if !setup::looks_installed(&venv) {
+        eprintln!(
+            "skipped: no MetaWorld venv at {} (run `videoagent setup metaworld`)",
+            venv.display()
+        );
+        return None;
+    }
+    Some(MetaWorld::new(size).expect("world"))
+}
+
+#[test]
+fn the_expert_opens_the_door_within_the_step_limit() {
+    let Some(mut w) = world(64) else { return };
+    let obs = w.reset("door-open", 0, 0).expect("reset");
+    assert_eq!(
+        (obs.rgb.width, obs.rgb.height, obs.segmentation.len()),
+        (64, 64, 64 * 64)
+    );
+    assert!(
+        !obs.mask_pixels("door_link").is_empty(),
+        "labels {:?}",
+        obs.labels
+    );
+    let hello = w.hello().expect("running");
+    assert_eq!(hello.metaworld.as_deref(), Some("3.1.1"));
+    let start = Instant::now();
+    let mut steps = 0;
+    let outcome = loop {
+        let action = w.expert_action().expect("expert");
+        let outcome = w.step(action).expect("step");
+        steps += 1;
+        if outcome.done {
+            break outcome;
+        }
+    };
+    eprintln!(
+        "door-open: expert done in {steps} steps, {:.1} steps/s (expert + step + RGB + segmentation at 64 px)",
+        f64::from(steps) / start.elapsed().as_secs_f64()
+    );
+    assert!(outcome.success && steps < tasks::MAX_STEPS);
+    let last = w.observe().expect("observe");
+    assert_ne!(last.rgb, obs.rgb, "the frames show the motion");
+}
+
+#[test]
+fn every_paper_task_shows_its_object_in_every_camera() {
+    let Some(mut w) = world(64) else { return };
+    for task in &tasks::TASKS {
+        for view in 0..tasks::CAMERAS.len() {
+            let obs = w.reset(task.name, view, 0).expect("reset");
+            let pixels = obs.mask_pixels(task.object).len();
+            eprintln!("{} {}: {pixels} px", task.name, tasks::CAMERAS[view].0);
+            // At 64 px a small object can be nearly hidden by the arm (basketball in
+            // corner2 at seed 0 shows 2 pixels); it must not be missing.
+            assert!(
+                pixels >= 1,
+                "{} in {}: {pixels} pixels of '{}' (labels {:?})",
+                task.name,
+                tasks::CAMERAS[view].0,
+                task.object,
+                obs.labels
+            );
+        }
+    }
+}
+
+#[test]
+fn the_camera_and_depth_lift_the_object_onto_itself() {
+    let Some(mut w) = world(128) else { return };
+    for (task, view) in [("door-open", 0), ("basketball", 1), ("hammer", 2)] {
+        let obs = w.reset(task, view, 3).expect("reset");
+        let object = &obs.objects[0];
+        let centre = [
+            f64::from(object.x),
+            f64::from(object.y),
+            f64::from(object.z),
+        ];
+        let camera = w.camera().expect("camera").clone();
+        let pixel = camera.project(centre, 128).expect("in front of the camera");
+        let mask = obs.mask_pixels(&object.name);
+        let nearest = mask
+            .iter()
+            .map(|&(x, y)| (f64::from(x) + 0.5 - pixel[0]).hypot(f64::from(y) + 0.5 - pixel[1]))
+            .fold(f64::INFINITY, f64::min);
+        assert!(
+            nearest < 3.0,
+            "{task}: the object projects {nearest:.1} px from its mask"
+        );
+        let depth = w.depth().expect("depth");
+        let (x, y) = mask
+            .iter()
+            .min_by(|a, b| {
+                let d = |p: &(u32, u32)| {
+                    (f64::from(p.0) + 0.5 - pixel[0]).hypot(f64::from(p.1) + 0.5 - pixel[1])
+                };
+                d(a).total_cmp(&d(b))
+            })
+            .copied()
+            .expect("mask");
+        let lifted = camera.lift(
+            [f64::from(x) + 0.5, f64::from(y) + 0.5],
+            f64::from(depth[(y * 128 + x) as usize]),
+            128,
+        );
+        let error = (0..3)
+            .map(|i| (lifted[i] - centre[i]).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        assert!(
+            error < 0.06,
+            "{task}: a lifted mask pixel is {error:.3} m from the object"
+        );
+    }
+}
+
+#[test]
+fn the_same_seed_gives_the_same_start() {
+    let Some(mut w) = world(64) else { return };
+    let a = w.reset("basketball", 2, 5).expect("reset");
+    let b = w.reset("basketball", 2, 5).expect("reset");
+    let c = w.reset("basketball", 2, 6).expect("reset");
+    assert_eq!(a.rgb, b.rgb);
+    assert_eq!(a.objects, b.objects);
+    assert_ne!(a.objects, c.objects, "another seed, another layout");
+}
+
+#[test]
+fn a_killed_bridge_is_reported_and_replaced() {
+    let Some(mut w) = world(64) else { return };
+    w.reset("button-press", 0, 0).expect("reset");
+    let pid = w.bridge_pid().expect("running");
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let action = videoagent::env::Action::default();
+    let err = w.step(action).expect_err("the bridge is dead");
+    assert!(
+        matches!(err, WorldError::Bridge(BridgeError::Crashed { .. })),
+        "{err}"
+    );
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "reaped"
+    );
+    w.reset("button-press", 0, 0).expect("a fresh bridge");
+    assert_eq!(w.starts(), 2);
+}
