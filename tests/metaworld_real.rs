@@ -157,3 +157,57 @@ fn a_killed_bridge_is_reported_and_replaced() {
     w.reset("button-press", 0, 0).expect("a fresh bridge");
     assert_eq!(w.starts(), 2);
 }
+
+/// Where the bridge's time goes, per request (a measurement, not a check):
+/// `cargo test --test metaworld_real bridge_timings -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement; prints a table"]
+fn bridge_timings() {
+    use videoagent::env::metaworld::bridge::Bridge;
+    use videoagent::env::metaworld::default_config;
+    if world(64).is_none() {
+        return;
+    }
+    let config = default_config(&setup::venv_dir());
+    let start = Instant::now();
+    let mut bridge = Bridge::start(&config).expect("start");
+    eprintln!(
+        "start-up (spawn + imports + hello): {:.2} s",
+        start.elapsed().as_secs_f64()
+    );
+    for size in [64u32, 128] {
+        let t = Instant::now();
+        let reset =
+            serde_json::json!({"task": "door-open", "camera": "corner", "seed": 0, "size": size});
+        bridge.request("reset", reset.clone()).expect("reset");
+        let first = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        bridge.request("reset", reset).expect("reset");
+        eprintln!(
+            "{size} px: reset {:.0} ms (the first of a task/size {:.0} ms)",
+            t.elapsed().as_secs_f64() * 1e3,
+            first * 1e3
+        );
+        let time = |bridge: &mut Bridge, op: &str, fields: serde_json::Value| {
+            let n = 30;
+            let t = Instant::now();
+            for _ in 0..n {
+                bridge.request(op, fields.clone()).expect("request");
+            }
+            t.elapsed().as_secs_f64() * 1e3 / f64::from(n)
+        };
+        let step = |render: &[&str]| serde_json::json!({"action": [0.0, 0.0, 0.0, -1.0], "render": render});
+        eprintln!(
+            "{size} px: expert {:.1} ms, step {:.1} ms, step+rgb {:.1} ms, step+rgb+seg {:.1} ms, render depth {:.1} ms",
+            time(&mut bridge, "expert", serde_json::json!({})),
+            time(&mut bridge, "step", step(&[])),
+            time(&mut bridge, "step", step(&["rgb"])),
+            time(&mut bridge, "step", step(&["rgb", "segmentation"])),
+            time(
+                &mut bridge,
+                "render",
+                serde_json::json!({"render": ["depth"]})
+            ),
+        );
+    }
+}
