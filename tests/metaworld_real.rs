@@ -211,3 +211,104 @@ fn bridge_timings() {
         );
     }
 }
+
+/// An expert video's 8 frames (the dataset's clip frames) at `plan_size`, and the true
+/// task-object positions at those frames; the world is left reset at the start.
+fn expert_clip(
+    w: &mut MetaWorld,
+    task: &str,
+    view: usize,
+    seed: u64,
+) -> (Vec<videoagent::env::Rgb8Image>, Vec<[f64; 3]>) {
+    let demo = videoagent::env::demo::record_expert(w, task, view, seed).expect("demo");
+    assert!(demo.success, "{task}: the expert failed");
+    let clip = videoagent::store::dataset::clip_indices(demo.frames.len(), 0);
+    let frames = clip.iter().map(|&i| demo.frames[i].clone()).collect();
+    let truth = clip
+        .iter()
+        .map(|&i| {
+            let o = &demo.states[i].objects[0];
+            [f64::from(o.x), f64::from(o.y), f64::from(o.z)]
+        })
+        .collect();
+    w.reset(task, view, seed).expect("reset");
+    (frames, truth)
+}
+
+#[test]
+fn an_expert_videos_3d_track_follows_the_door() {
+    use videoagent::agent::execute3d::lift_object;
+    use videoagent::agent::motion3d::{Motion3dParams, track_object_3d};
+    let Some(mut w) = world(128) else { return };
+    let (frames, truth) = expert_clip(&mut w, "door-open", 0, 1_000_000);
+    let (pixels, points) = lift_object(&mut w, "door-open", 128, 300).expect("lift");
+    let camera = w.camera().expect("camera").clone();
+    let track = track_object_3d(
+        &frames,
+        &pixels,
+        &points,
+        &camera,
+        &Motion3dParams::default(),
+    )
+    .expect("track");
+    // The lifted point nearest the handle (MetaWorld's door "object" position).
+    let d = |p: &[f64; 3], q: &[f64; 3]| (0..3).map(|i| (p[i] - q[i]).powi(2)).sum::<f64>().sqrt();
+    let near = *points
+        .iter()
+        .min_by(|a, b| d(a, &truth[0]).total_cmp(&d(b, &truth[0])))
+        .expect("points");
+    let path = track.trajectory(near);
+    let moved = d(&truth[0], &truth[7]);
+    let tracked = [
+        path[7][0] - path[0][0] - (truth[7][0] - truth[0][0]),
+        path[7][1] - path[0][1] - (truth[7][1] - truth[0][1]),
+        path[7][2] - path[0][2] - (truth[7][2] - truth[0][2]),
+    ];
+    let error = tracked.iter().map(|e| e * e).sum::<f64>().sqrt();
+    eprintln!(
+        "door-open: handle moved {moved:.3} m, tracked displacement off by {error:.3} m, fit errors {:?} px",
+        track.error_px
+    );
+    assert!(moved > 0.1);
+    assert!(
+        error < 0.5 * moved,
+        "the track misses the door's motion by {error:.3} m"
+    );
+}
+
+/// Expert-video plans executed through the 3D path, per task (a benchmark, not a check):
+/// `SEEDS=1 cargo test --release --test metaworld_real expert_plan_success_table -- --ignored --nocapture`.
+#[test]
+#[ignore = "a benchmark: minutes; prints the per-task table"]
+fn expert_plan_success_table() {
+    use videoagent::agent::execute3d::{Execute3dConfig, execute_plan_3d};
+    let Some(mut w) = world(128) else { return };
+    let seeds: u64 = std::env::var("SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    let mut total = (0, 0);
+    for task in &tasks::TASKS {
+        let mut ok = 0;
+        let mut notes = Vec::new();
+        for view in 0..tasks::CAMERAS.len() {
+            for s in 0..seeds {
+                let seed = 1_000_000 + s * 3 + view as u64;
+                let (plan, _) = expert_clip(&mut w, task.name, view, seed);
+                let r = execute_plan_3d(&mut w, task.name, &plan, &Execute3dConfig::default())
+                    .expect("run");
+                ok += usize::from(r.success);
+                notes.push(format!(
+                    "{}:{}{}",
+                    tasks::CAMERAS[view].0,
+                    if r.success { "ok" } else { "fail" },
+                    r.contact.map_or(String::new(), |c| format!("/{c:?}"))
+                ));
+            }
+        }
+        let n = tasks::CAMERAS.len() * seeds as usize;
+        total = (total.0 + ok, total.1 + n);
+        eprintln!("{:<22} {ok}/{n}  {}", task.name, notes.join(" "));
+    }
+    eprintln!("all {}/{}", total.0, total.1);
+}
