@@ -1647,6 +1647,49 @@ struct RunTimings {
     total: f64,
 }
 
+/// `run --world metaworld`: the 3D path (`agent::execute3d`) with the expert's video as the
+/// plan; there is no MetaWorld model to plan with yet.
+fn run_metaworld(args: &RunArgs) -> Result<()> {
+    use videoagent::agent::execute::expert_plan;
+    use videoagent::agent::execute3d::{Execute3dConfig, execute_plan_3d};
+    use videoagent::env::metaworld::MetaWorld;
+    if !args.expert_plan {
+        bail!("MetaWorld has no trained model yet: use --expert-plan (see docs/METAWORLD.md)");
+    }
+    let mut world = MetaWorld::new(args.plan_size.clamp(16, 256))?;
+    let view = env::resolve_view(&world.views(), &args.view)?;
+    let plan = expert_plan(&mut world, &args.task, view, args.seed, args.plan_size)?;
+    let config = Execute3dConfig {
+        max_steps: args
+            .max_steps
+            .unwrap_or(Execute3dConfig::default().max_steps),
+        ..Execute3dConfig::default()
+    };
+    let rollout = execute_plan_3d(&mut world, &args.task, &plan, &config)
+        .with_context(|| format!("executing the plan for {}", args.task))?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let strip = args.out.join("plan.png");
+    videoagent::viz::write_png(&strip, &videoagent::viz::grid(&[plan], 2, [255, 255, 255]))
+        .with_context(|| format!("writing {}", strip.display()))?;
+    let json = args.out.join("run.json");
+    let record = serde_json::json!({
+        "world": args.world, "task": args.task, "view": view, "seed": args.seed,
+        "planner": "expert", "rollout": rollout,
+    });
+    videoagent::store::atomic::write_json(&json, &record)
+        .with_context(|| format!("writing {}", json.display()))?;
+    match &rollout.failure {
+        None => println!("success in {} steps; {}", rollout.steps, json.display()),
+        Some(why) => println!(
+            "failed after {} steps: {why}; {}",
+            rollout.steps,
+            json.display()
+        ),
+    }
+    Ok(())
+}
+
 fn run_plan(args: &RunArgs) -> Result<()> {
     use std::ops::ControlFlow;
     use std::time::Instant;
@@ -1655,6 +1698,9 @@ fn run_plan(args: &RunArgs) -> Result<()> {
     use videoagent::model::{SampleConfig, VideoModel, device::select_device};
     use videoagent::store::plan_record::{PlanRecord, SamplerRecord, write_plan};
 
+    if args.world == videoagent::env::metaworld::WORLD_NAME {
+        return run_metaworld(args);
+    }
     let t_start = Instant::now();
     let mut world = open_world(&args.world, 64)?;
     let view = env::resolve_view(&world.views(), &args.view)?;

@@ -83,13 +83,22 @@ pub enum Execute3dError {
     UnknownTask(String),
 }
 
-/// The task object's frame-0 points: plan pixels and their 3D lifts from the world's depth.
+/// The task object's frame-0 points.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LiftedObject {
+    /// In plan pixels (centres at `i + 0.5`).
+    pub pixels: Vec<[f64; 2]>,
+    /// The same points in 3D (world metres), lifted with the world's depth.
+    pub points: Vec<[f64; 3]>,
+}
+
+/// Up to `max_points` points of the task object's mask in the world's current frame.
 pub fn lift_object(
     world: &mut MetaWorld,
     task: &str,
     plan_size: u32,
     max_points: usize,
-) -> Result<(Vec<[f64; 2]>, Vec<[f64; 3]>), Execute3dError> {
+) -> Result<LiftedObject, Execute3dError> {
     let object = tasks::find(task)
         .ok_or_else(|| Execute3dError::UnknownTask(task.to_owned()))?
         .object;
@@ -100,14 +109,14 @@ pub fn lift_object(
     let mask = observation.mask_pixels(object);
     let stride = mask.len().div_ceil(max_points.max(1)).max(1);
     let scale = f64::from(plan_size) / f64::from(size);
-    let (mut pixels, mut points) = (Vec::new(), Vec::new());
+    let mut lifted = LiftedObject::default();
     for &(x, y) in mask.iter().step_by(stride) {
         let centre = [f64::from(x) + 0.5, f64::from(y) + 0.5];
         let d = f64::from(depth[(y * size + x) as usize]);
-        points.push(camera.lift(centre, d, size));
-        pixels.push([centre[0] * scale, centre[1] * scale]);
+        lifted.points.push(camera.lift(centre, d, size));
+        lifted.pixels.push([centre[0] * scale, centre[1] * scale]);
     }
-    Ok((pixels, points))
+    Ok(lifted)
 }
 
 /// Executes `plan` (start frame first, any size) from the world's current state, which
@@ -128,11 +137,17 @@ pub fn execute_plan_3d(
         track_error_px: Vec::new(),
     };
     let plan_size = plan.first().map_or(0, |f| f.width);
-    let (pixels, points) = lift_object(world, task, plan_size, config.max_points)?;
+    let object = lift_object(world, task, plan_size, config.max_points)?;
     let camera = world.camera().ok_or(WorldError::NotReset)?.clone();
     // A plan that gives no track (too short, object not visible, flow failed) is a failed
     // episode, not an error.
-    let track = match track_object_3d(plan, &pixels, &points, &camera, &config.motion) {
+    let track = match track_object_3d(
+        plan,
+        &object.pixels,
+        &object.points,
+        &camera,
+        &config.motion,
+    ) {
         Ok(track) => track,
         Err(e) => {
             rollout.failure = Some(e.to_string());
@@ -175,7 +190,13 @@ fn plan_waypoints(track: &Track3d, config: &Execute3dConfig) -> (Contact, [f64; 
         .min_by(|a, b| dist(a, &mean).total_cmp(&dist(b, &mean)))
         .unwrap_or(&mean);
     let path = track.trajectory(point);
-    let rise = path.iter().map(|p| p[2] - point[2]).fold(0.0, f64::max);
+    // The rise of the whole object (its mean point), steadier than one point's: a small
+    // rotation error swings a point far from the centre up or down.
+    let rise = track
+        .trajectory(mean)
+        .iter()
+        .map(|p| p[2] - mean[2])
+        .fold(0.0, f64::max);
     let contact = if rise > config.grasp_rise {
         Contact::Grasp
     } else {
