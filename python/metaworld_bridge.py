@@ -144,6 +144,8 @@ class Episode:
             raise BridgeError("unknown_camera", f"MetaWorld has no camera '{camera}'")
         if not 16 <= size <= MAX_SIZE:
             raise BridgeError("bad_request", f"size {size} outside 16..{MAX_SIZE}")
+        if not 0 <= seed < 2**32:
+            raise BridgeError("bad_request", f"seed {seed} outside NumPy's 0..2^32-1")
         # The goal-observable constructor's seeding (what AVDC's protocol calls a seed):
         # the global NumPy RNG seeded with `seed` draws the layout in an unfrozen reset,
         # then the layout is frozen and the env reset again.
@@ -309,6 +311,8 @@ class Bridge:
             }, ()
         if op == "close":
             return {}, ()
+        if op not in ("reset", "step", "render", "state", "expert", "success", "camera"):
+            raise BridgeError("bad_request", f"unknown op '{op}'")
         self.require_packages()
         render = req.get("render", [])
         if op == "reset":
@@ -333,9 +337,7 @@ class Bridge:
             return {"action": ep.expert()}, ()
         if op == "success":
             return {"success": ep.success}, ()
-        if op == "camera":
-            return ep.camera_matrix(), ()
-        raise BridgeError("bad_request", f"unknown op '{op}'")
+        return ep.camera_matrix(), ()
 
     def serve(self, lines):
         for line in lines:

@@ -326,3 +326,65 @@ fn expert_plan_success_table() {
     }
     eprintln!("all {}/{}", total.0, total.1);
 }
+
+#[test]
+fn the_real_bridge_refuses_bad_requests_and_keeps_serving() {
+    use videoagent::env::metaworld::bridge::Bridge;
+    use videoagent::env::metaworld::default_config;
+    if world(64).is_none() {
+        return;
+    }
+    let mut bridge = Bridge::start(&default_config(&setup::venv_dir())).expect("start");
+    let refused = |r: Result<_, BridgeError>, want: &str| match r {
+        Err(BridgeError::Remote { kind, .. }) => assert_eq!(kind, want),
+        Err(e) => panic!("expected a refusal ({want}), got {e}"),
+        Ok(_) => panic!("expected a refusal ({want})"),
+    };
+    refused(
+        bridge.request("step", serde_json::json!({"action": [0, 0, 0, 0]})),
+        "not_reset",
+    );
+    refused(
+        bridge.request("reset", serde_json::json!({"task": "fly"})),
+        "unknown_task",
+    );
+    refused(
+        bridge.request(
+            "reset",
+            serde_json::json!({"task": "hammer", "camera": "moon"}),
+        ),
+        "unknown_camera",
+    );
+    refused(bridge.request("warp", serde_json::json!({})), "bad_request");
+    refused(
+        bridge.request(
+            "reset",
+            serde_json::json!({"task": "hammer", "seed": 1u64 << 40}),
+        ),
+        "bad_request",
+    );
+    let reply = bridge
+        .request(
+            "reset",
+            serde_json::json!({"task": "hammer", "camera": "corner3", "seed": 1, "size": 32,
+                "render": ["rgb", "depth", "segmentation"]}),
+        )
+        .expect("still serving");
+    let shapes: Vec<(&str, &str, &[usize])> = reply
+        .payloads
+        .iter()
+        .map(|p| (p.name.as_str(), p.dtype.as_str(), p.shape.as_slice()))
+        .collect();
+    assert_eq!(
+        shapes,
+        [
+            ("rgb", "u1", &[32, 32, 3][..]),
+            ("depth", "f4", &[32, 32][..]),
+            ("segmentation", "u1", &[32, 32][..])
+        ]
+    );
+    refused(
+        bridge.request("step", serde_json::json!({"action": [0, 0]})),
+        "bad_request",
+    );
+}
