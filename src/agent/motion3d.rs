@@ -102,6 +102,13 @@ pub struct Motion3dParams {
     pub smoothness_px: f64,
     /// Colour distance (RGB) beyond which a point counts as covered in a frame.
     pub colour_tolerance: f32,
+    /// A frame is fitted when at least this many points ...
+    pub min_points: usize,
+    /// ... and this share of them are visible; otherwise the object counts as covered.
+    pub min_visible_share: f64,
+    /// A fit that moves the object's centre further than this in one plan step (metres)
+    /// is a failed fit, treated as covered.
+    pub max_step: f64,
 }
 
 impl Default for Motion3dParams {
@@ -112,6 +119,9 @@ impl Default for Motion3dParams {
             outlier_factor: 2.5,
             smoothness_px: 0.05,
             colour_tolerance: 60.0,
+            min_points: 6,
+            min_visible_share: 0.2,
+            max_step: 0.25,
         }
     }
 }
@@ -176,6 +186,11 @@ pub fn track_object_3d(
     };
     let reference: Vec<[u8; 3]> = pixels.iter().map(|&p| colour(first, p)).collect();
     let mut tracked: Vec<[f64; 2]> = pixels.to_vec();
+    let n = points.len() as f64;
+    let centre = points.iter().fold([0.0; 3], |a, p| {
+        [a[0] + p[0] / n, a[1] + p[1] / n, a[2] + p[2] / n]
+    });
+    let mut covered = false;
     let mut track = Track3d {
         points: points.to_vec(),
         poses: vec![Pose3::IDENTITY],
@@ -190,6 +205,7 @@ pub fn track_object_3d(
                 source,
             }
         })?;
+        let before = tracked.clone();
         for p in &mut tracked {
             let d = flow.sample(p[0] as f32, p[1] as f32);
             *p = [p[0] + f64::from(d[0]), p[1] + f64::from(d[1])];
@@ -205,10 +221,30 @@ pub fn track_object_3d(
             })
             .collect();
         let previous = *track.poses.last().unwrap_or(&Pose3::IDENTITY);
-        let (pose, error) = if visible.len() >= 4 {
-            fit_pose(points, &tracked, &visible, previous, camera, size, params)
-        } else {
-            (previous, f64::NAN)
+        let enough = visible.len()
+            >= params
+                .min_points
+                .max((params.min_visible_share * tracked.len() as f64).ceil() as usize);
+        let fitted = enough
+            .then(|| fit_pose(points, &tracked, &visible, previous, camera, size, params))
+            .filter(|(pose, _)| {
+                distance(&pose.apply(centre), &previous.apply(centre)) <= params.max_step
+            });
+        let (pose, error) = match fitted {
+            Some(fit) => {
+                covered = false;
+                fit
+            }
+            // Covered (or a fit that jumps): an object that stays covered moves with what
+            // covers it, the gripper carrying it; one that just got covered stays put.
+            None if covered => (
+                carried(previous, centre, &before, &tracked, camera, size),
+                f64::NAN,
+            ),
+            None => {
+                covered = true;
+                (previous, f64::NAN)
+            }
         };
         track.poses.push(pose);
         track.error_px.push(error);
@@ -217,6 +253,42 @@ pub fn track_object_3d(
             .push(visible.len() as f64 / tracked.len() as f64);
     }
     Ok(track)
+}
+
+fn distance(a: &[f64; 3], b: &[f64; 3]) -> f64 {
+    (0..3).map(|i| (a[i] - b[i]).powi(2)).sum::<f64>().sqrt()
+}
+
+/// `previous` moved parallel to the image plane, at the object's depth, by the median
+/// flow of its points (the flow there is the carrier's).
+fn carried(
+    previous: Pose3,
+    centre: [f64; 3],
+    before: &[[f64; 2]],
+    after: &[[f64; 2]],
+    camera: &CameraModel,
+    size: u32,
+) -> Pose3 {
+    let median = |k: usize| {
+        let mut d: Vec<f64> = before.iter().zip(after).map(|(b, a)| a[k] - b[k]).collect();
+        d.sort_by(f64::total_cmp);
+        d[d.len() / 2]
+    };
+    let now = previous.apply(centre);
+    let Some(pixel) = camera.project(now, size) else {
+        return previous;
+    };
+    let depth = camera.depth_of(now);
+    let from = camera.lift(pixel, depth, size);
+    let to = camera.lift([pixel[0] + median(0), pixel[1] + median(1)], depth, size);
+    Pose3 {
+        r: previous.r,
+        t: [
+            previous.t[0] + to[0] - from[0],
+            previous.t[1] + to[1] - from[1],
+            previous.t[2] + to[2] - from[2],
+        ],
+    }
 }
 
 /// The pose near `previous` whose projection of `points[i]` best matches `targets[i]` for
@@ -455,6 +527,21 @@ mod tests {
             &Motion3dParams::default(),
         );
         assert!((pose.t[0] - 0.05).abs() < 0.01, "x moved {}", pose.t[0]);
+    }
+
+    #[test]
+    fn a_carried_object_follows_the_median_flow_at_its_depth() {
+        let cam = camera();
+        let centre = [0.05, 0.1, 0.0];
+        let before = vec![[10.0, 10.0], [20.0, 12.0], [15.0, 30.0]];
+        let after: Vec<[f64; 2]> = before.iter().map(|p| [p[0] + 6.0, p[1] - 3.0]).collect();
+        let pose = carried(Pose3::IDENTITY, centre, &before, &after, &cam, 64);
+        let (from, to) = (
+            cam.project(centre, 64).expect("visible"),
+            cam.project(pose.apply(centre), 64).expect("visible"),
+        );
+        assert!((to[0] - from[0] - 6.0).abs() < 1e-9 && (to[1] - from[1] + 3.0).abs() < 1e-9);
+        assert!((cam.depth_of(pose.apply(centre)) - cam.depth_of(centre)).abs() < 1e-9);
     }
 
     #[test]

@@ -38,6 +38,11 @@ impl CameraModel {
         Some([fx * c[0] / c[2] + cx, fy * c[1] / c[2] + cy])
     }
 
+    /// The depth of a world point along the optical axis (what [`CameraModel::lift`] takes).
+    pub fn depth_of(&self, point: [f64; 3]) -> f64 {
+        transform(&self.world_to_cam, point)[2]
+    }
+
     /// The world point at `pixel` whose depth along the optical axis is `depth` (what
     /// MuJoCo's depth image holds).
     pub fn lift(&self, pixel: [f64; 2], depth: f64, size: u32) -> [f64; 3] {
@@ -101,6 +106,7 @@ mod tests {
         let p = [0.1, 0.2, 0.0];
         let px = cam.project(p, 100).expect("in front");
         assert!((px[0] - 60.0).abs() < 1e-9 && (px[1] - 30.0).abs() < 1e-9);
+        assert!((cam.depth_of(p) - 1.0).abs() < 1e-9);
         let back = cam.lift(px, 1.0, 100);
         let hit = cam.on_plane(px, 100, 0.0).expect("hits the table");
         for i in 0..3 {
