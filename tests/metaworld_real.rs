@@ -313,10 +313,11 @@ fn expert_plan_success_table() {
                     .expect("run");
                 ok += usize::from(r.success);
                 notes.push(format!(
-                    "{}:{}{}",
+                    "{}:{}{}/rise {:.2}",
                     tasks::CAMERAS[view].0,
                     if r.success { "ok" } else { "fail" },
-                    r.contact.map_or(String::new(), |c| format!("/{c:?}"))
+                    r.contact.map_or(String::new(), |c| format!("/{c:?}")),
+                    r.object_rise
                 ));
             }
         }

@@ -73,6 +73,9 @@ pub struct Rollout3d {
     pub subgoals: Vec<[f64; 3]>,
     /// Mean reprojection error of the object fit per plan frame, plan pixels.
     pub track_error_px: Vec<f64>,
+    /// How high the task object really rose during the episode, metres: the simulator's
+    /// state, for diagnosis (did a grasp hold?); the controller never reads it.
+    pub object_rise: f64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -135,6 +138,7 @@ pub fn execute_plan_3d(
         contact_point: None,
         subgoals: Vec::new(),
         track_error_px: Vec::new(),
+        object_rise: 0.0,
     };
     let plan_size = plan.first().map_or(0, |f| f.width);
     let object = lift_object(world, task, plan_size, config.max_points)?;
@@ -260,10 +264,11 @@ fn follow(
     config: &Execute3dConfig,
     rollout: &mut Rollout3d,
 ) -> Result<(), WorldError> {
-    let mut hand = {
-        let g = world.observe()?.gripper;
-        [f64::from(g.x), f64::from(g.y), f64::from(g.z)]
-    };
+    let start = world.observe()?;
+    let object_z = |o: &crate::env::Observation| o.objects.first().map_or(0.0, |p| f64::from(p.z));
+    let start_z = object_z(&start);
+    let g = &start.gripper;
+    let mut hand = [f64::from(g.x), f64::from(g.y), f64::from(g.z)];
     let mut index = 0;
     let mut on_waypoint = 0;
     while rollout.steps < config.max_steps {
@@ -277,6 +282,9 @@ fn follow(
         let out = world.step(Action::new(a(error[0]), a(error[1]), a(error[2]), w.grip))?;
         rollout.steps += 1;
         on_waypoint += 1;
+        rollout.object_rise = rollout
+            .object_rise
+            .max(object_z(&out.observation) - start_z);
         let g = &out.observation.gripper;
         hand = [f64::from(g.x), f64::from(g.y), f64::from(g.z)];
         if out.success {
