@@ -226,7 +226,15 @@ pub fn track_object_3d(
                 .min_points
                 .max((params.min_visible_share * tracked.len() as f64).ceil() as usize);
         let fitted = enough
-            .then(|| fit_pose(points, &tracked, &visible, previous, camera, size, params))
+            .then(|| {
+                let problem = Reprojection {
+                    points,
+                    targets: &tracked,
+                    camera,
+                    size,
+                };
+                fit_pose(&problem, &visible, previous, params)
+            })
             .filter(|(pose, _)| {
                 distance(&pose.apply(centre), &previous.apply(centre)) <= params.max_step
             });
@@ -291,25 +299,42 @@ fn carried(
     }
 }
 
-/// The pose near `previous` whose projection of `points[i]` best matches `targets[i]` for
-/// the `used` points: Gauss-Newton, then again without the outliers. Returns the pose and
-/// the mean reprojection error of the points kept.
+/// What a pose is fitted to: 3D points and where a plan frame shows them, through the
+/// camera at the plan's size.
+struct Reprojection<'a> {
+    points: &'a [[f64; 3]],
+    targets: &'a [[f64; 2]],
+    camera: &'a CameraModel,
+    size: u32,
+}
+
+impl Reprojection<'_> {
+    /// Pixels between point `i` moved by `pose` and its target (far off when behind the
+    /// camera).
+    fn error(&self, pose: &Pose3, i: usize) -> f64 {
+        self.offset(pose, i).map_or(1e3, |d| d[0].hypot(d[1]))
+    }
+
+    fn offset(&self, pose: &Pose3, i: usize) -> Option<[f64; 2]> {
+        let q = self.camera.project(pose.apply(self.points[i]), self.size)?;
+        Some([q[0] - self.targets[i][0], q[1] - self.targets[i][1]])
+    }
+}
+
+/// The pose near `previous` that best reprojects the `used` points: Gauss-Newton, then
+/// again without the outliers. Returns the pose and the mean reprojection error of the
+/// points kept.
 fn fit_pose(
-    points: &[[f64; 3]],
-    targets: &[[f64; 2]],
+    problem: &Reprojection<'_>,
     used: &[usize],
     previous: Pose3,
-    camera: &CameraModel,
-    size: u32,
     params: &Motion3dParams,
 ) -> (Pose3, f64) {
     let mut kept = used.to_vec();
     let mut delta = [0.0; 6];
     for round in 0..2 {
         for _ in 0..params.iterations {
-            match gauss_newton_step(
-                points, targets, &kept, previous, &delta, camera, size, params,
-            ) {
+            match gauss_newton_step(problem, &kept, previous, &delta, params) {
                 Some(step) => {
                     for (d, s) in delta.iter_mut().zip(step) {
                         *d += s;
@@ -320,10 +345,8 @@ fn fit_pose(
         }
         if round == 0 {
             let pose = previous.perturbed(&delta);
-            let errors: Vec<(usize, f64)> = kept
-                .iter()
-                .map(|&i| (i, reprojection(&pose, points[i], targets[i], camera, size)))
-                .collect();
+            let errors: Vec<(usize, f64)> =
+                kept.iter().map(|&i| (i, problem.error(&pose, i))).collect();
             let mut sorted: Vec<f64> = errors.iter().map(|e| e.1).collect();
             sorted.sort_by(f64::total_cmp);
             let limit = (sorted[sorted.len() / 2] * params.outlier_factor).max(1.5);
@@ -338,37 +361,17 @@ fn fit_pose(
         }
     }
     let pose = previous.perturbed(&delta);
-    let error = kept
-        .iter()
-        .map(|&i| reprojection(&pose, points[i], targets[i], camera, size))
-        .sum::<f64>()
-        / kept.len() as f64;
+    let error = kept.iter().map(|&i| problem.error(&pose, i)).sum::<f64>() / kept.len() as f64;
     (pose, error)
-}
-
-fn reprojection(
-    pose: &Pose3,
-    p: [f64; 3],
-    target: [f64; 2],
-    camera: &CameraModel,
-    size: u32,
-) -> f64 {
-    camera
-        .project(pose.apply(p), size)
-        .map_or(1e3, |q| (q[0] - target[0]).hypot(q[1] - target[1]))
 }
 
 /// One damped Gauss-Newton step on the 6 pose parameters (numeric Jacobian); `None` when
 /// the normal equations are singular.
-#[allow(clippy::too_many_arguments)]
 fn gauss_newton_step(
-    points: &[[f64; 3]],
-    targets: &[[f64; 2]],
+    problem: &Reprojection<'_>,
     kept: &[usize],
     previous: Pose3,
     delta: &[f64; 6],
-    camera: &CameraModel,
-    size: u32,
     params: &Motion3dParams,
 ) -> Option<[f64; 6]> {
     const H: f64 = 1e-6;
@@ -380,11 +383,7 @@ fn gauss_newton_step(
         let pose = previous.perturbed(d);
         let mut r = Vec::with_capacity(2 * kept.len() + 6);
         for &i in kept {
-            let q = camera
-                .project(pose.apply(points[i]), size)
-                .unwrap_or([1e3, 1e3]);
-            r.push(q[0] - targets[i][0]);
-            r.push(q[1] - targets[i][1]);
+            r.extend(problem.offset(&pose, i).unwrap_or([1e3, 1e3]));
         }
         r.extend((0..6).map(|k| prior * scale[k] * d[k]));
         r
@@ -495,7 +494,13 @@ mod tests {
             .collect();
         let all: Vec<usize> = (0..points.len()).collect();
         let params = Motion3dParams::default();
-        let (pose, error) = fit_pose(&points, &targets, &all, Pose3::IDENTITY, &cam, 64, &params);
+        let problem = Reprojection {
+            points: &points,
+            targets: &targets,
+            camera: &cam,
+            size: 64,
+        };
+        let (pose, error) = fit_pose(&problem, &all, Pose3::IDENTITY, &params);
         // The smoothness prior keeps a little of the motion back.
         assert!(error < 0.2, "reprojection error {error}");
         for p in &points {
@@ -517,15 +522,13 @@ mod tests {
         targets[0] = [0.0, 0.0];
         targets[5] = [60.0, 2.0];
         let all: Vec<usize> = (0..points.len()).collect();
-        let (pose, _) = fit_pose(
-            &points,
-            &targets,
-            &all,
-            Pose3::IDENTITY,
-            &cam,
-            64,
-            &Motion3dParams::default(),
-        );
+        let problem = Reprojection {
+            points: &points,
+            targets: &targets,
+            camera: &cam,
+            size: 64,
+        };
+        let (pose, _) = fit_pose(&problem, &all, Pose3::IDENTITY, &Motion3dParams::default());
         assert!((pose.t[0] - 0.05).abs() < 0.01, "x moved {}", pose.t[0]);
     }
 

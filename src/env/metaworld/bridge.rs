@@ -130,7 +130,7 @@ impl Reply {
 }
 
 /// What the bridge says about itself in the handshake.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 pub struct Hello {
     pub protocol: u32,
     pub bridge: String,
@@ -246,15 +246,7 @@ impl Bridge {
             next_id: 0,
             request_timeout: config.request_timeout,
             healthy: true,
-            hello: Hello {
-                protocol: 0,
-                bridge: String::new(),
-                python: None,
-                metaworld: None,
-                mujoco: None,
-                gl: None,
-                import_error: None,
-            },
+            hello: Hello::default(),
         };
         let reply = bridge.request_within(
             "hello",
