@@ -101,6 +101,7 @@ impl MetaWorld {
         let reply = self.call("render", json!({ "render": ["depth"] }))?;
         Ok(decode_depth(
             payload(&reply, "render", "depth")?,
+            "render",
             self.size,
         )?)
     }
@@ -143,8 +144,8 @@ impl MetaWorld {
         task: &str,
     ) -> Result<(Observation, State), WorldError> {
         let state: State = reply.parse(op)?;
-        let rgb = decode_rgb(payload(reply, op, "rgb")?, self.size)?;
-        let segmentation = decode_labels(payload(reply, op, "segmentation")?, self.size)?;
+        let rgb = decode_rgb(payload(reply, op, "rgb")?, op, self.size)?;
+        let segmentation = decode_labels(payload(reply, op, "segmentation")?, op, self.size)?;
         let [qw, qx, qy, qz] = state.object_quat;
         let yaw = (2.0 * (qw * qz + qx * qy)).atan2(1.0 - 2.0 * (qy * qy + qz * qz));
         let object = tasks::find(task).map_or("object", |t| t.object);
@@ -191,7 +192,7 @@ fn payload<'a>(reply: &'a Reply, op: &str, name: &str) -> Result<&'a Payload, Br
     })
 }
 
-fn check_shape(p: &Payload, dtype: &str, shape: &[usize]) -> Result<(), BridgeError> {
+fn check_shape(p: &Payload, op: &str, dtype: &str, shape: &[usize]) -> Result<(), BridgeError> {
     let itemsize = if dtype == "f4" { 4 } else { 1 };
     if p.dtype == dtype
         && p.shape == shape
@@ -200,7 +201,7 @@ fn check_shape(p: &Payload, dtype: &str, shape: &[usize]) -> Result<(), BridgeEr
         Ok(())
     } else {
         Err(BridgeError::Protocol {
-            op: "render".to_owned(),
+            op: op.to_owned(),
             detail: format!(
                 "'{}' is {} {:?} ({} bytes), expected {dtype} {shape:?}",
                 p.name,
@@ -212,9 +213,9 @@ fn check_shape(p: &Payload, dtype: &str, shape: &[usize]) -> Result<(), BridgeEr
     }
 }
 
-fn decode_rgb(p: &Payload, size: u32) -> Result<Rgb8Image, BridgeError> {
+fn decode_rgb(p: &Payload, op: &str, size: u32) -> Result<Rgb8Image, BridgeError> {
     let s = size as usize;
-    check_shape(p, "u1", &[s, s, 3])?;
+    check_shape(p, op, "u1", &[s, s, 3])?;
     Ok(Rgb8Image {
         width: size,
         height: size,
@@ -222,15 +223,15 @@ fn decode_rgb(p: &Payload, size: u32) -> Result<Rgb8Image, BridgeError> {
     })
 }
 
-fn decode_labels(p: &Payload, size: u32) -> Result<Vec<u8>, BridgeError> {
+fn decode_labels(p: &Payload, op: &str, size: u32) -> Result<Vec<u8>, BridgeError> {
     let s = size as usize;
-    check_shape(p, "u1", &[s, s])?;
+    check_shape(p, op, "u1", &[s, s])?;
     Ok(p.bytes.clone())
 }
 
-fn decode_depth(p: &Payload, size: u32) -> Result<Vec<f32>, BridgeError> {
+fn decode_depth(p: &Payload, op: &str, size: u32) -> Result<Vec<f32>, BridgeError> {
     let s = size as usize;
-    check_shape(p, "f4", &[s, s])?;
+    check_shape(p, op, "f4", &[s, s])?;
     Ok(p.bytes
         .chunks_exact(4)
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
