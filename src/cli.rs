@@ -88,6 +88,28 @@ pub enum Command {
     Eval(EvalArgs),
     /// Self-improvement rounds: execute refined plans, keep verified successes, fine-tune.
     Improve(ImproveArgs),
+    /// Install what a world needs outside this binary.
+    #[command(subcommand)]
+    Setup(SetupCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SetupCommand {
+    /// Create the MetaWorld venv (pip: metaworld 3.1.1, which pins mujoco), then check that
+    /// the bridge starts, resets a task and renders.
+    Metaworld(SetupMetaworldArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SetupMetaworldArgs {
+    /// Where the venv goes (default: $VIDEOAGENT_METAWORLD_VENV, else
+    /// ~/.local/share/videoagent/metaworld-venv). Set VIDEOAGENT_METAWORLD_VENV to the same
+    /// folder so that the other commands find it.
+    #[arg(long)]
+    pub venv: Option<PathBuf>,
+    /// The Python that creates the venv (3.9 or newer).
+    #[arg(long, default_value = "python3")]
+    pub python: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -396,6 +418,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(Command::Run(a)) => run_plan(&a),
         Some(Command::Eval(a)) => eval_cmd(&a),
         Some(Command::Improve(a)) => improve_cmd(&a),
+        Some(Command::Setup(SetupCommand::Metaworld(a))) => setup_metaworld(&a),
     }
 }
 
@@ -411,6 +434,7 @@ fn tasks(args: &TasksArgs) -> Result<()> {
             "world": name,
             "tasks": world.tasks(),
             "views": world.views(),
+            "setup_needed": world.setup_needed(),
         }));
         if !args.json {
             print_world(world.as_ref());
@@ -423,14 +447,17 @@ fn tasks(args: &TasksArgs) -> Result<()> {
 }
 
 fn print_world(world: &dyn World) {
-    println!("world {}", world.name());
+    match world.setup_needed() {
+        Some(why) => println!("world {} (needs setup: {why})", world.name()),
+        None => println!("world {}", world.name()),
+    }
     println!(
-        "  {:<14} {:<7} {:>5}  instructions",
+        "  {:<20} {:<7} {:>5}  instructions",
         "task", "level", "steps"
     );
     for t in world.tasks() {
         println!(
-            "  {:<14} {:<7} {:>5}  {}",
+            "  {:<20} {:<7} {:>5}  {}",
             t.name,
             t.difficulty.to_string(),
             t.max_steps,
@@ -441,6 +468,37 @@ fn print_world(world: &dyn World) {
     for (i, v) in world.views().iter().enumerate() {
         println!("    {i} {:<8} {}", v.name, v.description);
     }
+}
+
+fn setup_metaworld(args: &SetupMetaworldArgs) -> Result<()> {
+    use videoagent::env::metaworld::{MetaWorld, default_config, setup};
+    let venv = args.venv.clone().unwrap_or_else(setup::venv_dir);
+    println!("MetaWorld venv: {}", venv.display());
+    setup::create_venv(&venv, &args.python)?;
+    let start = std::time::Instant::now();
+    let mut world = MetaWorld::with_config(64, default_config(&venv))?;
+    world
+        .reset("door-open", 0, 0)
+        .context("the venv is installed but the bridge cannot run a task")?;
+    let hello = world
+        .hello()
+        .cloned()
+        .context("the bridge stopped after the reset")?;
+    println!(
+        "bridge ok: metaworld {}, mujoco {}, MUJOCO_GL={} (start-up + first reset {:.1} s)",
+        hello.metaworld.as_deref().unwrap_or("?"),
+        hello.mujoco.as_deref().unwrap_or("?"),
+        hello.gl.as_deref().unwrap_or("?"),
+        start.elapsed().as_secs_f64()
+    );
+    if venv != setup::venv_dir() {
+        println!(
+            "not the default location: export {}={}",
+            setup::VENV_ENV,
+            venv.display()
+        );
+    }
+    Ok(())
 }
 
 /// Parses `all` or a comma list of names against the valid ones.
@@ -551,16 +609,19 @@ fn bench_world(args: &BenchWorldArgs) -> Result<()> {
         report.world, report.frame_size, report.frame_size
     );
     println!(
-        "  {:<14} {:>10} {:>14} {:>16}",
+        "  {:<20} {:>10} {:>14} {:>16}",
         "task", "frames", "frames/s", "physics steps/s"
     );
     for r in &report.rows {
+        let physics = r
+            .physics_steps_per_sec
+            .map_or_else(|| "-".to_owned(), |p| format!("{p:.0}"));
         println!(
-            "  {:<14} {:>10} {:>14.0} {:>16.0}",
-            r.task, r.frames, r.frames_per_sec, r.physics_steps_per_sec
+            "  {:<20} {:>10} {:>14.1} {:>16}",
+            r.task, r.frames, r.frames_per_sec, physics
         );
     }
-    println!("  {:<14} {:>10} {:>14.0}", "all", "", report.frames_per_sec);
+    println!("  {:<20} {:>10} {:>14.1}", "all", "", report.frames_per_sec);
     if let Some(path) = &args.json {
         videoagent::store::atomic::write_json(path, &report)
             .with_context(|| format!("writing {}", path.display()))?;
@@ -1678,6 +1739,49 @@ struct RunTimings {
     total: f64,
 }
 
+/// `run --world metaworld`: the 3D path (`agent::execute3d`) with the expert's video as the
+/// plan; there is no MetaWorld model to plan with yet.
+fn run_metaworld(args: &RunArgs) -> Result<()> {
+    use videoagent::agent::execute::expert_plan;
+    use videoagent::agent::execute3d::{Execute3dConfig, execute_plan_3d};
+    use videoagent::env::metaworld::MetaWorld;
+    if !args.expert_plan {
+        bail!("MetaWorld has no trained model yet: use --expert-plan (see docs/METAWORLD.md)");
+    }
+    let mut world = MetaWorld::new(args.plan_size.clamp(16, 256))?;
+    let view = env::resolve_view(&world.views(), &args.view)?;
+    let plan = expert_plan(&mut world, &args.task, view, args.seed, args.plan_size)?;
+    let config = Execute3dConfig {
+        max_steps: args
+            .max_steps
+            .unwrap_or(Execute3dConfig::default().max_steps),
+        ..Execute3dConfig::default()
+    };
+    let rollout = execute_plan_3d(&mut world, &args.task, &plan, &config)
+        .with_context(|| format!("executing the plan for {}", args.task))?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let strip = args.out.join("plan.png");
+    videoagent::viz::write_png(&strip, &videoagent::viz::grid(&[plan], 2, [255, 255, 255]))
+        .with_context(|| format!("writing {}", strip.display()))?;
+    let json = args.out.join("run.json");
+    let record = serde_json::json!({
+        "world": args.world, "task": args.task, "view": view, "seed": args.seed,
+        "planner": "expert", "rollout": rollout,
+    });
+    videoagent::store::atomic::write_json(&json, &record)
+        .with_context(|| format!("writing {}", json.display()))?;
+    match &rollout.failure {
+        None => println!("success in {} steps; {}", rollout.steps, json.display()),
+        Some(why) => println!(
+            "failed after {} steps: {why}; {}",
+            rollout.steps,
+            json.display()
+        ),
+    }
+    Ok(())
+}
+
 fn run_plan(args: &RunArgs) -> Result<()> {
     use std::ops::ControlFlow;
     use std::time::Instant;
@@ -1686,6 +1790,9 @@ fn run_plan(args: &RunArgs) -> Result<()> {
     use videoagent::model::{SampleConfig, VideoModel, device::select_device};
     use videoagent::store::plan_record::{PlanRecord, SamplerRecord, write_plan};
 
+    if args.world == videoagent::env::metaworld::WORLD_NAME {
+        return run_metaworld(args);
+    }
     let t_start = Instant::now();
     let mut world = open_world(&args.world, 64)?;
     let view = env::resolve_view(&world.views(), &args.view)?;

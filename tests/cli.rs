@@ -382,3 +382,51 @@ fn eval_writes_the_table_and_a_rerun_reuses_every_episode() {
     assert!(err.contains("dance"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
+
+/// Without the MetaWorld venv, `tasks` still lists MetaWorld's paper tasks and says what to
+/// run, and running a task fails with one line naming the setup command.
+#[test]
+fn metaworld_without_its_venv_says_how_to_set_it_up() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let venv = dir.path().join("no-venv");
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_videoagent"))
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .env("VIDEOAGENT_METAWORLD_VENV", &venv)
+            .output()
+            .expect("the binary runs")
+    };
+    let o = run(&["tasks", "--world", "metaworld", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json");
+    let world = &report[0];
+    assert_eq!(world["tasks"].as_array().map(Vec::len), Some(11));
+    assert_eq!(world["views"][2]["name"], "corner3");
+    let hint = world["setup_needed"].as_str().expect("needs setup");
+    assert!(hint.contains("videoagent setup metaworld --venv"), "{hint}");
+
+    let o = run(&[
+        "dataset",
+        "--world",
+        "metaworld",
+        "--tasks",
+        "door-open",
+        "--views",
+        "corner",
+        "--episodes",
+        "1",
+        "--out",
+    ]
+    .iter()
+    .copied()
+    .chain([dir.path().join("ds").to_str().expect("utf-8")])
+    .collect::<Vec<_>>());
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    assert!(
+        err.contains("no Python interpreter") && err.contains("videoagent setup metaworld"),
+        "{err}"
+    );
+    assert!(!dir.path().join("ds").exists(), "nothing half-written");
+}

@@ -13,4 +13,6 @@ pub enum WorldError {
     NotReset,
     #[error("rendering failed: {0}")]
     Render(String),
+    #[error("MetaWorld: {0}")]
+    Bridge(#[from] super::metaworld::bridge::BridgeError),
 }

@@ -1,5 +1,6 @@
-//! Simulated worlds: the [`World`] trait every environment implements, and the embedded
-//! [`tabletop`] world (pure Rust, CPU, deterministic).
+//! Simulated worlds: the [`World`] trait every environment implements, the embedded
+//! [`tabletop`] world (pure Rust, CPU, deterministic), and [`metaworld`] (the paper's
+//! benchmark, run by a Python child process).
 //!
 //! A world is reset to a (task, view, seed) start, stepped with [`Action`]s, and judged by
 //! its own success check. It also knows a scripted expert for every task, whose
@@ -8,6 +9,7 @@
 mod action;
 pub mod demo;
 mod error;
+pub mod metaworld;
 mod observation;
 pub mod tabletop;
 mod task;
@@ -53,15 +55,22 @@ pub trait World: Send {
     fn table_to_pixel(&self, _point: [f32; 2], _size: u32, _z: f32) -> Option<[f32; 2]> {
         None
     }
+    /// What must be installed before this world can run (a sentence with the command),
+    /// or `None` when it is ready as far as can be told without starting it.
+    fn setup_needed(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Names of the worlds this build knows.
-pub const WORLD_NAMES: &[&str] = &[tabletop::WORLD_NAME];
+pub const WORLD_NAMES: &[&str] = &[tabletop::WORLD_NAME, metaworld::WORLD_NAME];
 
-/// Opens a world by name with frames of `size` x `size` pixels.
+/// Opens a world by name with frames of `size` x `size` pixels. Nothing is started yet:
+/// a world that runs a process starts it at the first reset.
 pub fn open_world(name: &str, size: u32) -> Result<Box<dyn World>, WorldError> {
     match name {
         tabletop::WORLD_NAME => Ok(Box::new(tabletop::Tabletop::new(size)?)),
+        metaworld::WORLD_NAME => Ok(Box::new(metaworld::MetaWorld::new(size)?)),
         other => Err(WorldError::UnknownWorld {
             name: other.to_owned(),
             valid: WORLD_NAMES.join(", "),

@@ -1,0 +1,309 @@
+//! Executing a plan in MetaWorld, AVDC's way in 3D: the task object's frame-0 mask is
+//! lifted with the world's depth and camera, its 6-DoF motion through the plan comes from
+//! [`super::motion3d`], the motion carries a contact point to 7 subgoals, and a scripted
+//! controller grasps (when the plan lifts the object by more than 10 cm, as in AVDC) or
+//! pushes, then visits the subgoals. No replanning yet; the episode ends at success or the
+//! step limit.
+//!
+//! The tabletop's [`super::execute`] is 2.5D and steers by the table plane; this is its
+//! MetaWorld counterpart and needs what only MetaWorld gives: depth and a full camera model.
+
+use super::motion3d::{Motion3dParams, Track3d, track_object_3d};
+use crate::env::metaworld::{MetaWorld, tasks};
+use crate::env::{Action, Rgb8Image, World, WorldError};
+
+/// Settings of [`execute_plan_3d`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Execute3dConfig {
+    pub max_steps: u32,
+    /// Action per metre of position error (MetaWorld moves the hand 1 cm per unit action).
+    pub gain: f64,
+    /// A waypoint is reached within this distance, metres.
+    pub reach: f64,
+    /// A waypoint not reached after this many steps is given up for the next one.
+    pub waypoint_steps: u32,
+    /// The plan lifts the object by more than this (metres): grasp, else push.
+    pub grasp_rise: f64,
+    /// Steps spent closing the gripper on a grasp.
+    pub grip_steps: u32,
+    /// The gripper comes down on the contact from this high above it, metres.
+    pub approach_height: f64,
+    /// Pushes start this far behind the contact point, against the motion, metres.
+    pub push_backoff: f64,
+    /// Most object points lifted and tracked.
+    pub max_points: usize,
+    pub motion: Motion3dParams,
+}
+
+impl Default for Execute3dConfig {
+    fn default() -> Self {
+        Self {
+            max_steps: tasks::MAX_STEPS,
+            gain: 10.0,
+            reach: 0.012,
+            waypoint_steps: 60,
+            grasp_rise: 0.1,
+            grip_steps: 15,
+            approach_height: 0.1,
+            push_backoff: 0.04,
+            max_points: 300,
+            motion: Motion3dParams::default(),
+        }
+    }
+}
+
+/// How the gripper meets the object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Contact {
+    Grasp,
+    Push,
+}
+
+/// What happened in one executed episode.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Rollout3d {
+    pub success: bool,
+    pub steps: u32,
+    /// Why the episode failed (`None` on success).
+    pub failure: Option<String>,
+    pub contact: Option<Contact>,
+    /// The contact point and the 7 subgoals it is carried to, world metres.
+    pub contact_point: Option<[f64; 3]>,
+    pub subgoals: Vec<[f64; 3]>,
+    /// Mean reprojection error of the object fit per plan frame, plan pixels.
+    pub track_error_px: Vec<f64>,
+    /// How high the task object really rose during the episode, metres: the simulator's
+    /// state, for diagnosis (did a grasp hold?); the controller never reads it.
+    pub object_rise: f64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Execute3dError {
+    #[error(transparent)]
+    World(#[from] WorldError),
+    #[error("task '{0}' is not one of MetaWorld's paper tasks")]
+    UnknownTask(String),
+}
+
+/// The task object's frame-0 points.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LiftedObject {
+    /// In plan pixels (centres at `i + 0.5`).
+    pub pixels: Vec<[f64; 2]>,
+    /// The same points in 3D (world metres), lifted with the world's depth.
+    pub points: Vec<[f64; 3]>,
+}
+
+/// Up to `max_points` points of the task object's mask in the world's current frame.
+pub fn lift_object(
+    world: &mut MetaWorld,
+    task: &str,
+    plan_size: u32,
+    max_points: usize,
+) -> Result<LiftedObject, Execute3dError> {
+    let object = tasks::find(task)
+        .ok_or_else(|| Execute3dError::UnknownTask(task.to_owned()))?
+        .object;
+    let observation = world.observe()?;
+    let depth = world.depth()?;
+    let camera = world.camera().ok_or(WorldError::NotReset)?.clone();
+    let size = observation.rgb.width;
+    let mask = observation.mask_pixels(object);
+    let stride = mask.len().div_ceil(max_points.max(1)).max(1);
+    let scale = f64::from(plan_size) / f64::from(size);
+    let mut lifted = LiftedObject::default();
+    for &(x, y) in mask.iter().step_by(stride) {
+        let centre = [f64::from(x) + 0.5, f64::from(y) + 0.5];
+        let d = f64::from(depth[(y * size + x) as usize]);
+        lifted.points.push(camera.lift(centre, d, size));
+        lifted.pixels.push([centre[0] * scale, centre[1] * scale]);
+    }
+    Ok(lifted)
+}
+
+/// Executes `plan` (start frame first, any size) from the world's current state, which
+/// must be the plan's start.
+pub fn execute_plan_3d(
+    world: &mut MetaWorld,
+    task: &str,
+    plan: &[Rgb8Image],
+    config: &Execute3dConfig,
+) -> Result<Rollout3d, Execute3dError> {
+    let mut rollout = Rollout3d {
+        success: false,
+        steps: 0,
+        failure: None,
+        contact: None,
+        contact_point: None,
+        subgoals: Vec::new(),
+        track_error_px: Vec::new(),
+        object_rise: 0.0,
+    };
+    let plan_size = plan.first().map_or(0, |f| f.width);
+    let object = lift_object(world, task, plan_size, config.max_points)?;
+    let camera = world.camera().ok_or(WorldError::NotReset)?.clone();
+    // A plan that gives no track (too short, object not visible, flow failed) is a failed
+    // episode, not an error.
+    let track = match track_object_3d(
+        plan,
+        &object.pixels,
+        &object.points,
+        &camera,
+        &config.motion,
+    ) {
+        Ok(track) => track,
+        Err(e) => {
+            rollout.failure = Some(e.to_string());
+            return Ok(rollout);
+        }
+    };
+    rollout.track_error_px.clone_from(&track.error_px);
+    let (contact, point, waypoints) = plan_waypoints(&track, config);
+    rollout.contact = Some(contact);
+    rollout.contact_point = Some(point);
+    rollout.subgoals = track.trajectory(point).into_iter().skip(1).collect();
+    follow(world, &waypoints, config, &mut rollout)?;
+    if !rollout.success {
+        rollout.failure = Some(format!("no success within {} steps", rollout.steps));
+    }
+    Ok(rollout)
+}
+
+/// A target for the hand and the gripper command on the way to it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Waypoint {
+    target: [f64; 3],
+    grip: f32,
+    /// Stay this many steps (closing the gripper) instead of stopping when reached.
+    hold: u32,
+}
+
+/// The contact point (the object point nearest the mean of the points), grasp or push,
+/// and the hand's waypoints: above the contact, onto it, (grip,) then the subgoals.
+fn plan_waypoints(track: &Track3d, config: &Execute3dConfig) -> (Contact, [f64; 3], Vec<Waypoint>) {
+    let n = track.points.len() as f64;
+    let mean = track.points.iter().fold([0.0; 3], |a, p| {
+        [a[0] + p[0] / n, a[1] + p[1] / n, a[2] + p[2] / n]
+    });
+    let dist =
+        |p: &[f64; 3], q: &[f64; 3]| (0..3).map(|i| (p[i] - q[i]).powi(2)).sum::<f64>().sqrt();
+    let point = *track
+        .points
+        .iter()
+        .min_by(|a, b| dist(a, &mean).total_cmp(&dist(b, &mean)))
+        .unwrap_or(&mean);
+    let path = track.trajectory(point);
+    // The rise of the whole object (its mean point), steadier than one point's: a small
+    // rotation error swings a point far from the centre up or down.
+    let rise = track
+        .trajectory(mean)
+        .iter()
+        .map(|p| p[2] - mean[2])
+        .fold(0.0, f64::max);
+    let contact = if rise > config.grasp_rise {
+        Contact::Grasp
+    } else {
+        Contact::Push
+    };
+    let (grip, start) = match contact {
+        Contact::Grasp => (-1.0, point),
+        Contact::Push => {
+            // Behind the contact, against the direction the object first moves.
+            let ahead = path.iter().find(|p| dist(p, &point) > 0.01).copied();
+            let back = ahead.map_or([0.0; 3], |a| {
+                let d = dist(&a, &point);
+                [
+                    (point[0] - a[0]) / d * config.push_backoff,
+                    (point[1] - a[1]) / d * config.push_backoff,
+                    (point[2] - a[2]) / d * config.push_backoff,
+                ]
+            });
+            (
+                1.0,
+                [point[0] + back[0], point[1] + back[1], point[2] + back[2]],
+            )
+        }
+    };
+    let above = [start[0], start[1], start[2] + config.approach_height];
+    let mut waypoints = vec![
+        Waypoint {
+            target: above,
+            grip: -1.0,
+            hold: 0,
+        },
+        Waypoint {
+            target: start,
+            grip,
+            hold: 0,
+        },
+    ];
+    let carried = if contact == Contact::Grasp {
+        waypoints.push(Waypoint {
+            target: start,
+            grip: 1.0,
+            hold: config.grip_steps,
+        });
+        1.0
+    } else {
+        grip
+    };
+    waypoints.extend(path.iter().skip(1).map(|&target| Waypoint {
+        target,
+        grip: carried,
+        hold: 0,
+    }));
+    (contact, point, waypoints)
+}
+
+/// Drives the hand through the waypoints, then holds the last one, until success or the
+/// step limit.
+fn follow(
+    world: &mut MetaWorld,
+    waypoints: &[Waypoint],
+    config: &Execute3dConfig,
+    rollout: &mut Rollout3d,
+) -> Result<(), WorldError> {
+    let start = world.observe()?;
+    let object_z = |o: &crate::env::Observation| o.objects.first().map_or(0.0, |p| f64::from(p.z));
+    let start_z = object_z(&start);
+    let g = &start.gripper;
+    let mut hand = [f64::from(g.x), f64::from(g.y), f64::from(g.z)];
+    let mut index = 0;
+    let mut on_waypoint = 0;
+    while rollout.steps < config.max_steps {
+        let w = waypoints[index.min(waypoints.len() - 1)];
+        let error = [
+            w.target[0] - hand[0],
+            w.target[1] - hand[1],
+            w.target[2] - hand[2],
+        ];
+        let a = |e: f64| (e * config.gain) as f32;
+        let out = world.step(Action::new(a(error[0]), a(error[1]), a(error[2]), w.grip))?;
+        rollout.steps += 1;
+        on_waypoint += 1;
+        rollout.object_rise = rollout
+            .object_rise
+            .max(object_z(&out.observation) - start_z);
+        let g = &out.observation.gripper;
+        hand = [f64::from(g.x), f64::from(g.y), f64::from(g.z)];
+        if out.success {
+            rollout.success = true;
+            return Ok(());
+        }
+        if out.done {
+            return Ok(());
+        }
+        let reached = error.iter().map(|e| e * e).sum::<f64>().sqrt() < config.reach;
+        let done_here = if w.hold > 0 {
+            on_waypoint >= w.hold
+        } else {
+            reached || on_waypoint >= config.waypoint_steps
+        };
+        if done_here && index + 1 < waypoints.len() {
+            index += 1;
+            on_waypoint = 0;
+        }
+    }
+    Ok(())
+}
