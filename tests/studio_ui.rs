@@ -682,6 +682,55 @@ fn an_unavailable_device_and_an_unwritable_store_are_reported_and_work_goes_on()
     );
 }
 
+/// The world picker offers MetaWorld; picking it lists its tasks and cameras. Without its venv
+/// (as in CI) a generation says how to set it up; with it, the model plans from its first
+/// frame.
+#[test]
+fn metaworld_can_be_picked_and_planned_from_or_says_how_to_set_it_up() {
+    let mut app = studio(None);
+    app.wait_for_model().expect("model");
+    app.settings.sampler_steps = 2;
+    app.settings.critic = CriticChoice::None;
+    let mut h = harness(app);
+    h.run_steps(1);
+    h.get_by_label("World");
+    h.state_mut().select_world("metaworld");
+    h.run_steps(2);
+    let app = h.state();
+    assert_eq!(app.settings.world, "metaworld");
+    assert!(app.tasks().iter().any(|t| t.name == "basketball"));
+    assert!(app.views().iter().any(|v| v.name == "corner2"));
+    assert!(
+        app.tasks().iter().any(|t| t.name == app.settings.task),
+        "the task is one of MetaWorld's"
+    );
+    let setup_needed = app
+        .worlds()
+        .iter()
+        .find(|w| w.name == "metaworld")
+        .and_then(|w| w.setup_needed.clone());
+    h.get_by_label("Generate").click();
+    h.run_steps(1);
+    step_until(&mut h, Duration::from_secs(180), |a| !a.is_generating());
+    match setup_needed {
+        Some(_) => assert!(
+            h.state()
+                .toasts
+                .iter()
+                .any(|t| t.is_error && t.text.contains("videoagent setup metaworld")),
+            "{:?}",
+            h.state().toasts
+        ),
+        None => {
+            let plan = h.state().studio.selected_plan().expect("a MetaWorld plan");
+            assert_eq!(plan.origin.world, "metaworld");
+            assert_eq!(plan.iterations[0].frames.len(), 8);
+        }
+    }
+    h.state_mut().select_world("tabletop");
+    assert!(h.state().tasks().iter().any(|t| t.name == "push"));
+}
+
 /// Renders `h` with wgpu (lavapipe in CI) and checks the picture shows something; with
 /// `VIDEOAGENT_SCREENSHOTS=DIR` it is also written to `DIR/name.png` (the README's pictures).
 fn screenshot(h: &mut Harness<StudioApp>, name: &str) {

@@ -104,6 +104,16 @@ enum StoreSlot {
     Unavailable(String),
 }
 
+/// A world the studio can plan in.
+#[derive(Clone, Debug)]
+pub struct WorldChoice {
+    pub name: String,
+    pub tasks: Vec<TaskInfo>,
+    pub views: Vec<ViewInfo>,
+    /// Why it cannot run yet and what to run (e.g. MetaWorld without its venv).
+    pub setup_needed: Option<String>,
+}
+
 /// A message shown for a few seconds in the corner.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Toast {
@@ -169,8 +179,8 @@ pub struct StudioApp {
     pub finetune_steps: u64,
     textures: TextureCache,
     pub toasts: Vec<Toast>,
-    tasks: Vec<TaskInfo>,
-    views: Vec<ViewInfo>,
+    /// Every world this build knows, for the world picker.
+    worlds: Vec<WorldChoice>,
     repaint: Option<Repaint>,
     show_shortcuts: bool,
     /// The difference heatmap on the GPU (eframe's wgpu device); the CPU path otherwise.
@@ -205,9 +215,20 @@ impl StudioApp {
                 }),
             }
         }
-        let (tasks, views) = env::open_world("tabletop", 64)
-            .map(|w| (w.tasks(), w.views()))
-            .unwrap_or_default();
+        // Opening a world only reads its task list; a bridged world starts its process at
+        // the first reset, on a worker thread.
+        let worlds = env::WORLD_NAMES
+            .iter()
+            .filter_map(|name| {
+                let world = env::open_world(name, 64).ok()?;
+                Some(WorldChoice {
+                    name: (*name).to_owned(),
+                    tasks: world.tasks(),
+                    views: world.views(),
+                    setup_needed: world.setup_needed(),
+                })
+            })
+            .collect();
         Self {
             model: ModelSlot::Loading(jobs::load_model(
                 options.model_dir.clone(),
@@ -230,8 +251,7 @@ impl StudioApp {
             finetune_steps: 100,
             textures: TextureCache::default(),
             toasts,
-            tasks,
-            views,
+            worlds,
             repaint: None,
             show_shortcuts: false,
             gpu_difference: None,
@@ -1015,12 +1035,43 @@ impl StudioApp {
         self.generate.as_ref().map(|(_, p)| *p)
     }
 
-    pub fn tasks(&self) -> &[TaskInfo] {
-        &self.tasks
+    /// The worlds the picker offers.
+    pub fn worlds(&self) -> &[WorldChoice] {
+        &self.worlds
     }
 
+    fn world(&self) -> Option<&WorldChoice> {
+        self.worlds.iter().find(|w| w.name == self.settings.world)
+    }
+
+    /// The chosen world's tasks.
+    pub fn tasks(&self) -> &[TaskInfo] {
+        self.world().map_or(&[], |w| &w.tasks)
+    }
+
+    /// The chosen world's camera views.
     pub fn views(&self) -> &[ViewInfo] {
-        &self.views
+        self.world().map_or(&[], |w| &w.views)
+    }
+
+    /// Plans from `name`'s starts from now on: its first task and view, unless the current
+    /// ones exist there too.
+    pub fn select_world(&mut self, name: &str) {
+        let Some(world) = self.worlds.iter().find(|w| w.name == name) else {
+            return;
+        };
+        let s = &mut self.settings;
+        s.world = world.name.clone();
+        if !world.tasks.iter().any(|t| t.name == s.task) {
+            s.task = world
+                .tasks
+                .first()
+                .map(|t| t.name.clone())
+                .unwrap_or_default();
+        }
+        if s.view >= world.views.len() {
+            s.view = 0;
+        }
     }
 }
 

@@ -23,6 +23,32 @@ pub fn browser(ui: &mut egui::Ui, app: &mut StudioApp, commands: &mut Vec<Comman
 
 fn make_plan_ui(ui: &mut egui::Ui, app: &mut StudioApp, commands: &mut Vec<Command>) {
     ui.heading("Make a plan");
+    let worlds: Vec<(String, String)> = app
+        .worlds()
+        .iter()
+        .map(|w| {
+            let text = match w.setup_needed {
+                Some(_) => format!("{} (needs setup)", w.name),
+                None => w.name.clone(),
+            };
+            (w.name.clone(), text)
+        })
+        .collect();
+    let mut world = app.settings.world.clone();
+    egui::Grid::new("make_plan_world")
+        .num_columns(2)
+        .show(ui, |ui| choice_row(ui, "World", &mut world, &worlds));
+    if world != app.settings.world {
+        app.select_world(&world);
+    }
+    if let Some(hint) = app
+        .worlds()
+        .iter()
+        .find(|w| w.name == app.settings.world)
+        .and_then(|w| w.setup_needed.as_ref())
+    {
+        ui.weak(hint);
+    }
     let tasks: Vec<(String, String)> = app
         .tasks()
         .iter()
