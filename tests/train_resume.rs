@@ -10,15 +10,12 @@ use videoagent::model::train::{TrainConfig, TrainData, TrainOutcome, Trainer};
 use videoagent::model::{ModelConfig, SampleConfig, UNetConfig, VideoModel};
 
 fn tiny_model() -> ModelConfig {
+    // The test tiny network at 16x16 and the shipped frame count, so real clips fit.
     let unet = UNetConfig {
         image_size: (16, 16),
-        model_channels: 32,
-        num_res_blocks: 1,
-        attention_resolutions: vec![2],
-        channel_mult: vec![1, 1],
         num_head_channels: 32,
-        task_token_channels: 8,
-        ..UNetConfig::tabletop()
+        frames: UNetConfig::tabletop().frames,
+        ..UNetConfig::tiny()
     };
     ModelConfig::new(unet, "tabletop")
 }

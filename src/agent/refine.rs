@@ -246,7 +246,7 @@ mod tests {
     fn tiny_model() -> VideoModel {
         let device = Device::Cpu;
         let varmap = VarMap::new();
-        let cfg = ModelConfig::new(UNetConfig::tiny_for_tests(), "tabletop");
+        let cfg = ModelConfig::new(UNetConfig::tiny(), "tabletop");
         VideoModel::build(
             cfg,
             &VarBuilder::from_varmap(&varmap, DType::F32, &device),

@@ -718,7 +718,7 @@ mod tests {
 
     fn tiny_model() -> Arc<VideoModel> {
         let varmap = VarMap::new();
-        let cfg = ModelConfig::new(UNetConfig::tiny_for_tests(), "tabletop");
+        let cfg = ModelConfig::new(UNetConfig::tiny(), "tabletop");
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
         Arc::new(VideoModel::build(cfg, &vb, &Device::Cpu).expect("tiny model"))
     }

@@ -285,7 +285,7 @@ mod tests {
 
     #[test]
     fn loads_with_any_known_prefix_and_ignores_buffers() {
-        let cfg = UNetConfig::tiny_for_tests();
+        let cfg = UNetConfig::tiny();
         let dir = tempfile::tempdir().expect("temp dir");
         for prefix in UNET_PREFIXES {
             let mut tensors: HashMap<String, Tensor> = tiny_tensors(&cfg)
@@ -303,7 +303,7 @@ mod tests {
 
     #[test]
     fn lists_missing_unknown_and_mis_shaped_tensors() {
-        let cfg = UNetConfig::tiny_for_tests();
+        let cfg = UNetConfig::tiny();
         let mut tensors = tiny_tensors(&cfg);
         tensors.remove("out.0.bias");
         tensors.insert(
@@ -352,7 +352,7 @@ mod tests {
 
     #[test]
     fn corrupt_files_are_errors_naming_the_file() {
-        let cfg = UNetConfig::tiny_for_tests();
+        let cfg = UNetConfig::tiny();
         let dir = tempfile::tempdir().expect("temp dir");
         let good = save(&tiny_tensors(&cfg), &dir, "good.safetensors");
         let bytes = std::fs::read(&good).expect("read back");

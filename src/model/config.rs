@@ -190,10 +190,10 @@ impl UNetConfig {
     }
 }
 
-#[cfg(test)]
 impl UNetConfig {
-    /// A network small enough for unit tests: 8x8 frames, two levels, attention at 2x.
-    pub(crate) fn tiny_for_tests() -> Self {
+    /// A network small enough for tests (unit and end-to-end): 8x8 frames, 3 frames, two
+    /// levels, attention at 2x.
+    pub fn tiny() -> Self {
         Self {
             image_size: (8, 8),
             model_channels: 32,
@@ -228,7 +228,7 @@ mod tests {
             UNetConfig::ithor(),
             UNetConfig::tabletop(),
             UNetConfig::tabletop_gpu(),
-            UNetConfig::tiny_for_tests(),
+            UNetConfig::tiny(),
         ] {
             let shapes: HashMap<String, Vec<usize>> = expected_shapes(&cfg)
                 .expect("shape walk")

@@ -358,7 +358,7 @@ mod tests {
     fn clip_config(task_token_channels: usize) -> ModelConfig {
         let unet = UNetConfig {
             task_token_channels,
-            ..UNetConfig::tiny_for_tests()
+            ..UNetConfig::tiny()
         };
         ModelConfig {
             text_encoder: TextEncoderKind::Clip {
@@ -386,7 +386,7 @@ mod tests {
 
     #[test]
     fn configs_without_a_text_encoder_stay_builtin_and_unchanged() {
-        let config = ModelConfig::new(UNetConfig::tiny_for_tests(), "tabletop");
+        let config = ModelConfig::new(UNetConfig::tiny(), "tabletop");
         let json = serde_json::to_value(&config).expect("json");
         assert!(
             json.get("text_encoder").is_none(),

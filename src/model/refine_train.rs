@@ -328,7 +328,7 @@ mod tests {
     fn model_config() -> ModelConfig {
         let unet = UNetConfig {
             frames: DEFAULT_FRAMES,
-            ..UNetConfig::tiny_for_tests()
+            ..UNetConfig::tiny()
         };
         ModelConfig::new(unet, "tabletop")
     }

@@ -208,7 +208,7 @@ mod tests {
     use crate::model::config::UNetConfig;
 
     fn setup() -> Result<(UNet, Prompt)> {
-        let cfg = UNetConfig::tiny_for_tests();
+        let cfg = UNetConfig::tiny();
         let device = Device::Cpu;
         let varmap = VarMap::new();
         let unet = UNet::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &device))?;

@@ -638,7 +638,7 @@ mod tests {
         write_tiny_clip(clip.path(), 16);
         let unet = UNetConfig {
             task_token_channels: 16,
-            ..UNetConfig::tiny_for_tests()
+            ..UNetConfig::tiny()
         };
         let kind = TextEncoderKind::Clip {
             path: clip.path().to_owned(),

@@ -213,7 +213,7 @@ mod tests {
 
     #[test]
     fn gradients_reach_every_parameter_of_a_varmap_network() -> Result<()> {
-        let cfg = UNetConfig::tiny_for_tests();
+        let cfg = UNetConfig::tiny();
         let device = Device::Cpu;
         let varmap = VarMap::new();
         let unet = UNet::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &device))?;

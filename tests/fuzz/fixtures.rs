@@ -30,18 +30,7 @@ pub struct Fixtures {
 }
 
 pub fn tiny_model() -> ModelConfig {
-    let unet = UNetConfig {
-        image_size: (8, 8),
-        model_channels: 32,
-        num_res_blocks: 1,
-        attention_resolutions: vec![2],
-        channel_mult: vec![1, 1],
-        num_head_channels: 16,
-        task_token_channels: 8,
-        frames: 3,
-        ..UNetConfig::tabletop()
-    };
-    ModelConfig::new(unet, "tabletop")
+    ModelConfig::new(UNetConfig::tiny(), "tabletop")
 }
 
 pub fn frame(seed: u8, side: u32) -> Rgb8Image {
