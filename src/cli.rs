@@ -938,7 +938,12 @@ fn plan(args: &PlanArgs) -> Result<()> {
         view,
         seed: args.seed,
     };
-    let critic = crate::critic_cli::make_critic(&args.critic, plan_start, &device)?;
+    let critic = crate::critic_cli::make_critic(
+        &args.critic.critic,
+        &args.critic.access,
+        plan_start,
+        &device,
+    )?;
     let t0 = Instant::now();
     let model = VideoModel::load(&model_dir, &device)
         .with_context(|| format!("loading the model from {}", model_dir.display()))?;

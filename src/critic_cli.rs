@@ -81,9 +81,8 @@ pub struct AgreementArgs {
     /// Also write the plans and the agreement table as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
-    /// How to reach a VLM critic (its --critic is ignored here: see --critics).
     #[command(flatten)]
-    pub critic: CriticArgs,
+    pub access: CriticAccess,
 }
 
 /// Which critic `plan --refine` asks, and how to reach a VLM.
@@ -97,6 +96,13 @@ pub struct CriticArgs {
     /// none.
     #[arg(long, default_value = "perception")]
     pub critic: String,
+    #[command(flatten)]
+    pub access: CriticAccess,
+}
+
+/// How to reach a VLM critic: its model, server and timeout.
+#[derive(Clone, Debug, Args)]
+pub struct CriticAccess {
     /// The vlm critic's model name (default gpt-4o), or the local critic's model folder
     /// (config.json, model.safetensors, tokenizer.json).
     #[arg(long)]
@@ -120,14 +126,15 @@ pub struct PlanStart<'a> {
     pub seed: u64,
 }
 
-/// The critic chosen by `args` (`None` for `--critic none`) for plans from `start`; a local
-/// VLM is loaded onto `device`.
+/// The critic named `name` (`None` for `none`) for plans from `start`, reached through
+/// `args`; a local VLM is loaded onto `device`.
 pub fn make_critic(
-    args: &CriticArgs,
+    name: &str,
+    args: &CriticAccess,
     start: PlanStart<'_>,
     device: &candle_core::Device,
 ) -> Result<Option<Box<dyn Critic>>> {
-    Ok(match args.critic.as_str() {
+    Ok(match name {
         "none" => None,
         "execution" => Some(Box::new(ExecutionCritic::new(
             start.world,
@@ -275,11 +282,7 @@ pub fn agreement_cmd(args: &AgreementArgs) -> Result<()> {
         if name == "execution" || name == "none" {
             bail!("--critics: '{name}' cannot be measured against execution");
         }
-        let chosen = CriticArgs {
-            critic: name.to_owned(),
-            ..args.critic.clone()
-        };
-        critics.extend(make_critic(&chosen, start, &device)?);
+        critics.extend(make_critic(name, &args.access, start, &device)?);
     }
     let critic_refs: Vec<&dyn Critic> = critics.iter().map(|c| c.as_ref()).collect();
     let mut starts = Vec::new();

@@ -8,10 +8,41 @@ mod critic_cli;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc v3's index of `purge_delay` in `mi_option_e` (libmimalloc-sys names no constant
+/// for it); the test below checks it against the option's documented default.
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
+/// Process-wide settings, first thing in `main`.
+///
+/// A closed stdout (`videoagent tasks | head -1`) ends the process quietly, as it does for
+/// other Unix tools, instead of panicking in `println!`: Rust ignores SIGPIPE by default.
+///
+/// Two settings make CPU training ~1.5x faster (`bench model`):
+/// - mimalloc returns freed memory to the OS after 1 s by default, so every training step
+///   faults and zeroes its tensors' pages again (18% of a step in the kernel); keep them.
+/// - candle asks for its thread count on every parallel op and, without `RAYON_NUM_THREADS`,
+///   reads /proc/cpuinfo each time (4% of a step); fix the count once.
+#[allow(unsafe_code)] // FFI and env calls, each with its SAFETY note
+fn init_process() {
+    // SAFETY: restores the default disposition of one signal before any thread exists.
+    #[cfg(unix)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    // SAFETY: plain option setter; mimalloc allows changing options at any time.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        let threads = candle_core::utils::get_num_threads();
+        // SAFETY: called first thing in `main`, before this process starts any thread.
+        unsafe { std::env::set_var("RAYON_NUM_THREADS", threads.to_string()) };
+    }
+}
+
 fn main() -> std::process::ExitCode {
+    init_process();
     let args = cli::Cli::parse();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&args.log));
     tracing_subscriber::fmt()
@@ -24,5 +55,19 @@ fn main() -> std::process::ExitCode {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    #[allow(unsafe_code)] // reads mimalloc options
+    fn purge_delay_index_names_mimallocs_option() {
+        // `purge_delay` defaults to 1000 ms in mimalloc v3; its neighbours in the enum do not.
+        let get = |option| unsafe { libmimalloc_sys::mi_option_get(option) };
+        let index = super::MI_OPTION_PURGE_DELAY;
+        assert_eq!(get(index), 1000);
+        assert_ne!(get(index - 1), 1000);
+        assert_ne!(get(index + 1), 1000);
     }
 }

@@ -430,3 +430,22 @@ fn metaworld_without_its_venv_says_how_to_set_it_up() {
     );
     assert!(!dir.path().join("ds").exists(), "nothing half-written");
 }
+
+#[test]
+fn a_closed_stdout_ends_the_listing_quietly() {
+    // Like `videoagent tasks | head -0`: the reader is gone before the first line is written.
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    let out = Command::new(env!("CARGO_BIN_EXE_videoagent"))
+        .arg("tasks")
+        .stdout(writer)
+        .output()
+        .expect("the binary runs");
+    let err = stderr(&out);
+    assert!(!err.contains("panicked"), "{err}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{err}");
+    }
+}

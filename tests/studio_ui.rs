@@ -47,8 +47,11 @@ fn sample_plans(dir: &Path, n: u64) {
     }
 }
 
+/// A studio without a store, its sample plans read.
 fn studio(plans: Option<&Path>) -> StudioApp {
-    StudioApp::new(options(plans, None))
+    let mut app = StudioApp::new(options(plans, None));
+    app.flush_samples();
+    app
 }
 
 /// The shipped model on the CPU, annotator `tester`.
@@ -648,6 +651,7 @@ fn an_unavailable_device_and_an_unwritable_store_are_reported_and_work_goes_on()
     let mut app = StudioApp::new(options(Some(dir.path()), store));
     app.wait_for_model().expect("model");
     assert!(app.flush_store().is_err(), "the store cannot open");
+    app.flush_samples();
     let mut h = harness(app);
     h.run_steps(2);
     h.get_by_label_contains("labels not saved");

@@ -163,6 +163,8 @@ pub struct StudioApp {
     /// and device; if it fails, the working one stays.
     replacement: Option<(ModelPromise, PathBuf, String)>,
     store: StoreSlot,
+    /// Sample plans being read for a studio without a working store.
+    samples: Option<samples::SamplesPromise>,
     /// A file dialog open on a worker thread (rfd), for a first frame.
     open_image: Option<poll_promise::Promise<Option<PathBuf>>>,
     generate: Option<(Job<GenerateEvent>, GenerateProgress)>,
@@ -190,8 +192,7 @@ pub struct StudioApp {
 impl StudioApp {
     /// Starts loading the model and opens the sample plans.
     pub fn new(options: StudioOptions) -> Self {
-        let mut studio = Studio::new(options.annotator.clone());
-        let mut toasts = Vec::new();
+        let studio = Studio::new(options.annotator.clone());
         let store = match &options.store_dir {
             Some(dir) => StoreSlot::Opening(persist::open_store(
                 dir.clone(),
@@ -200,21 +201,11 @@ impl StudioApp {
             )),
             None => StoreSlot::Unavailable("no store folder given".into()),
         };
-        let samples_in_memory = options.store_dir.is_none();
-        if let (true, Some(dir)) = (samples_in_memory, &options.sample_plans) {
-            match samples::load_plan_folders(dir, &mut studio) {
-                Ok(warnings) => toasts.extend(warnings.into_iter().map(|w| Toast {
-                    text: w,
-                    is_error: true,
-                    shown_at_secs: None,
-                })),
-                Err(e) => toasts.push(Toast {
-                    text: format!("cannot open the sample plans: {e}"),
-                    is_error: true,
-                    shown_at_secs: None,
-                }),
-            }
-        }
+        // Without a store the sample plans open in memory (read on a worker thread).
+        let samples = match (&options.store_dir, &options.sample_plans) {
+            (None, Some(dir)) => Some(samples::read_in_background(dir.clone())),
+            _ => None,
+        };
         // Opening a world only reads its task list; a bridged world starts its process at
         // the first reset, on a worker thread.
         let worlds = env::WORLD_NAMES
@@ -237,6 +228,7 @@ impl StudioApp {
             studio,
             replacement: None,
             store,
+            samples,
             open_image: None,
             settings: GenerateSettings::default(),
             local_critic: options.local_critic.clone().map(jobs::LocalCritic::new),
@@ -250,7 +242,7 @@ impl StudioApp {
             finetune_status: FineTuneStatus::default(),
             finetune_steps: 100,
             textures: TextureCache::default(),
-            toasts,
+            toasts: Vec::new(),
             worlds,
             repaint: None,
             show_shortcuts: false,
@@ -298,6 +290,33 @@ impl StudioApp {
         }
     }
 
+    /// Blocks until the sample plans of a studio without a store are in (tests).
+    pub fn flush_samples(&mut self) {
+        while self.samples.is_some() {
+            self.poll_samples();
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    /// Adds the sample plans once their worker has read them, with its warnings as toasts.
+    fn poll_samples(&mut self) {
+        let Some(promise) = self.samples.take() else {
+            return;
+        };
+        match promise.try_take() {
+            Ok((plans, warnings)) => {
+                for mut plan in plans {
+                    plan.id = self.studio.next_plan_id();
+                    self.studio.upsert_plan(plan);
+                }
+                for warning in warnings {
+                    self.toast(warning, true);
+                }
+            }
+            Err(pending) => self.samples = Some(pending),
+        }
+    }
+
     /// What the status bar says about the store.
     pub fn store_status(&self) -> String {
         match &self.store {
@@ -331,19 +350,16 @@ impl StudioApp {
                 )
             }
             Err(e) => {
-                let mut messages = vec![(
+                let messages = vec![(
                     format!("the store could not open, labels stay in memory: {e}"),
                     true,
                 )];
                 // Something to look at all the same: the sample plans, in memory.
-                if let Some(dir) = &self.options.sample_plans {
-                    match samples::load_plan_folders(dir, &mut self.studio) {
-                        Ok(warnings) => messages.extend(warnings.into_iter().map(|w| (w, true))),
-                        Err(e) => {
-                            messages.push((format!("cannot open the sample plans: {e}"), true))
-                        }
-                    }
-                }
+                self.samples = self
+                    .options
+                    .sample_plans
+                    .clone()
+                    .map(samples::read_in_background);
                 (StoreSlot::Unavailable(e.clone()), messages)
             }
         };
@@ -904,9 +920,11 @@ impl StudioApp {
         }
         self.poll_model();
         self.poll_store();
+        self.poll_samples();
         self.save_labels();
         if matches!(self.model, ModelSlot::Loading(_))
             || self.replacement.is_some()
+            || self.samples.is_some()
             || matches!(self.store, StoreSlot::Opening(_))
         {
             ctx.request_repaint_after(std::time::Duration::from_millis(50));

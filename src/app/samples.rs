@@ -6,6 +6,24 @@ use std::path::Path;
 use crate::store::plan_record::{PlanRecord, ReadPlanError, read_iterations, read_plan};
 
 use super::command::Studio;
+
+/// Sample plans read on a worker thread, with the warnings of folders that could not be read;
+/// the plans get their ids when they are added.
+pub type SamplesPromise = poll_promise::Promise<(Vec<PlanView>, Vec<String>)>;
+
+/// Reads every plan folder under `dir` on a worker thread.
+pub fn read_in_background(dir: std::path::PathBuf) -> SamplesPromise {
+    poll_promise::Promise::spawn_thread("sample plans", move || {
+        let mut scratch = Studio::default();
+        match load_plan_folders(&dir, &mut scratch) {
+            Ok(warnings) => (scratch.plans, warnings),
+            Err(e) => (
+                Vec::new(),
+                vec![format!("cannot open the sample plans: {e}")],
+            ),
+        }
+    })
+}
 use super::state::{Critique, IterationView, PlanOrigin, PlanView};
 
 /// Adds every plan folder under `dir` (sorted by name). A folder that cannot be read becomes a
