@@ -301,6 +301,11 @@ pub struct DatasetArgs {
     /// Episodes per task and view.
     #[arg(long, default_value_t = 25)]
     pub episodes: usize,
+    /// Seeds to try per task and view, keeping the --episodes shortest successful
+    /// demonstrations (the paper: `--episodes 25 --candidates 33`). Default: --episodes, every
+    /// episode kept and failures flagged.
+    #[arg(long)]
+    pub candidates: Option<usize>,
     /// Output folder (must not exist, or be empty).
     #[arg(long)]
     pub out: PathBuf,
@@ -551,12 +556,20 @@ fn dataset(args: &DatasetArgs) -> Result<()> {
         tasks: pick_tasks(world.as_ref(), &args.tasks)?,
         views: pick_views(world.as_ref(), &args.views)?,
         episodes: args.episodes,
+        candidates: args.candidates.unwrap_or(args.episodes),
         seed_base: args.seed_base,
         threads: args
             .threads
             .unwrap_or_else(videoagent::bench::available_threads),
     };
-    let total = spec.tasks.len() * spec.views.len() * spec.episodes;
+    if spec.candidates < spec.episodes || spec.candidates > 100_000 {
+        bail!(
+            "--candidates {} is out of range ({} to 100000: at least --episodes)",
+            spec.candidates,
+            spec.episodes
+        );
+    }
+    let total = spec.tasks.len() * spec.views.len() * spec.tried();
     let bar = progress(total as u64, "episodes");
     let cancel = AtomicBool::new(false);
     let manifest = collect(&spec, &args.out, &|| bar.inc(1), &cancel)
@@ -1744,25 +1757,49 @@ struct RunTimings {
     total: f64,
 }
 
-/// `run --world metaworld`: the 3D path (`agent::execute3d`) with the expert's video as the
-/// plan; there is no MetaWorld model to plan with yet.
+/// `run --world metaworld`: the 3D path (`agent::execute3d`) with the expert's video or a
+/// model's plan, replanning on stalls; no rollout frames (the 3D path records none).
 fn run_metaworld(args: &RunArgs) -> Result<()> {
-    use videoagent::agent::execute::expert_plan;
+    use videoagent::agent::eval::model_plan;
+    use videoagent::agent::execute::{Replanner, expert_plan};
     use videoagent::agent::execute3d::{Execute3dConfig, execute_plan_3d};
     use videoagent::env::metaworld::MetaWorld;
-    if !args.expert_plan {
-        bail!("MetaWorld has no trained model yet: use --expert-plan (see docs/METAWORLD.md)");
-    }
-    let mut world = MetaWorld::new(args.plan_size.clamp(16, 256))?;
+    use videoagent::model::SampleConfig;
+    // The object is lifted from the world's own frames: at least 128 px for a usable mask.
+    let mut world = MetaWorld::new(args.plan_size.clamp(128, 256))?;
     let view = env::resolve_view(&world.views(), &args.view)?;
-    let plan = expert_plan(&mut world, &args.task, view, args.seed, args.plan_size)?;
+    let instruction = videoagent::env::metaworld::tasks::find(&args.task)
+        .with_context(|| format!("unknown task '{}' (see `videoagent tasks`)", args.task))?
+        .instructions[0];
+    let model = match args.expert_plan {
+        true => None,
+        false => Some(load_run_model(args)?),
+    };
+    let sample = SampleConfig::ddim(args.steps.max(1));
+    let first = world.reset(&args.task, view, args.seed)?;
+    let plan = match &model {
+        None => expert_plan(&mut world, &args.task, view, args.seed, args.plan_size)?,
+        Some((m, _)) => model_plan(m, &first.rgb, instruction, &sample, args.seed)
+            .map_err(anyhow::Error::msg)?,
+    };
     let config = Execute3dConfig {
         max_steps: args
             .max_steps
             .unwrap_or(Execute3dConfig::default().max_steps),
+        max_replans: args.replan,
         ..Execute3dConfig::default()
     };
-    let rollout = execute_plan_3d(&mut world, &args.task, &plan, &config)
+    let mut replans = 0u64;
+    let mut hook = |obs: &videoagent::env::Observation| {
+        replans += 1;
+        let (m, _) = model.as_ref().ok_or("no model to replan with")?;
+        model_plan(m, &obs.rgb, instruction, &sample, args.seed + replans)
+    };
+    let hook_ref: Option<&mut Replanner<'_>> = match (&model, args.replan) {
+        (Some(_), 1..) => Some(&mut hook),
+        _ => None,
+    };
+    let rollout = execute_plan_3d(&mut world, &args.task, &plan, &config, hook_ref)
         .with_context(|| format!("executing the plan for {}", args.task))?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
@@ -1770,29 +1807,50 @@ fn run_metaworld(args: &RunArgs) -> Result<()> {
     videoagent::viz::write_png(&strip, &videoagent::viz::grid(&[plan], 2, [255, 255, 255]))
         .with_context(|| format!("writing {}", strip.display()))?;
     let json = args.out.join("run.json");
+    let planner = model
+        .as_ref()
+        .map_or("expert".to_owned(), |(_, dir)| dir.display().to_string());
     let record = serde_json::json!({
         "world": args.world, "task": args.task, "view": view, "seed": args.seed,
-        "planner": "expert", "rollout": rollout,
+        "planner": planner, "rollout": rollout,
     });
     videoagent::store::atomic::write_json(&json, &record)
         .with_context(|| format!("writing {}", json.display()))?;
     match &rollout.failure {
-        None => println!("success in {} steps; {}", rollout.steps, json.display()),
-        Some(why) => println!(
-            "failed after {} steps: {why}; {}",
+        None => println!(
+            "success in {} steps ({} replans); {}",
             rollout.steps,
+            rollout.replans,
+            json.display()
+        ),
+        Some(why) => println!(
+            "failed after {} steps ({} replans): {why}; {}",
+            rollout.steps,
+            rollout.replans,
             json.display()
         ),
     }
     Ok(())
 }
 
+/// The model of `run` (`--model`, else the shipped one) on `--device`, with its folder.
+fn load_run_model(args: &RunArgs) -> Result<(videoagent::model::VideoModel, PathBuf)> {
+    let dir = args
+        .model
+        .clone()
+        .unwrap_or_else(videoagent::model::pipeline::default_model_dir);
+    let (device, note) = videoagent::model::device::select_device(&args.device)?;
+    tracing::info!("{note}");
+    let model = videoagent::model::VideoModel::load(&dir, &device)
+        .with_context(|| format!("loading the model from {}", dir.display()))?;
+    Ok((model, dir))
+}
+
 fn run_plan(args: &RunArgs) -> Result<()> {
-    use std::ops::ControlFlow;
     use std::time::Instant;
+    use videoagent::agent::eval::model_plan;
     use videoagent::agent::execute::{ExecuteConfig, Replanner, execute_plan, expert_plan};
-    use videoagent::model::pipeline::{default_model_dir, resize};
-    use videoagent::model::{SampleConfig, VideoModel, device::select_device};
+    use videoagent::model::{SampleConfig, VideoModel};
     use videoagent::store::plan_record::{PlanRecord, SamplerRecord, write_plan};
 
     if args.world == videoagent::env::metaworld::WORLD_NAME {
@@ -1811,39 +1869,24 @@ fn run_plan(args: &RunArgs) -> Result<()> {
     }
     let instruction = info.instruction().to_owned();
     let sample = SampleConfig::ddim(args.steps.max(1));
-    let mut load_ms = 0.0;
-    let (model, model_dir) = if args.expert_plan {
-        (None, None)
-    } else {
-        let dir = args.model.clone().unwrap_or_else(default_model_dir);
-        let (device, note) = select_device(&args.device)?;
-        tracing::info!("{note}");
-        let t0 = Instant::now();
-        let model = VideoModel::load(&dir, &device)
-            .with_context(|| format!("loading the model from {}", dir.display()))?;
-        load_ms = t0.elapsed().as_secs_f64() * 1e3;
-        (Some(model), Some(dir))
+    let t0 = Instant::now();
+    let (model, model_dir) = match args.expert_plan {
+        true => (None, None),
+        false => {
+            let (model, dir) = load_run_model(args)?;
+            (Some(model), Some(dir))
+        }
     };
+    let load_ms = t0.elapsed().as_secs_f64() * 1e3;
     // A plan is the start frame (at the plan's size) followed by the generated frames.
-    let model_plan = |model: &VideoModel, frame: &videoagent::env::Rgb8Image, seed: u64| {
-        let frames = model
-            .plan(frame, None, &instruction, &sample, seed, |_| {
-                ControlFlow::Continue(())
-            })
-            .map_err(|e| format!("sampling failed: {e}"))?
-            .ok_or_else(|| "sampling was cancelled".to_owned())?;
-        let size = frames.first().map_or(frame.width, |f| f.width);
-        Ok::<_, String>(
-            std::iter::once(resize(frame, size))
-                .chain(frames)
-                .collect::<Vec<_>>(),
-        )
+    let plan_from = |model: &VideoModel, frame: &videoagent::env::Rgb8Image, seed: u64| {
+        model_plan(model, frame, &instruction, &sample, seed)
     };
     let t1 = Instant::now();
     let first = world.reset(&args.task, view, args.seed)?;
     let plan = match &model {
         None => expert_plan(world.as_mut(), &args.task, view, args.seed, args.plan_size)?,
-        Some(m) => model_plan(m, &first.rgb, args.seed).map_err(anyhow::Error::msg)?,
+        Some(m) => plan_from(m, &first.rgb, args.seed).map_err(anyhow::Error::msg)?,
     };
     let first_plan_ms = t1.elapsed().as_secs_f64() * 1e3;
     let planner = model_dir
@@ -1890,7 +1933,7 @@ fn run_plan(args: &RunArgs) -> Result<()> {
             let m = model
                 .as_ref()
                 .ok_or_else(|| "no model to replan with".to_owned())?;
-            let p = model_plan(m, &obs.rgb, args.seed + 1 + replans.len() as u64)?;
+            let p = plan_from(m, &obs.rgb, args.seed + 1 + replans.len() as u64)?;
             replans.push(p.clone());
             Ok(p)
         };
@@ -1956,6 +1999,10 @@ fn run_plan(args: &RunArgs) -> Result<()> {
 
 #[derive(Debug, Args)]
 pub struct EvalArgs {
+    /// World: tabletop, or metaworld (plans run through the 3D path; world and expert plans
+    /// at 128 px).
+    #[arg(long, default_value = "tabletop")]
+    pub world: String,
     /// `all` or a comma list of tasks.
     #[arg(long, default_value = "all")]
     pub tasks: String,
@@ -2027,7 +2074,7 @@ fn eval_cmd(args: &EvalArgs) -> Result<()> {
     use videoagent::model::{VideoModel, device::select_device};
 
     let t0 = Instant::now();
-    let world = open_world("tabletop", 64)?;
+    let world = open_world(&args.world, 64)?;
     let mut spec = eval_spec_from(
         world.as_ref(),
         &args.tasks,
@@ -2035,6 +2082,12 @@ fn eval_cmd(args: &EvalArgs) -> Result<()> {
         args.seeds,
         &args.modes,
     )?;
+    spec.world.clone_from(&args.world);
+    if args.world == videoagent::env::metaworld::WORLD_NAME {
+        // The 3D path lifts the object from the world's frames: 128 px, as measured.
+        spec.world_size = 128;
+        spec.expert_plan_size = 128;
+    }
     spec.sampler_steps = args.steps.max(1);
     spec.refinements = args.refine;
     spec.max_replans = args.replans;
@@ -2048,6 +2101,13 @@ fn eval_cmd(args: &EvalArgs) -> Result<()> {
         tracing::info!("{note}");
         let model = VideoModel::load(&dir, &device)
             .with_context(|| format!("loading the model from {}", dir.display()))?;
+        if model.config.world != spec.world {
+            tracing::warn!(
+                "the model was trained on {}, not {}: its plans will not show this world",
+                model.config.world,
+                spec.world
+            );
+        }
         spec.model_label = dir.display().to_string();
         Some(model)
     } else {

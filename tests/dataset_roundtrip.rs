@@ -14,6 +14,7 @@ fn spec() -> CollectSpec {
         tasks: vec!["push".into(), "door-open".into()],
         views: vec![0, 2],
         episodes: 2,
+        candidates: 2,
         seed_base: 100,
         threads: 2,
     }
@@ -57,6 +58,58 @@ fn dataset_round_trips_frames_actions_and_clips() {
         vec![std::ffi::OsString::from("data")],
         "no temporary folder may remain"
     );
+}
+
+/// The paper's protocol: try more seeds than needed, keep the shortest demonstrations.
+#[test]
+fn candidates_keep_the_shortest_successful_episodes_and_nothing_else() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let all = collect(
+        &spec(),
+        &dir.path().join("all"),
+        &|| {},
+        &AtomicBool::new(false),
+    )
+    .expect("collect all");
+    let chosen = CollectSpec {
+        episodes: 1,
+        ..spec()
+    };
+    let out = dir.path().join("shortest");
+    let manifest = collect(&chosen, &out, &|| {}, &AtomicBool::new(false)).expect("collect");
+    assert_eq!(manifest.episodes.len(), 4, "one per task and view");
+    for ep in &manifest.episodes {
+        let shortest = all
+            .episodes
+            .iter()
+            .filter(|e| e.task == ep.task && e.view == ep.view && e.success)
+            .map(|e| (e.frames, e.seed))
+            .min()
+            .expect("a success");
+        assert_eq!((ep.frames, ep.seed), shortest);
+    }
+    assert_eq!(
+        episode_folders(&out),
+        manifest.episodes.len(),
+        "the other candidates' folders are gone"
+    );
+    assert_eq!(Dataset::open(&out).expect("open").episodes().len(), 4);
+}
+
+/// Episode folders (those with a `meta.json`) under `root`.
+fn episode_folders(root: &std::path::Path) -> usize {
+    let mut n = 0;
+    let mut stack = vec![root.to_owned()];
+    while let Some(dir) = stack.pop() {
+        n += usize::from(dir.join("meta.json").is_file());
+        let entries = std::fs::read_dir(&dir).expect("ls");
+        stack.extend(
+            entries
+                .map(|e| e.expect("entry").path())
+                .filter(|p| p.is_dir()),
+        );
+    }
+    n
 }
 
 #[test]

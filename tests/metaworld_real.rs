@@ -309,8 +309,9 @@ fn expert_plan_success_table() {
                         )
                     })
                     .expect("an expert success within 10 seeds");
-                let r = execute_plan_3d(&mut w, task.name, &plan, &Execute3dConfig::default())
-                    .expect("run");
+                let r =
+                    execute_plan_3d(&mut w, task.name, &plan, &Execute3dConfig::default(), None)
+                        .expect("run");
                 ok += usize::from(r.success);
                 notes.push(format!(
                     "{}:{}{}/rise {:.2}",
@@ -326,6 +327,65 @@ fn expert_plan_success_table() {
         eprintln!("{:<22} {ok}/{n}  {}", task.name, notes.join(" "));
     }
     eprintln!("all {}/{}", total.0, total.1);
+}
+
+/// A plan in which nothing moves brings the hand to the object and leaves it there: a stall.
+/// Each stall asks the replanning hook for a new plan from the current frame, up to the limit;
+/// then the last plan is held to the step limit, as without a hook.
+#[test]
+fn a_stalled_hand_asks_for_new_plans_from_the_current_frame() {
+    use videoagent::agent::execute3d::{Execute3dConfig, execute_plan_3d};
+    let Some(mut w) = world(128) else { return };
+    let start = w.reset("button-press", 0, 1_000_000).expect("reset");
+    let still = vec![start.rgb.clone(); 8];
+    let mut asked = Vec::new();
+    let mut hook = |obs: &videoagent::env::Observation| {
+        asked.push(obs.gripper.clone());
+        Ok(vec![obs.rgb.clone(); 8])
+    };
+    let config = Execute3dConfig {
+        max_replans: 2,
+        ..Execute3dConfig::default()
+    };
+    let r = execute_plan_3d(&mut w, "button-press", &still, &config, Some(&mut hook)).expect("run");
+    assert!(!r.success);
+    assert_eq!(r.replans, 2, "{:?}", r.failure);
+    assert_eq!(asked.len(), 2);
+    assert_eq!(r.steps, config.max_steps);
+    let moved =
+        |g: &videoagent::env::GripperState| (g.x - start.gripper.x).hypot(g.y - start.gripper.y);
+    assert!(moved(&asked[0]) > 0.02, "the hand went to the object first");
+
+    // Without a hook the same plan runs to the step limit, as before replanning existed.
+    w.reset("button-press", 0, 1_000_000).expect("reset");
+    let r = execute_plan_3d(&mut w, "button-press", &still, &config, None).expect("run");
+    assert_eq!((r.replans, r.steps), (0, config.max_steps));
+}
+
+/// `eval --world metaworld` runs the expert-video plans through the 3D path.
+#[test]
+fn eval_runs_metaworld_episodes_through_the_3d_path() {
+    use videoagent::agent::eval::{EvalControl, EvalSpec, Mode, ResultLog, run_eval};
+    if world(64).is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut spec = EvalSpec::new(
+        vec!["button-press-topdown".into()],
+        vec![0],
+        1,
+        vec![Mode::Expert],
+    );
+    spec.world = "metaworld".into();
+    spec.world_size = 128;
+    spec.expert_plan_size = 128;
+    spec.threads = 1;
+    let log = ResultLog::open(&dir.path().join("eval.jsonl")).expect("log");
+    let run = run_eval(&spec, None, &log, &EvalControl::default(), &|_| {}).expect("eval");
+    assert_eq!(run.results.len(), 1);
+    let result = &run.results[0];
+    assert!(result.steps > 0, "{result:?}");
+    assert!(result.success, "{result:?}");
 }
 
 #[test]

@@ -23,7 +23,8 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use super::execute::{ExecuteConfig, Replanner, execute_plan, expert_plan};
+use super::execute::{Replanner, expert_plan};
+use super::execution::{ExecutionLimits, execute_in_world};
 use super::model_eval::HELD_OUT_SEED;
 use super::refine::{OnUnavailable, RefineInput, RefineSettings, refine};
 use crate::critic::PerceptionCritic;
@@ -472,14 +473,13 @@ fn episode_into(
         }
     };
     result.plan_ms = t0.elapsed().as_secs_f64() * 1e3;
-    let config = ExecuteConfig {
+    let limits = ExecutionLimits {
         max_steps: spec.max_steps,
         max_replans: if key.mode == Mode::Replan {
             spec.max_replans
         } else {
             0
         },
-        ..ExecuteConfig::default()
     };
     let mut replans = 0u64;
     let mut hook = |obs: &Observation| -> Result<Vec<Rgb8Image>, String> {
@@ -492,7 +492,7 @@ fn episode_into(
     } else {
         None
     };
-    let rollout = execute_plan(world, &key.task, &plan, &config, hook_ref)
+    let rollout = execute_in_world(world, &key.task, &plan, limits, hook_ref)
         .map_err(|e| format!("execution: {e}"))?;
     result.success = rollout.success;
     result.steps = rollout.steps;

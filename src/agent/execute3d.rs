@@ -2,12 +2,15 @@
 //! lifted with the world's depth and camera, its 6-DoF motion through the plan comes from
 //! [`super::motion3d`], the motion carries a contact point to 7 subgoals, and a scripted
 //! controller grasps (when the plan lifts the object by more than 10 cm, as in AVDC) or
-//! pushes, then visits the subgoals. No replanning yet; the episode ends at success or the
-//! step limit.
+//! pushes, then visits the subgoals. When the hand stalls (it stays within a few millimetres
+//! for a while) an optional replanning hook makes a new plan from the current frame, which is
+//! lifted and followed the same way (up to N times, as in the paper); the episode ends at
+//! success or the step limit (the last plan's final subgoal is held).
 //!
 //! The tabletop's [`super::execute`] is 2.5D and steers by the table plane; this is its
 //! MetaWorld counterpart and needs what only MetaWorld gives: depth and a full camera model.
 
+use super::execute::Replanner;
 use super::motion3d::{Motion3dParams, Track3d, track_object_3d};
 use crate::env::metaworld::{MetaWorld, tasks};
 use crate::env::{Action, Rgb8Image, World, WorldError};
@@ -32,6 +35,12 @@ pub struct Execute3dConfig {
     pub push_backoff: f64,
     /// Most object points lifted and tracked.
     pub max_points: usize,
+    /// Most new plans requested from the replanning hook.
+    pub max_replans: usize,
+    /// A stall: this many steps in which the hand stays within `stall_distance` (metres) of
+    /// where it was, without success.
+    pub stall_steps: u32,
+    pub stall_distance: f64,
     pub motion: Motion3dParams,
 }
 
@@ -47,6 +56,9 @@ impl Default for Execute3dConfig {
             approach_height: 0.1,
             push_backoff: 0.04,
             max_points: 300,
+            max_replans: 5,
+            stall_steps: 40,
+            stall_distance: 0.005,
             motion: Motion3dParams::default(),
         }
     }
@@ -65,8 +77,11 @@ pub enum Contact {
 pub struct Rollout3d {
     pub success: bool,
     pub steps: u32,
+    /// New plans that were requested.
+    pub replans: usize,
     /// Why the episode failed (`None` on success).
     pub failure: Option<String>,
+    /// Of the last plan followed.
     pub contact: Option<Contact>,
     /// The contact point and the 7 subgoals it is carried to, world metres.
     pub contact_point: Option<[f64; 3]>,
@@ -123,16 +138,19 @@ pub fn lift_object(
 }
 
 /// Executes `plan` (start frame first, any size) from the world's current state, which
-/// must be the plan's start.
+/// must be the plan's start; on a stall, `replanner` (if any) gives a new plan from the
+/// current frame.
 pub fn execute_plan_3d(
     world: &mut MetaWorld,
     task: &str,
     plan: &[Rgb8Image],
     config: &Execute3dConfig,
+    mut replanner: Option<&mut Replanner<'_>>,
 ) -> Result<Rollout3d, Execute3dError> {
     let mut rollout = Rollout3d {
         success: false,
         steps: 0,
+        replans: 0,
         failure: None,
         contact: None,
         contact_point: None,
@@ -140,11 +158,59 @@ pub fn execute_plan_3d(
         track_error_px: Vec::new(),
         object_rise: 0.0,
     };
+    let start_z = object_z(&world.observe()?);
+    let mut plan = plan.to_vec();
+    loop {
+        // A plan that gives no track (too short, object not visible, flow failed) fails the
+        // episode, not the call.
+        let waypoints = match plan_to_waypoints(world, task, &plan, config, &mut rollout)? {
+            Ok(waypoints) => waypoints,
+            Err(why) => {
+                rollout.failure = Some(why);
+                return Ok(rollout);
+            }
+        };
+        let can_replan = replanner.is_some() && rollout.replans < config.max_replans;
+        match follow(world, &waypoints, config, start_z, can_replan, &mut rollout)? {
+            FollowEnd::Success => return Ok(rollout),
+            FollowEnd::Over => break,
+            FollowEnd::Stalled => {}
+        }
+        let Some(hook) = replanner.as_deref_mut() else {
+            break;
+        };
+        rollout.replans += 1;
+        let now = world.observe()?;
+        plan = match hook(&now) {
+            Ok(plan) => plan,
+            Err(why) => {
+                rollout.failure = Some(format!("replanning failed: {why}"));
+                return Ok(rollout);
+            }
+        };
+    }
+    rollout.failure = Some(format!("no success within {} steps", rollout.steps));
+    Ok(rollout)
+}
+
+/// The task object's height now (metres).
+fn object_z(observation: &crate::env::Observation) -> f64 {
+    observation.objects.first().map_or(0.0, |p| f64::from(p.z))
+}
+
+/// Lifts the task object in the current frame, tracks it through `plan` and turns its motion
+/// into the hand's waypoints (recorded in `rollout`); `Ok(Err(why))` when the plan gives no
+/// track.
+fn plan_to_waypoints(
+    world: &mut MetaWorld,
+    task: &str,
+    plan: &[Rgb8Image],
+    config: &Execute3dConfig,
+    rollout: &mut Rollout3d,
+) -> Result<Result<Vec<Waypoint>, String>, Execute3dError> {
     let plan_size = plan.first().map_or(0, |f| f.width);
     let object = lift_object(world, task, plan_size, config.max_points)?;
     let camera = world.camera().ok_or(WorldError::NotReset)?.clone();
-    // A plan that gives no track (too short, object not visible, flow failed) is a failed
-    // episode, not an error.
     let track = match track_object_3d(
         plan,
         &object.pixels,
@@ -153,21 +219,14 @@ pub fn execute_plan_3d(
         &config.motion,
     ) {
         Ok(track) => track,
-        Err(e) => {
-            rollout.failure = Some(e.to_string());
-            return Ok(rollout);
-        }
+        Err(e) => return Ok(Err(e.to_string())),
     };
     rollout.track_error_px.clone_from(&track.error_px);
     let (contact, point, waypoints) = plan_waypoints(&track, config);
     rollout.contact = Some(contact);
     rollout.contact_point = Some(point);
     rollout.subgoals = track.trajectory(point).into_iter().skip(1).collect();
-    follow(world, &waypoints, config, &mut rollout)?;
-    if !rollout.success {
-        rollout.failure = Some(format!("no success within {} steps", rollout.steps));
-    }
-    Ok(rollout)
+    Ok(Ok(waypoints))
 }
 
 /// A target for the hand and the gripper command on the way to it.
@@ -256,21 +315,32 @@ fn plan_waypoints(track: &Track3d, config: &Execute3dConfig) -> (Contact, [f64; 
     (contact, point, waypoints)
 }
 
-/// Drives the hand through the waypoints, then holds the last one, until success or the
-/// step limit.
+/// How following a plan's waypoints ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FollowEnd {
+    Success,
+    /// The step limit (or the world's own end of the episode).
+    Over,
+    /// The hand stayed put for `stall_steps` steps.
+    Stalled,
+}
+
+/// Drives the hand through the waypoints, then holds the last one, until success, the step
+/// limit or (when `can_replan`) a stall.
 fn follow(
     world: &mut MetaWorld,
     waypoints: &[Waypoint],
     config: &Execute3dConfig,
+    start_z: f64,
+    can_replan: bool,
     rollout: &mut Rollout3d,
-) -> Result<(), WorldError> {
-    let start = world.observe()?;
-    let object_z = |o: &crate::env::Observation| o.objects.first().map_or(0.0, |p| f64::from(p.z));
-    let start_z = object_z(&start);
-    let g = &start.gripper;
+) -> Result<FollowEnd, WorldError> {
+    let g = &world.observe()?.gripper;
     let mut hand = [f64::from(g.x), f64::from(g.y), f64::from(g.z)];
     let mut index = 0;
     let mut on_waypoint = 0;
+    // Where the hand was when it last moved more than `stall_distance`, and since when.
+    let mut anchor = (hand, 0u32);
     while rollout.steps < config.max_steps {
         let w = waypoints[index.min(waypoints.len() - 1)];
         let error = [
@@ -289,10 +359,10 @@ fn follow(
         hand = [f64::from(g.x), f64::from(g.y), f64::from(g.z)];
         if out.success {
             rollout.success = true;
-            return Ok(());
+            return Ok(FollowEnd::Success);
         }
         if out.done {
-            return Ok(());
+            return Ok(FollowEnd::Over);
         }
         let reached = error.iter().map(|e| e * e).sum::<f64>().sqrt() < config.reach;
         let done_here = if w.hold > 0 {
@@ -304,6 +374,18 @@ fn follow(
             index += 1;
             on_waypoint = 0;
         }
+        let moved = (0..3)
+            .map(|i| (hand[i] - anchor.0[i]).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        if moved > config.stall_distance || w.hold > 0 {
+            anchor = (hand, 0);
+        } else {
+            anchor.1 += 1;
+            if can_replan && anchor.1 >= config.stall_steps {
+                return Ok(FollowEnd::Stalled);
+            }
+        }
     }
-    Ok(())
+    Ok(FollowEnd::Over)
 }

@@ -510,7 +510,8 @@ pub enum ExecuteEvent {
 }
 
 /// Resets the world to the plan's start and executes `frames` (start frame first) through
-/// flow -> subgoals -> controller.
+/// flow -> subgoals -> controller (in 3D for MetaWorld, whose path records no frames: the
+/// rollout row then shows the outcome only).
 pub fn execute(
     plan: PlanId,
     origin: PlanOrigin,
@@ -518,19 +519,15 @@ pub fn execute(
     report: Reporter<ExecuteEvent>,
 ) {
     let run = || -> Result<super::state::RolloutView, String> {
-        if origin.world == env::metaworld::WORLD_NAME {
-            return execute_in_metaworld(&origin, &frames);
-        }
         let mut world = env::open_world(&origin.world, 64).map_err(|e| e.to_string())?;
         world
             .reset(&origin.task, origin.view, origin.seed)
             .map_err(|e| e.to_string())?;
-        let config = crate::agent::execute::ExecuteConfig::default();
-        let rollout = crate::agent::execute::execute_plan(
+        let rollout = crate::agent::execution::execute_in_world(
             world.as_mut(),
             &origin.task,
             &frames,
-            &config,
+            crate::agent::execution::ExecutionLimits::default(),
             None,
         )
         .map_err(|e| format!("execution failed: {e}"))?;
@@ -597,32 +594,6 @@ pub fn compare_models(request: CompareRequest, report: Reporter<CompareEvent>) {
         Ok(None) => true,
         Err(e) => report.send(CompareEvent::Failed(e)),
     };
-}
-
-/// MetaWorld plans go through the 3D path (depth-lifted object points); it records no frames,
-/// so the rollout row shows the outcome only.
-fn execute_in_metaworld(
-    origin: &PlanOrigin,
-    frames: &[Rgb8Image],
-) -> Result<super::state::RolloutView, String> {
-    use crate::agent::execute3d::{Execute3dConfig, execute_plan_3d};
-    use crate::env::World as _;
-    let mut world = env::metaworld::MetaWorld::new(64).map_err(|e| e.to_string())?;
-    world
-        .reset(&origin.task, origin.view, origin.seed)
-        .map_err(|e| e.to_string())?;
-    let rollout = execute_plan_3d(
-        &mut world,
-        &origin.task,
-        frames,
-        &Execute3dConfig::default(),
-    )
-    .map_err(|e| format!("execution failed: {e}"))?;
-    Ok(super::state::RolloutView {
-        frames: Vec::new(),
-        success: rollout.success,
-        steps: rollout.steps as usize,
-    })
 }
 
 /// Writes `rows` (one frame sequence per iteration) as `format` to `path` on a worker thread:

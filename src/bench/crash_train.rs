@@ -139,6 +139,7 @@ pub fn run(
             tasks: vec!["push".into()],
             views: vec![0],
             episodes: 1,
+            candidates: 1,
             seed_base: 0,
             threads: 1,
         };

@@ -29,8 +29,9 @@ pub struct StepOutcome {
     pub done: bool,
 }
 
-/// An environment that can be reset, rendered, stepped and judged.
-pub trait World: Send {
+/// An environment that can be reset, rendered, stepped and judged. `Any`, so that a path
+/// that needs one world's extras (MetaWorld's depth and camera) can ask for it.
+pub trait World: Send + std::any::Any {
     /// Short identifier, e.g. `tabletop`.
     fn name(&self) -> &'static str;
     /// Every task this world offers, in a stable order.

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use super::dataset::{DatasetError, DatasetWriter, Manifest, write_episode};
+use super::dataset::{DatasetError, DatasetWriter, EpisodeMeta, Manifest, write_episode};
 use crate::env::{WorldError, demo::record_expert, open_world};
 
 /// What to collect.
@@ -16,6 +16,10 @@ pub struct CollectSpec {
     pub tasks: Vec<String>,
     pub views: Vec<usize>,
     pub episodes: usize,
+    /// Seeds tried per (task, view). When more than `episodes`, the `episodes` shortest
+    /// successful demonstrations are kept (the paper's protocol: 25 of 33 per camera) and
+    /// the others deleted; otherwise every episode is kept, failures flagged.
+    pub candidates: usize,
     /// Episode `e` of view `v` starts from seed `seed_base + e * 3 + v`, so views see
     /// different starts and held-out seeds are easy to keep apart.
     pub seed_base: u64,
@@ -23,6 +27,11 @@ pub struct CollectSpec {
 }
 
 impl CollectSpec {
+    /// Seeds run per (task, view).
+    pub fn tried(&self) -> usize {
+        self.candidates.max(self.episodes)
+    }
+
     pub fn seed(&self, episode: usize, view: usize) -> u64 {
         self.seed_base + (episode * 3 + view) as u64
     }
@@ -69,7 +78,7 @@ pub fn collect(
         .flat_map(|t| {
             spec.views
                 .iter()
-                .flat_map(move |&v| (0..spec.episodes).map(move |e| (t.clone(), v, e)))
+                .flat_map(move |&v| (0..spec.tried()).map(move |e| (t.clone(), v, e)))
         })
         .collect();
     let next = AtomicUsize::new(0);
@@ -121,8 +130,44 @@ pub fn collect(
     if let Some(e) = first_error.into_inner().expect("workers have finished") {
         return Err(e);
     }
-    for meta in results.into_inner().expect("workers have finished") {
+    let results = results.into_inner().expect("workers have finished");
+    for meta in keep_shortest(spec, results, &root)? {
         writer.register(meta);
     }
     Ok(writer.finish()?)
+}
+
+/// With more candidates than episodes, the `episodes` shortest successful demonstrations of
+/// each (task, view) (ties: the lower seed); the others' folders are deleted.
+fn keep_shortest(
+    spec: &CollectSpec,
+    mut results: Vec<EpisodeMeta>,
+    root: &Path,
+) -> Result<Vec<EpisodeMeta>, CollectError> {
+    if spec.tried() == spec.episodes {
+        return Ok(results);
+    }
+    results.sort_by(|a, b| {
+        (&a.task, a.view, !a.success, a.frames, a.seed)
+            .cmp(&(&b.task, b.view, !b.success, b.frames, b.seed))
+    });
+    let mut kept: Vec<EpisodeMeta> = Vec::new();
+    for meta in results {
+        let taken = kept
+            .iter()
+            .filter(|k| k.task == meta.task && k.view == meta.view)
+            .count();
+        if meta.success && taken < spec.episodes {
+            kept.push(meta);
+        } else {
+            let dir = root.join(&meta.dir);
+            std::fs::remove_dir_all(&dir)
+                .map_err(super::atomic::io_error(
+                    "cannot remove an unused demonstration",
+                    &dir,
+                ))
+                .map_err(DatasetError::from)?;
+        }
+    }
+    Ok(kept)
 }
