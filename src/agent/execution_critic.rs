@@ -6,7 +6,7 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::execute::{ExecuteConfig, execute_plan};
+use super::execution::{ExecutionLimits, execute_in_world};
 use crate::critic::{
     Critic, CriticInput, Finding, FindingKind, PixelRect, Review, Verdict, clamp_feedback,
 };
@@ -18,7 +18,6 @@ pub struct ExecutionCritic {
     world: Mutex<Box<dyn World>>,
     view: usize,
     seed: u64,
-    config: ExecuteConfig,
 }
 
 impl ExecutionCritic {
@@ -29,7 +28,6 @@ impl ExecutionCritic {
             world: Mutex::new(open_world(world, size)?),
             view,
             seed,
-            config: ExecuteConfig::default(),
         })
     }
 }
@@ -61,7 +59,8 @@ impl Critic for ExecutionCritic {
         let frames: Vec<_> = std::iter::once(resize(&start.rgb, last.width))
             .chain(input.plan.iter().cloned())
             .collect();
-        let rollout = match execute_plan(world.as_mut(), input.task, &frames, &self.config, None) {
+        let limits = ExecutionLimits::default();
+        let rollout = match execute_in_world(world.as_mut(), input.task, &frames, limits, None) {
             Ok(r) => r,
             Err(e) => return unavailable(format!("cannot execute the plan: {e}")),
         };
