@@ -1,7 +1,6 @@
 //! The `videoagent` binary: the studio, or a headless job per subcommand.
 
 mod cli;
-mod critic_cli;
 
 /// glibc's allocator hands large tensors fresh pages that the kernel must zero on every
 /// allocation; mimalloc reuses them, which roughly halves model time on the CPU.

@@ -1,5 +1,5 @@
 //! The command-line side of the critics: `videoagent critic-calibrate` and the `--refine` /
-//! `--critic` options of `videoagent plan` (kept apart from cli.rs, which only dispatches).
+//! `--critic` options of `videoagent plan` .
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -20,7 +20,7 @@ use videoagent::store::plan_record::{
     IterationRecord, RefinementRecord, write_iteration, write_iterations_sheet,
 };
 
-use crate::cli::{pick_tasks, pick_views, progress};
+use super::{pick_tasks, pick_views, progress};
 
 #[derive(Debug, Args)]
 pub struct CalibrateArgs {

@@ -1,0 +1,384 @@
+//! `videoagent eval` and `improve`: the paper's table and the online rounds.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use indicatif::ProgressBar;
+
+use videoagent::env::{World, open_world};
+
+use super::{interrupt_flag, pick_tasks, pick_views, progress};
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// World: tabletop, or metaworld (plans run through the 3D path; world and expert plans
+    /// at 128 px).
+    #[arg(long, default_value = "tabletop")]
+    pub world: String,
+    /// `all` or a comma list of tasks.
+    #[arg(long, default_value = "all")]
+    pub tasks: String,
+    /// `all` or a comma list of view indices or names.
+    #[arg(long, default_value = "all")]
+    pub views: String,
+    /// Held-out seeds per task and view (from 1,000,000).
+    #[arg(long, default_value_t = 25)]
+    pub seeds: u64,
+    /// Methods, comma-separated: expert, baseline, refine, replan.
+    #[arg(long, default_value = "baseline,refine,replan")]
+    pub modes: String,
+    /// Report (JSON); the episode log goes beside it (.jsonl) and the chart (.png).
+    #[arg(long)]
+    pub json: PathBuf,
+    /// Model folder (default: the shipped CPU model).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// DDIM steps per plan.
+    #[arg(long, default_value_t = 10)]
+    pub steps: usize,
+    /// Refinements after the first plan (refine mode).
+    #[arg(long, default_value_t = 2)]
+    pub refine: usize,
+    /// New plans allowed on a stall (replan mode).
+    #[arg(long, default_value_t = 3)]
+    pub replans: usize,
+    /// Step limit per episode (default: the task's).
+    #[arg(long)]
+    pub max_steps: Option<u32>,
+    /// Worker threads (default: the number of cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// auto, cpu, cuda or metal.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+}
+
+fn eval_spec_from(
+    world: &dyn World,
+    tasks: &str,
+    views: &str,
+    seeds: u64,
+    modes: &str,
+) -> Result<videoagent::agent::eval::EvalSpec> {
+    use videoagent::agent::eval::{EvalSpec, Mode};
+    let modes = Mode::parse_list(modes)?;
+    if modes.is_empty() {
+        bail!("--modes is empty (valid: expert, baseline, refine, replan)");
+    }
+    if seeds == 0 {
+        bail!("--seeds must be at least 1");
+    }
+    Ok(EvalSpec::new(
+        pick_tasks(world, tasks)?,
+        pick_views(world, views)?,
+        seeds,
+        modes,
+    ))
+}
+
+pub(super) fn eval_cmd(args: &EvalArgs) -> Result<()> {
+    use std::sync::atomic::Ordering;
+    use std::time::Instant;
+    use videoagent::agent::eval::{
+        EvalControl, EvalReport, EvalTable, ResultLog, log_path, run_eval, write_report,
+    };
+    use videoagent::model::pipeline::default_model_dir;
+    use videoagent::model::{VideoModel, device::select_device};
+
+    let t0 = Instant::now();
+    let world = open_world(&args.world, 64)?;
+    let mut spec = eval_spec_from(
+        world.as_ref(),
+        &args.tasks,
+        &args.views,
+        args.seeds,
+        &args.modes,
+    )?;
+    spec.world.clone_from(&args.world);
+    if args.world == videoagent::env::metaworld::WORLD_NAME {
+        // The 3D path lifts the object from the world's frames: 128 px, as measured.
+        spec.world_size = 128;
+        spec.expert_plan_size = 128;
+    }
+    spec.sampler_steps = args.steps.max(1);
+    spec.refinements = args.refine;
+    spec.max_replans = args.replans;
+    spec.max_steps = args.max_steps;
+    if let Some(t) = args.threads {
+        spec.threads = t.max(1);
+    }
+    let model = if spec.modes.iter().any(|m| m.needs_model()) {
+        let dir = args.model.clone().unwrap_or_else(default_model_dir);
+        let (device, note) = select_device(&args.device)?;
+        tracing::info!("{note}");
+        let model = VideoModel::load(&dir, &device)
+            .with_context(|| format!("loading the model from {}", dir.display()))?;
+        if model.config.world != spec.world {
+            tracing::warn!(
+                "the model was trained on {}, not {}: its plans will not show this world",
+                model.config.world,
+                spec.world
+            );
+        }
+        spec.model_label = dir.display().to_string();
+        Some(model)
+    } else {
+        None
+    };
+    let log_file = log_path(&args.json);
+    let log = ResultLog::open(&log_file)?;
+    let total = spec.episodes().len() as u64;
+    let bar = progress(total, "eval");
+    let reusable = log
+        .done()
+        .iter()
+        .filter(|r| r.setting == spec.setting(r.key.mode) && spec.episodes().contains(&r.key))
+        .count() as u64;
+    bar.set_position(reusable);
+    let control = EvalControl::default();
+    let interrupt = interrupt_flag()?;
+    let run = std::thread::scope(|scope| {
+        let watcher = scope.spawn(|| {
+            while !control.stop.load(Ordering::SeqCst) {
+                if interrupt.load(Ordering::SeqCst) {
+                    control.stop.store(true, Ordering::SeqCst);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        });
+        let run = run_eval(&spec, model.as_ref(), &log, &control, &|r| {
+            bar.inc(1);
+            if !r.success {
+                bar.set_message(format!(
+                    "eval (last failure: {} {})",
+                    r.key.mode, r.key.task
+                ));
+            }
+        });
+        control.stop.store(true, Ordering::SeqCst);
+        let _ = watcher.join();
+        run
+    })?;
+    bar.finish_and_clear();
+    let table = EvalTable::from_results(&spec, &run.results);
+    let report = EvalReport {
+        spec,
+        table: table.clone(),
+        complete: run.complete,
+        ran: run.ran,
+        reused: run.reused,
+        wall_secs: t0.elapsed().as_secs_f64(),
+        episodes: run.results,
+    };
+    let png = write_report(&args.json, &report)
+        .with_context(|| format!("writing {}", args.json.display()))?;
+    println!("{}", table.to_markdown());
+    println!(
+        "{} episodes ({} run now, {} from {}), {:.1} s; report {}, chart {}",
+        report.episodes.len(),
+        report.ran,
+        report.reused,
+        log_file.display(),
+        report.wall_secs,
+        args.json.display(),
+        png.display()
+    );
+    if !report.complete {
+        println!("interrupted: run the same command again to finish");
+    }
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct ImproveArgs {
+    /// Rounds of collect -> fine-tune -> evaluate.
+    #[arg(long, default_value_t = 1)]
+    pub rounds: usize,
+    /// Refined plans executed per task and round.
+    #[arg(long, default_value_t = 2)]
+    pub episodes_per_task: usize,
+    /// Output folder (round-1, round-2, ...).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Model to start from (default: the shipped CPU model).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Expert dataset (from `videoagent dataset`) added to every round's training data.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Fine-tuning steps per round.
+    #[arg(long, default_value_t = 20)]
+    pub steps_per_round: u64,
+    /// Batch size of fine-tuning.
+    #[arg(long, default_value_t = 4)]
+    pub batch: usize,
+    /// Learning rate of fine-tuning.
+    #[arg(long, default_value_t = 1e-4)]
+    pub lr: f64,
+    /// `all` or a comma list of tasks.
+    #[arg(long, default_value = "all")]
+    pub tasks: String,
+    /// `all` or a comma list of views.
+    #[arg(long, default_value = "all")]
+    pub views: String,
+    /// Refinements per plan when collecting (and in the refine evaluation).
+    #[arg(long, default_value_t = 2)]
+    pub refine: usize,
+    /// DDIM steps per plan.
+    #[arg(long, default_value_t = 10)]
+    pub steps: usize,
+    /// Held-out seeds per task and view in each round's evaluation.
+    #[arg(long, default_value_t = 1)]
+    pub eval_seeds: u64,
+    /// Methods of each round's evaluation.
+    #[arg(long, default_value = "baseline,refine")]
+    pub eval_modes: String,
+    /// Step limit per episode (default: the task's).
+    #[arg(long)]
+    pub max_steps: Option<u32>,
+    /// auto, cpu, cuda or metal.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+}
+
+pub(super) fn improve_cmd(args: &ImproveArgs) -> Result<()> {
+    use std::sync::Mutex;
+    use videoagent::agent::improve::{IMPROVE_SEED, ImproveEvent, ImproveSpec, improve};
+    use videoagent::model::device::select_device;
+    use videoagent::model::pipeline::default_model_dir;
+    use videoagent::model::train::TrainConfig;
+
+    let world = open_world("tabletop", 64)?;
+    let mut eval = eval_spec_from(
+        world.as_ref(),
+        &args.tasks,
+        &args.views,
+        args.eval_seeds,
+        &args.eval_modes,
+    )?;
+    if eval.modes.contains(&videoagent::agent::eval::Mode::Expert) {
+        bail!("--eval-modes: the expert row does not depend on the model; leave it out");
+    }
+    eval.sampler_steps = args.steps.max(1);
+    eval.refinements = args.refine;
+    eval.max_steps = args.max_steps;
+    if args.batch == 0 || args.steps_per_round == 0 {
+        bail!("--batch and --steps-per-round must be at least 1");
+    }
+    let spec = ImproveSpec {
+        tasks: eval.tasks.clone(),
+        views: eval.views.clone(),
+        rounds: args.rounds,
+        episodes_per_task: args.episodes_per_task,
+        refinements: args.refine,
+        sampler_steps: args.steps.max(1),
+        train: TrainConfig {
+            steps: args.steps_per_round,
+            batch: args.batch,
+            adam: videoagent::model::adam::AdamConfig {
+                lr: args.lr,
+                ..Default::default()
+            },
+            checkpoint_every: 50,
+            ..TrainConfig::default()
+        },
+        threads: eval.threads,
+        eval,
+        first_seed: IMPROVE_SEED,
+        max_steps: args.max_steps,
+    };
+    let base = args.model.clone().unwrap_or_else(default_model_dir);
+    let (device, note) = select_device(&args.device)?;
+    tracing::info!("{note}");
+    let expert = match &args.data {
+        None => Vec::new(),
+        Some(dir) => {
+            let ds = videoagent::store::dataset::Dataset::open(dir)
+                .with_context(|| format!("opening the dataset {}", dir.display()))?;
+            let mut items = Vec::new();
+            for (i, ep) in ds.episodes().iter().enumerate() {
+                if !ep.success || !spec.tasks.contains(&ep.task) {
+                    continue;
+                }
+                let frames = (0..ep.frames)
+                    .map(|f| ds.frame(i, f))
+                    .collect::<Result<Vec<_>, _>>()
+                    .with_context(|| format!("reading episode {} of {}", ep.dir, dir.display()))?;
+                items.push((frames, ep.instructions.clone()));
+            }
+            tracing::info!("{} expert episodes from {}", items.len(), dir.display());
+            items
+        }
+    };
+    let interrupt = interrupt_flag()?;
+    let bar: Mutex<Option<ProgressBar>> = Mutex::new(None);
+    let on_event = |e: ImproveEvent<'_>| {
+        let mut bar = bar.lock().unwrap_or_else(|p| p.into_inner());
+        let mut show = |len: u64, what: String, pos: u64| {
+            let b = bar.get_or_insert_with(|| progress(len, &what));
+            if b.length() != Some(len) || b.message() != what {
+                b.finish_and_clear();
+                *b = progress(len, &what);
+            }
+            b.set_position(pos);
+        };
+        match e {
+            ImproveEvent::RoundSkipped(s) => println!(
+                "round {}: already done (model {})",
+                s.round,
+                s.model_out.display()
+            ),
+            ImproveEvent::Collecting {
+                round,
+                done,
+                total,
+                successes,
+            } => show(
+                total as u64,
+                format!("round {round}: collecting ({successes} verified)"),
+                done as u64,
+            ),
+            ImproveEvent::Training { round, progress: p } => show(
+                p.total,
+                format!("round {round}: fine-tuning (loss {:.4})", p.loss),
+                p.step,
+            ),
+            ImproveEvent::Evaluating { round, done, total } => show(
+                total as u64,
+                format!("round {round}: evaluating"),
+                done as u64,
+            ),
+            ImproveEvent::RoundDone(s) => {
+                if let Some(b) = bar.take() {
+                    b.finish_and_clear();
+                }
+                println!(
+                    "round {}: {}/{} verified successes, trained on {} collected + {} expert clips, {:.0} s\n{}",
+                    s.round,
+                    s.successes,
+                    s.attempted,
+                    s.collected_clips,
+                    s.expert_clips,
+                    s.wall_secs,
+                    s.eval_table
+                );
+            }
+        }
+    };
+    let rounds = improve(
+        &spec, &base, &expert, &args.out, &device, &interrupt, &on_event,
+    )
+    .with_context(|| format!("improving into {}", args.out.display()))?;
+    if let Some(b) = bar.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        b.finish_and_clear();
+    }
+    if let Some(last) = rounds.last() {
+        println!(
+            "{} rounds; the latest model is {}",
+            rounds.len(),
+            last.model_out.display()
+        );
+    }
+    Ok(())
+}
