@@ -109,6 +109,23 @@ pub enum Command {
     Setup(SetupCommand),
 }
 
+/// The world start a plan is made from (`plan`, `run`).
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// World (see `videoagent tasks`).
+    #[arg(long, default_value = "tabletop")]
+    pub world: String,
+    /// Task name (see `videoagent tasks`).
+    #[arg(long)]
+    pub task: String,
+    /// View index or name.
+    #[arg(long, default_value = "0")]
+    pub view: String,
+    /// Seed of the start state (and of the sampler, unless `plan --sample-seed` says otherwise).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub seed: u64,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum SetupCommand {
     /// Create the MetaWorld venv (pip: metaworld 3.1.1, which pins mujoco), then check that

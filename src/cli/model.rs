@@ -135,18 +135,9 @@ pub struct QualityArgs {
 
 #[derive(Debug, Args)]
 pub struct PlanArgs {
-    /// World (see `videoagent tasks`).
-    #[arg(long, default_value = "tabletop")]
-    pub world: String,
-    /// Task name (see `videoagent tasks`).
-    #[arg(long)]
-    pub task: String,
-    /// View index or name.
-    #[arg(long, default_value = "0")]
-    pub view: String,
-    /// Seed of the start state (and of the sampler unless --sample-seed is given).
-    #[arg(long, default_value_t = 1_000_000)]
-    pub seed: u64,
+    #[command(flatten)]
+    pub start: super::StartArgs,
+    /// Seed of the sampler (default: --seed).
     #[arg(long)]
     pub sample_seed: Option<u64>,
     /// Instruction (default: the task's canonical one).
@@ -394,13 +385,18 @@ pub(super) fn plan(args: &PlanArgs) -> Result<()> {
     };
     use videoagent::store::plan_record::{PlanRecord, SamplerRecord, write_plan};
 
-    let mut world = open_world(&args.world, 64)?;
-    let view = env::resolve_view(&world.views(), &args.view)?;
+    let mut world = open_world(&args.start.world, 64)?;
+    let view = env::resolve_view(&world.views(), &args.start.view)?;
     let info = world
         .tasks()
         .into_iter()
-        .find(|t| t.name == args.task)
-        .with_context(|| format!("unknown task '{}' (see `videoagent tasks`)", args.task))?;
+        .find(|t| t.name == args.start.task)
+        .with_context(|| {
+            format!(
+                "unknown task '{}' (see `videoagent tasks`)",
+                args.start.task
+            )
+        })?;
     let instruction = args
         .instruction
         .clone()
@@ -412,9 +408,9 @@ pub(super) fn plan(args: &PlanArgs) -> Result<()> {
     let (device, note) = select_device(&args.device)?;
     tracing::info!("{note}");
     let plan_start = super::critic::PlanStart {
-        world: &args.world,
+        world: &args.start.world,
         view,
-        seed: args.seed,
+        seed: args.start.seed,
     };
     let critic = super::critic::make_critic(
         &args.critic.critic,
@@ -426,7 +422,7 @@ pub(super) fn plan(args: &PlanArgs) -> Result<()> {
     let model = VideoModel::load(&model_dir, &device)
         .with_context(|| format!("loading the model from {}", model_dir.display()))?;
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
-    let start = world.reset(&args.task, view, args.seed)?;
+    let start = world.reset(&args.start.task, view, args.start.seed)?;
     let first = start.rgb.clone();
     let sample = if args.steps == 0 {
         SampleConfig {
@@ -439,7 +435,7 @@ pub(super) fn plan(args: &PlanArgs) -> Result<()> {
             ..SampleConfig::ddim(args.steps)
         }
     };
-    let sample_seed = args.sample_seed.unwrap_or(args.seed);
+    let sample_seed = args.sample_seed.unwrap_or(args.start.seed);
     let bar = progress(
         if args.steps == 0 {
             100
@@ -456,7 +452,7 @@ pub(super) fn plan(args: &PlanArgs) -> Result<()> {
             critic.as_deref(),
             &model,
             &start,
-            &args.task,
+            &args.start.task,
             &instruction,
             &sample,
             sample_seed,
@@ -475,11 +471,11 @@ pub(super) fn plan(args: &PlanArgs) -> Result<()> {
     let sample_ms = t1.elapsed().as_secs_f64() * 1e3;
     bar.finish_and_clear();
     let record = PlanRecord {
-        world: args.world.clone(),
-        task: args.task.clone(),
+        world: args.start.world.clone(),
+        task: args.start.task.clone(),
         view,
         instruction,
-        env_seed: args.seed,
+        env_seed: args.start.seed,
         sample_seed,
         model: model_dir.display().to_string(),
         device: videoagent::model::device::device_label(&device).to_owned(),

@@ -9,18 +9,8 @@ use videoagent::env::{self, World, open_world};
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// World (see `videoagent tasks`).
-    #[arg(long, default_value = "tabletop")]
-    pub world: String,
-    /// Task name (see `videoagent tasks`).
-    #[arg(long)]
-    pub task: String,
-    /// View index or name.
-    #[arg(long, default_value = "0")]
-    pub view: String,
-    /// Seed of the start state (and of the sampler).
-    #[arg(long, default_value_t = 1_000_000)]
-    pub seed: u64,
+    #[command(flatten)]
+    pub start: super::StartArgs,
     /// Model folder (default: the shipped CPU model).
     #[arg(long)]
     pub model: Option<PathBuf>,
@@ -86,19 +76,30 @@ fn run_metaworld(args: &RunArgs) -> Result<()> {
     use videoagent::model::SampleConfig;
     // The object is lifted from the world's own frames: at least 128 px for a usable mask.
     let mut world = MetaWorld::new(args.plan_size.clamp(128, 256))?;
-    let view = env::resolve_view(&world.views(), &args.view)?;
-    let instruction = videoagent::env::metaworld::tasks::find(&args.task)
-        .with_context(|| format!("unknown task '{}' (see `videoagent tasks`)", args.task))?
+    let view = env::resolve_view(&world.views(), &args.start.view)?;
+    let instruction = videoagent::env::metaworld::tasks::find(&args.start.task)
+        .with_context(|| {
+            format!(
+                "unknown task '{}' (see `videoagent tasks`)",
+                args.start.task
+            )
+        })?
         .instructions[0];
     let model = match args.expert_plan {
         true => None,
         false => Some(load_run_model(args)?),
     };
     let sample = SampleConfig::ddim(args.steps.max(1));
-    let first = world.reset(&args.task, view, args.seed)?;
+    let first = world.reset(&args.start.task, view, args.start.seed)?;
     let plan = match &model {
-        None => expert_plan(&mut world, &args.task, view, args.seed, args.plan_size)?,
-        Some((m, _)) => model_plan(m, &first.rgb, instruction, &sample, args.seed)
+        None => expert_plan(
+            &mut world,
+            &args.start.task,
+            view,
+            args.start.seed,
+            args.plan_size,
+        )?,
+        Some((m, _)) => model_plan(m, &first.rgb, instruction, &sample, args.start.seed)
             .map_err(anyhow::Error::msg)?,
     };
     let config = Execute3dConfig {
@@ -112,14 +113,14 @@ fn run_metaworld(args: &RunArgs) -> Result<()> {
     let mut hook = |obs: &videoagent::env::Observation| {
         replans += 1;
         let (m, _) = model.as_ref().ok_or("no model to replan with")?;
-        model_plan(m, &obs.rgb, instruction, &sample, args.seed + replans)
+        model_plan(m, &obs.rgb, instruction, &sample, args.start.seed + replans)
     };
     let hook_ref: Option<&mut Replanner<'_>> = match (&model, args.replan) {
         (Some(_), 1..) => Some(&mut hook),
         _ => None,
     };
-    let rollout = execute_plan_3d(&mut world, &args.task, &plan, &config, hook_ref)
-        .with_context(|| format!("executing the plan for {}", args.task))?;
+    let rollout = execute_plan_3d(&mut world, &args.start.task, &plan, &config, hook_ref)
+        .with_context(|| format!("executing the plan for {}", args.start.task))?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     let strip = args.out.join("plan.png");
@@ -130,7 +131,7 @@ fn run_metaworld(args: &RunArgs) -> Result<()> {
         .as_ref()
         .map_or("expert".to_owned(), |(_, dir)| dir.display().to_string());
     let record = serde_json::json!({
-        "world": args.world, "task": args.task, "view": view, "seed": args.seed,
+        "world": args.start.world, "task": args.start.task, "view": view, "seed": args.start.seed,
         "planner": planner, "rollout": rollout,
     });
     videoagent::store::atomic::write_json(&json, &record)
@@ -172,17 +173,22 @@ pub(super) fn run_plan(args: &RunArgs) -> Result<()> {
     use videoagent::model::{SampleConfig, VideoModel};
     use videoagent::store::plan_record::{PlanRecord, SamplerRecord, write_plan};
 
-    if args.world == videoagent::env::metaworld::WORLD_NAME {
+    if args.start.world == videoagent::env::metaworld::WORLD_NAME {
         return run_metaworld(args);
     }
     let t_start = Instant::now();
-    let mut world = open_world(&args.world, 64)?;
-    let view = env::resolve_view(&world.views(), &args.view)?;
+    let mut world = open_world(&args.start.world, 64)?;
+    let view = env::resolve_view(&world.views(), &args.start.view)?;
     let info = world
         .tasks()
         .into_iter()
-        .find(|t| t.name == args.task)
-        .with_context(|| format!("unknown task '{}' (see `videoagent tasks`)", args.task))?;
+        .find(|t| t.name == args.start.task)
+        .with_context(|| {
+            format!(
+                "unknown task '{}' (see `videoagent tasks`)",
+                args.start.task
+            )
+        })?;
     if !(8..=256).contains(&args.plan_size) {
         bail!("--plan-size {} is out of range (8 to 256)", args.plan_size);
     }
@@ -202,22 +208,28 @@ pub(super) fn run_plan(args: &RunArgs) -> Result<()> {
         model_plan(model, frame, &instruction, &sample, seed)
     };
     let t1 = Instant::now();
-    let first = world.reset(&args.task, view, args.seed)?;
+    let first = world.reset(&args.start.task, view, args.start.seed)?;
     let plan = match &model {
-        None => expert_plan(world.as_mut(), &args.task, view, args.seed, args.plan_size)?,
-        Some(m) => plan_from(m, &first.rgb, args.seed).map_err(anyhow::Error::msg)?,
+        None => expert_plan(
+            world.as_mut(),
+            &args.start.task,
+            view,
+            args.start.seed,
+            args.plan_size,
+        )?,
+        Some(m) => plan_from(m, &first.rgb, args.start.seed).map_err(anyhow::Error::msg)?,
     };
     let first_plan_ms = t1.elapsed().as_secs_f64() * 1e3;
     let planner = model_dir
         .as_ref()
         .map_or("expert".to_owned(), |d| d.display().to_string());
     let record = PlanRecord {
-        world: args.world.clone(),
-        task: args.task.clone(),
+        world: args.start.world.clone(),
+        task: args.start.task.clone(),
         view,
         instruction: instruction.clone(),
-        env_seed: args.seed,
-        sample_seed: args.seed,
+        env_seed: args.start.seed,
+        sample_seed: args.start.seed,
         model: planner.clone(),
         device: model.as_ref().map_or("none".to_owned(), |m| {
             videoagent::model::device::device_label(&m.device).to_owned()
@@ -252,7 +264,7 @@ pub(super) fn run_plan(args: &RunArgs) -> Result<()> {
             let m = model
                 .as_ref()
                 .ok_or_else(|| "no model to replan with".to_owned())?;
-            let p = plan_from(m, &obs.rgb, args.seed + 1 + replans.len() as u64)?;
+            let p = plan_from(m, &obs.rgb, args.start.seed + 1 + replans.len() as u64)?;
             replans.push(p.clone());
             Ok(p)
         };
@@ -261,8 +273,8 @@ pub(super) fn run_plan(args: &RunArgs) -> Result<()> {
     } else {
         None
     };
-    let rollout = execute_plan(world.as_mut(), &args.task, &plan, &config, hook_ref)
-        .with_context(|| format!("executing the plan for {}", args.task))?;
+    let rollout = execute_plan(world.as_mut(), &args.start.task, &plan, &config, hook_ref)
+        .with_context(|| format!("executing the plan for {}", args.start.task))?;
     for (i, p) in replans.iter().enumerate() {
         let dir = args.out.join(format!("replan-{}", i + 1));
         let start = p.first().cloned().unwrap_or_else(|| first.rgb.clone());
@@ -274,10 +286,10 @@ pub(super) fn run_plan(args: &RunArgs) -> Result<()> {
     videoagent::viz::write_gif(&gif, &gif_frames, 60, 3)
         .with_context(|| format!("writing {}", gif.display()))?;
     let run = RunRecord {
-        world: args.world.clone(),
-        task: args.task.clone(),
+        world: args.start.world.clone(),
+        task: args.start.task.clone(),
         view,
-        seed: args.seed,
+        seed: args.start.seed,
         planner,
         success: rollout.success,
         steps: rollout.steps,
