@@ -8,7 +8,7 @@ use std::ops::ControlFlow;
 use serde::Serialize;
 
 use super::execute::{ExecuteConfig, execute_plan};
-use crate::critic::{Critic, CriticInput, Verdict};
+use crate::critic::{Critic, CriticInput, FindingKind, Verdict};
 use crate::env::World;
 use crate::model::pipeline::resize;
 use crate::model::{SampleConfig, VideoModel};
@@ -23,6 +23,9 @@ pub struct JudgedPlan {
     pub success: bool,
     /// `(critic, accepted)` in the order the critics were given.
     pub verdicts: Vec<(String, Option<bool>)>,
+    /// The kinds each critic found (once each), same order: what [`fit_rejecting_kinds`]
+    /// chooses from.
+    pub findings: Vec<Vec<FindingKind>>,
     /// Milliseconds each critic took, same order.
     pub latency_ms: Vec<f64>,
 }
@@ -77,6 +80,46 @@ pub fn agreement(plans: &[JudgedPlan], index: usize) -> Agreement {
         reject_recall: share(rejected_failures, failed),
         mean_latency_ms: latencies.iter().sum::<f64>() / latencies.len().max(1) as f64,
     }
+}
+
+/// Whether critic `index`, rejecting only for findings of `kinds`, agrees with execution on
+/// `plan` (`None`: it could not judge the plan).
+fn agrees_with_kinds(plan: &JudgedPlan, index: usize, kinds: &[FindingKind]) -> Option<bool> {
+    plan.verdicts.get(index)?.1?;
+    let found = plan.findings.get(index)?;
+    let rejects = found.iter().any(|k| kinds.contains(k));
+    Some(rejects != plan.success)
+}
+
+/// Accuracy of critic `index` on `plans` if it rejected only for findings of `kinds`.
+pub fn accuracy_with_kinds(plans: &[JudgedPlan], index: usize, kinds: &[FindingKind]) -> f64 {
+    let judged: Vec<bool> = plans
+        .iter()
+        .filter_map(|p| agrees_with_kinds(p, index, kinds))
+        .collect();
+    judged.iter().filter(|a| **a).count() as f64 / judged.len().max(1) as f64
+}
+
+/// The kinds of finding that, as the only reasons to reject, make critic `index` agree best
+/// with execution on `plans`: every subset of [`FindingKind::ALL`] is tried (256); ties go to
+/// the smaller set, then the earlier kinds. Returns the set and its accuracy.
+pub fn fit_rejecting_kinds(plans: &[JudgedPlan], index: usize) -> (Vec<FindingKind>, f64) {
+    let all = FindingKind::ALL;
+    let mut best: Option<(Vec<FindingKind>, f64)> = None;
+    for mask in 0u32..(1 << all.len()) {
+        let kinds: Vec<FindingKind> = (0..all.len())
+            .filter(|i| mask & (1 << i) != 0)
+            .map(|i| all[i])
+            .collect();
+        let accuracy = accuracy_with_kinds(plans, index, &kinds);
+        let better = best.as_ref().is_none_or(|(b, a)| {
+            accuracy > *a + 1e-12 || ((accuracy - *a).abs() <= 1e-12 && kinds.len() < b.len())
+        });
+        if better {
+            best = Some((kinds, accuracy));
+        }
+    }
+    best.unwrap_or_default()
 }
 
 /// Plans each `(task, view, seed)` start once with `model`, executes the plan from the same
@@ -140,6 +183,15 @@ pub fn judge_against_execution(
                 .iter()
                 .map(|(_, r)| r.latency.as_secs_f64() * 1e3)
                 .collect(),
+            findings: reviews
+                .iter()
+                .map(|(_, r)| {
+                    FindingKind::ALL
+                        .into_iter()
+                        .filter(|k| r.findings.iter().any(|f| f.kind == *k))
+                        .collect()
+                })
+                .collect(),
         };
         let stop = on_plan(&judged).is_break();
         plans.push(judged);
@@ -162,7 +214,42 @@ mod tests {
             success,
             verdicts: vec![("perception".into(), accepted)],
             latency_ms: vec![2.0],
+            findings: vec![match accepted {
+                Some(false) => vec![FindingKind::GoalNotReached],
+                _ => Vec::new(),
+            }],
         }
+    }
+
+    fn found(success: bool, kinds: &[FindingKind]) -> JudgedPlan {
+        JudgedPlan {
+            findings: vec![kinds.to_vec()],
+            ..plan(success, Some(kinds.is_empty()))
+        }
+    }
+
+    /// Blur makes colour drift in plans that work; an unreached goal predicts failure: the
+    /// fit keeps the kind that separates and drops the one that does not.
+    #[test]
+    fn the_fit_keeps_the_kinds_that_predict_failure() {
+        use FindingKind::{ColourDrift, GoalNotReached};
+        let plans = [
+            found(true, &[ColourDrift]),
+            found(true, &[ColourDrift]),
+            found(true, &[]),
+            found(false, &[GoalNotReached, ColourDrift]),
+            found(false, &[GoalNotReached]),
+            found(false, &[ColourDrift]),
+        ];
+        assert!((accuracy_with_kinds(&plans, 0, &FindingKind::ALL) - 4.0 / 6.0).abs() < 1e-12);
+        let (kinds, accuracy) = fit_rejecting_kinds(&plans, 0);
+        assert_eq!(kinds, vec![GoalNotReached]);
+        assert!((accuracy - 5.0 / 6.0).abs() < 1e-12);
+        assert_eq!(
+            accuracy_with_kinds(&plans, 0, &[]),
+            0.5,
+            "accept everything"
+        );
     }
 
     #[test]

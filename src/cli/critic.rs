@@ -81,6 +81,10 @@ pub struct AgreementArgs {
     /// Also write the plans and the agreement table as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Also fit which kinds of finding should make each critic reject: on the plans of even
+    /// seed offsets, every subset of kinds is tried; the best is reported on the odd ones.
+    #[arg(long)]
+    pub fit: bool,
     #[command(flatten)]
     pub access: CriticAccess,
 }
@@ -340,12 +344,64 @@ pub fn agreement_cmd(args: &AgreementArgs) -> Result<()> {
             a.mean_latency_ms
         );
     }
+    let fits: Vec<_> = match args.fit {
+        true => (0..critic_refs.len())
+            .map(|i| fit_kinds(&plans, i, args.seed_base))
+            .collect(),
+        false => Vec::new(),
+    };
     if let Some(path) = &args.json {
-        let json = serde_json::json!({ "model": dir, "agreement": table, "plans": plans });
+        let json = serde_json::json!({
+            "model": dir, "agreement": table, "fits": fits, "plans": plans,
+        });
         videoagent::store::atomic::write_json(path, &json)
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
+}
+
+/// [`videoagent::agent::critic_agreement::fit_rejecting_kinds`] on the plans of even seed
+/// offsets, checked on the odd ones against the critic as it is and against rejecting all.
+fn fit_kinds(
+    plans: &[videoagent::agent::critic_agreement::JudgedPlan],
+    index: usize,
+    seed_base: u64,
+) -> serde_json::Value {
+    use videoagent::agent::critic_agreement::{
+        accuracy_with_kinds, agreement, fit_rejecting_kinds,
+    };
+    use videoagent::critic::FindingKind;
+    let (fit, held_out): (Vec<_>, Vec<_>) = plans
+        .iter()
+        .cloned()
+        .partition(|p| (p.seed - seed_base) % 2 == 0);
+    let (kinds, fit_accuracy) = fit_rejecting_kinds(&fit, index);
+    let held = |kinds: &[FindingKind]| accuracy_with_kinds(&held_out, index, kinds);
+    let always_reject =
+        held_out.iter().filter(|p| !p.success).count() as f64 / held_out.len().max(1) as f64;
+    let critic = plans
+        .first()
+        .and_then(|p| p.verdicts.get(index))
+        .map_or("", |v| v.0.as_str());
+    println!(
+        "fit {critic}: reject on {kinds:?}: {:.1}% on {} plans (even seeds); held out ({} plans): \
+         {:.1}% (as configured: {:.1}%, on every kind: {:.1}%, rejecting all plans: {:.1}%)",
+        100.0 * fit_accuracy,
+        fit.len(),
+        held_out.len(),
+        100.0 * held(&kinds),
+        100.0 * agreement(&held_out, index).accuracy,
+        100.0 * held(&FindingKind::ALL),
+        100.0 * always_reject
+    );
+    serde_json::json!({
+        "critic": critic, "rejects_on": kinds, "fit_plans": fit.len(),
+        "fit_accuracy": fit_accuracy, "held_out_plans": held_out.len(),
+        "held_out_accuracy": held(&kinds),
+        "held_out_as_configured": agreement(&held_out, index).accuracy,
+        "held_out_every_kind": held(&FindingKind::ALL),
+        "held_out_reject_all": always_reject,
+    })
 }
 
 fn model_plans(

@@ -89,6 +89,17 @@ pub enum FindingKind {
 }
 
 impl FindingKind {
+    pub const ALL: [FindingKind; 8] = [
+        Self::Vanished,
+        Self::Appeared,
+        Self::Duplicated,
+        Self::ColourDrift,
+        Self::Teleport,
+        Self::MovedWithoutContact,
+        Self::GripperStatic,
+        Self::GoalNotReached,
+    ];
+
     /// Glitches break physics; the rest are an incomplete task.
     pub fn is_glitch(self) -> bool {
         !matches!(self, Self::GripperStatic | Self::GoalNotReached)

@@ -103,9 +103,20 @@ impl Default for PerceptionThresholds {
 }
 
 /// The default critic; see the module docs.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct PerceptionCritic {
     pub thresholds: PerceptionThresholds,
+    /// The kinds of finding that make it reject; the others are reported with an accept.
+    pub rejects_on: Vec<FindingKind>,
+}
+
+impl Default for PerceptionCritic {
+    fn default() -> Self {
+        Self {
+            thresholds: PerceptionThresholds::default(),
+            rejects_on: FindingKind::ALL.to_vec(),
+        }
+    }
 }
 
 /// Pixels labelled `label` in `seg` or next to one (8-neighbourhood).
@@ -193,7 +204,10 @@ fn feedback(findings: &[Finding], task: Option<TaskKind>, instruction: &str) -> 
 
 impl PerceptionCritic {
     pub fn new(thresholds: PerceptionThresholds) -> Self {
-        Self { thresholds }
+        Self {
+            thresholds,
+            ..Self::default()
+        }
     }
 
     /// The findings of one plan, or why it cannot be judged.
@@ -365,13 +379,18 @@ impl Critic for PerceptionCritic {
             Err(reason) => Review::unavailable(reason, t0.elapsed()),
             Ok(findings) => {
                 let task = TaskKind::from_name(input.task);
+                let rejects = findings.iter().any(|f| self.rejects_on.contains(&f.kind));
                 Review {
-                    verdict: if findings.is_empty() {
-                        Verdict::Accept
-                    } else {
+                    verdict: if rejects {
                         Verdict::Reject
+                    } else {
+                        Verdict::Accept
                     },
-                    feedback: feedback(&findings, task, input.instruction),
+                    feedback: if rejects {
+                        feedback(&findings, task, input.instruction)
+                    } else {
+                        String::new()
+                    },
                     findings,
                     latency: t0.elapsed(),
                 }
