@@ -374,7 +374,7 @@ fn fit_kinds(
     let (fit, held_out): (Vec<_>, Vec<_>) = plans
         .iter()
         .cloned()
-        .partition(|p| (p.seed - seed_base) % 2 == 0);
+        .partition(|p| (p.seed - seed_base).is_multiple_of(2));
     let (kinds, fit_accuracy) = fit_rejecting_kinds(&fit, index);
     let held = |kinds: &[FindingKind]| accuracy_with_kinds(&held_out, index, kinds);
     let always_reject =
