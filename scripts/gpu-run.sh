@@ -49,8 +49,14 @@ if [ -z "${SKIP_BENCH:-}" ]; then
 echo "== bench"
 CONFIGS=tabletop,ithor,metaworld
 [ -f "$WORK/run.keep/config.json" ] && CONFIGS=default,ithor,metaworld
-VIDEOAGENT_MODEL="$WORK/run.keep" timeout 120 "$BIN" bench model --device cuda --configs "$CONFIGS" \
-  --plan-steps 25 --train-steps 10 --json "$OUT/bench-cuda.json" 2>&1 | tee "$OUT/bench.txt" || true
+# Each precision the reference is timed in: f32, TF32 (cuBLAS tensor cores for f32 matrix
+# products) and bf16 (U-Net weights and activations); training is timed where it changes.
+for P in f32 tf32 bf16; do
+  TRAIN_STEPS=10; [ "$P" = bf16 ] && TRAIN_STEPS=0
+  VIDEOAGENT_MODEL="$WORK/run.keep" timeout 150 "$BIN" bench model --device cuda --precision "$P" \
+    --configs "$CONFIGS" --plan-steps 25 --train-steps "$TRAIN_STEPS" --json "$OUT/bench-cuda-$P.json" \
+    2>&1 | tee "$OUT/bench-$P.txt" || true
+done
 
 echo "== reference PyTorch U-Net, same GPU (optional: needs runs/gpu/ref with the reference code)"
 if [ -d runs/gpu/ref/guided_diffusion ]; then

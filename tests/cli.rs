@@ -63,10 +63,26 @@ fn bad_input_exits_non_zero_with_one_clear_line() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("d");
     let out = out.to_str().expect("utf-8");
-    let cases: [(&[&str], &str); 12] = [
+    let cases: [(&[&str], &str); 14] = [
         (
             &["dataset", "--tasks", "fly", "--out", out],
             "unknown task 'fly'",
+        ),
+        (
+            &[
+                "dataset",
+                "--episodes",
+                "3",
+                "--candidates",
+                "2",
+                "--out",
+                out,
+            ],
+            "--candidates 2 is out of range",
+        ),
+        (
+            &["plan", "--task", "push", "--precision", "fp8", "--out", out],
+            "unknown precision (valid: f32, tf32, bf16)",
         ),
         (
             &["dataset", "--views", "top", "--out", out],

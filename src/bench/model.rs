@@ -15,6 +15,8 @@ use crate::model::{ModelConfig, ModelError, SampleConfig, UNetConfig, VideoModel
 #[derive(Clone, Debug, Serialize)]
 pub struct ConfigBench {
     pub config: String,
+    /// f32, tf32 or bf16 (forward and plan).
+    pub precision: String,
     pub image_size: usize,
     pub parameters: usize,
     pub forward_gflop: f64,
@@ -44,6 +46,8 @@ pub struct BenchPlan {
     pub forward_reps: usize,
     pub plan_steps: Option<usize>,
     pub train_steps: Option<u64>,
+    /// Of the timed forward passes and plan (training is always f32).
+    pub precision: crate::model::precision::Precision,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -86,7 +90,7 @@ fn bench_config(plan: &BenchPlan, device: &Device) -> Result<ConfigBench, ModelE
         .collect();
     let model = VideoModel::build(
         cfg.clone(),
-        &VarBuilder::from_tensors(weights, DType::F32, device),
+        &VarBuilder::from_tensors(weights, plan.precision.dtype(), device),
         device,
     )?;
     let frames = plan.unet.frames;
@@ -135,6 +139,7 @@ fn bench_config(plan: &BenchPlan, device: &Device) -> Result<ConfigBench, ModelE
         None => None,
     };
     Ok(ConfigBench {
+        precision: plan.precision.name().to_owned(),
         config: plan.name.clone(),
         image_size: side,
         parameters,

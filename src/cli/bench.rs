@@ -32,6 +32,11 @@ pub struct BenchModelArgs {
     /// auto, cpu, cuda or metal.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// f32, tf32 (NVIDIA tensor cores, f32 tensors) or bf16 (U-Net weights and activations)
+    /// for the forward pass and the plan; training keeps f32 weights (tf32 also runs its
+    /// matrix products on tensor cores).
+    #[arg(long, default_value = "f32")]
+    pub precision: String,
     /// Also write the report as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -117,6 +122,8 @@ pub(super) fn bench_model(args: &BenchModelArgs) -> Result<()> {
 
     let (device, note) = select_device(&args.device)?;
     tracing::info!("{note}");
+    let precision = videoagent::model::precision::Precision::parse(&args.precision)?;
+    tracing::info!("{}", precision.apply(&device));
     let mut plans = Vec::new();
     for name in args.configs.split(',').map(str::trim) {
         let (unet, full) = if name == "default" {
@@ -137,12 +144,16 @@ pub(super) fn bench_model(args: &BenchModelArgs) -> Result<()> {
             forward_reps: args.reps,
             plan_steps: full.then_some(args.plan_steps),
             train_steps: (full && args.train_steps > 0).then_some(args.train_steps),
+            precision,
         });
     }
     let report = run(&plans, &device)?;
     println!(
-        "device {}, {} threads, matmul peak {:.1} GFLOP/s",
-        report.device, report.threads, report.matmul_gflops_per_sec
+        "device {}, {} threads, matmul peak {:.1} GFLOP/s, precision {}",
+        report.device,
+        report.threads,
+        report.matmul_gflops_per_sec,
+        precision.name()
     );
     println!(
         "  {:<10} {:>5} {:>11} {:>8} {:>11} {:>9} {:>12} {:>14}",

@@ -158,6 +158,9 @@ pub struct PlanArgs {
     /// auto, cpu, cuda or metal.
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// f32, tf32 (NVIDIA tensor cores) or bf16 (the U-Net's weights and activations).
+    #[arg(long, default_value = "f32")]
+    pub precision: String,
     /// Also record the plan, with every refinement iteration and its critique, in this plan
     /// store (the folder the studio opens), so CLI and studio share plans.
     #[arg(long)]
@@ -407,6 +410,8 @@ pub(super) fn plan(args: &PlanArgs) -> Result<()> {
     let model_dir = args.model.clone().unwrap_or_else(default_model_dir);
     let (device, note) = select_device(&args.device)?;
     tracing::info!("{note}");
+    let precision = videoagent::model::precision::Precision::parse(&args.precision)?;
+    tracing::info!("{}", precision.apply(&device));
     let plan_start = super::critic::PlanStart {
         world: &args.start.world,
         view,
@@ -419,7 +424,7 @@ pub(super) fn plan(args: &PlanArgs) -> Result<()> {
         &device,
     )?;
     let t0 = Instant::now();
-    let model = VideoModel::load(&model_dir, &device)
+    let model = VideoModel::load_as(&model_dir, &device, precision)
         .with_context(|| format!("loading the model from {}", model_dir.display()))?;
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
     let start = world.reset(&args.start.task, view, args.start.seed)?;

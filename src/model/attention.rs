@@ -2,7 +2,7 @@
 //! across frames. The legacy head split groups the 3C qkv channels per head as
 //! `[q(ch), k(ch), v(ch)]`.
 
-use candle_core::{Result, Tensor};
+use candle_core::{DType, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::fused::softmax_last_dim;
@@ -65,11 +65,14 @@ impl AttentionBlock {
             .forward(&self.norm.forward(x, 1)?.reshape((n, c, len))?)?
             .reshape((n * self.heads, 3 * ch, len))?;
         // q and k are each scaled by ch^-1/4 upstream; scaling q by ch^-1/2 is the same product.
-        let q = (qkv.narrow(1, 0, ch)? * (1.0 / (ch as f64).sqrt()))?;
-        let k = qkv.narrow(1, ch, ch)?;
+        // The logits in f32 whatever the network's type: bf16 logits of a few tens are off by
+        // a tenth, which moves the softmax by as much.
+        let f32 = |t: Tensor| t.to_dtype(DType::F32);
+        let q = (f32(qkv.narrow(1, 0, ch)?)? * (1.0 / (ch as f64).sqrt()))?;
+        let k = f32(qkv.narrow(1, ch, ch)?)?;
         let v = qkv.narrow(1, 2 * ch, ch)?;
         let weight = q.transpose(1, 2)?.contiguous()?.matmul(&k.contiguous()?)?;
-        let weight = softmax_last_dim(&weight)?;
+        let weight = softmax_last_dim(&weight)?.to_dtype(v.dtype())?;
         let attended = v
             .contiguous()?
             .matmul(&weight.transpose(1, 2)?.contiguous()?)?

@@ -200,8 +200,18 @@ impl Checkpoint {
 
     /// Validates, then builds the network on `device` in float32.
     pub fn into_unet(self, cfg: &UNetConfig, device: &Device) -> Result<UNet, ModelError> {
+        self.into_unet_as(cfg, device, DType::F32)
+    }
+
+    /// Validates, then builds the network on `device` with weights of type `dtype`.
+    pub fn into_unet_as(
+        self,
+        cfg: &UNetConfig,
+        device: &Device,
+        dtype: DType,
+    ) -> Result<UNet, ModelError> {
         self.validate(cfg)?;
-        let vb = VarBuilder::from_tensors(self.tensors, DType::F32, device);
+        let vb = VarBuilder::from_tensors(self.tensors, dtype, device);
         Ok(UNet::new(cfg, vb)?)
     }
 }

@@ -49,6 +49,9 @@ pub enum ModelError {
     #[error("cannot use device `{device}`: {reason}")]
     Device { device: String, reason: String },
 
+    #[error("cannot use precision `{precision}`: {reason}")]
+    Precision { precision: String, reason: String },
+
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }

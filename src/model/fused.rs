@@ -244,7 +244,21 @@ pub fn group_norm(
     eps: f64,
     silu: bool,
 ) -> Result<Tensor> {
-    if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
+    if x.dtype() != candle_core::DType::F32 {
+        // In f32, as the reference's GroupNorm32: bf16 statistics lose too much.
+        let f32 = |t: &Tensor| t.to_dtype(candle_core::DType::F32);
+        return group_norm(
+            &f32(x)?,
+            &f32(weight)?,
+            &f32(bias)?,
+            groups,
+            frames,
+            eps,
+            silu,
+        )?
+        .to_dtype(x.dtype());
+    }
+    if x.device().is_cpu() {
         let op = GroupNormAffine {
             groups,
             frames,
@@ -316,7 +330,11 @@ impl CustomOp1 for SoftmaxLastDim {
 
 /// Softmax over the last dim (differentiable).
 pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
-    if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
+    if x.dtype() != candle_core::DType::F32 {
+        // In f32, as the reference's attention.
+        return softmax_last_dim(&x.to_dtype(candle_core::DType::F32)?)?.to_dtype(x.dtype());
+    }
+    if x.device().is_cpu() {
         return x.contiguous()?.apply_op1(SoftmaxLastDim);
     }
     candle_nn::ops::softmax(x, D::Minus1)

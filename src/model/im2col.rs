@@ -240,7 +240,8 @@ pub fn conv2d_channel_major(
     stride: usize,
 ) -> Result<Tensor> {
     let (c_out, _, kernel, _) = weight.dims4()?;
-    if !x.device().is_cpu() {
+    // The custom op is the CPU's f32 kernel; everything else goes through tensor ops.
+    if !x.device().is_cpu() || x.dtype() != candle_core::DType::F32 {
         return match conv2d_unfolded(x, weight, bias, padding, stride)? {
             Some(y) => Ok(y),
             None => x
@@ -447,7 +448,7 @@ impl CustomOp1 for FrameFold {
 /// one matmul.
 pub fn frame_taps(x: &Tensor, frames: usize) -> Result<Tensor> {
     let (c, n, len) = x.dims3()?;
-    if x.device().is_cpu() {
+    if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
         return x.contiguous()?.apply_op1(FrameUnfold { frames });
     }
     let padded = x

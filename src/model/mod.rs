@@ -25,6 +25,7 @@ mod layers;
 pub mod noise;
 mod perceiver;
 pub mod pipeline;
+pub mod precision;
 pub mod refine_train;
 pub mod sampler;
 mod seeded_init;

@@ -15,6 +15,8 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
+
+use super::precision::Precision;
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
@@ -159,7 +161,7 @@ impl VideoModel {
         let text: Box<dyn TextEncoder> = match &config.text_encoder {
             TextEncoderKind::Builtin => Box::new(BuiltinTextEncoder::new(
                 &config.text,
-                vb.pp("text_encoder"),
+                vb.pp("text_encoder").set_dtype(DType::F32),
             )?),
             TextEncoderKind::Clip { path } => Box::new(load_clip(path, &config, device)?),
         };
@@ -185,13 +187,22 @@ impl VideoModel {
 
     /// Loads a model folder (see the module docs), validating every tensor.
     pub fn load(dir: &Path, device: &Device) -> Result<Self, ModelError> {
+        Self::load_as(dir, device, Precision::F32)
+    }
+
+    /// [`VideoModel::load`] with the U-Net in `precision` (the text encoder stays f32).
+    pub fn load_as(dir: &Path, device: &Device, precision: Precision) -> Result<Self, ModelError> {
         let config_path = dir.join(CONFIG_FILE);
         let config: ModelConfig = read_json(&config_path)?;
         config.check().map_err(|reason| ModelError::Format {
             reason: format!("config: {reason}"),
             path: config_path,
         })?;
-        let unet = Checkpoint::read(dir.join(WEIGHTS_FILE))?.into_unet(&config.unet, device)?;
+        let unet = Checkpoint::read(dir.join(WEIGHTS_FILE))?.into_unet_as(
+            &config.unet,
+            device,
+            precision.dtype(),
+        )?;
         let text: Box<dyn TextEncoder> = match &config.text_encoder {
             TextEncoderKind::Builtin => Box::new(load_builtin_text(dir, &config, device)?),
             TextEncoderKind::Clip { path } => {

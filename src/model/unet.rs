@@ -13,6 +13,8 @@ use super::perceiver::PerceiverResampler;
 
 #[derive(Debug, Clone)]
 pub struct UNet {
+    /// Of the weights and activations (f32, or bf16 for `Precision::Bf16`).
+    dtype: DType,
     model_channels: usize,
     levels: usize,
     time_embed_in: Linear,
@@ -98,16 +100,22 @@ impl UNet {
         }
 
         Ok(Self {
+            dtype: vb.dtype(),
             model_channels: mc,
             levels: cfg.channel_mult.len(),
             time_embed_in: linear(mc, emb_dim, true, vb.pp("time_embed.0"))?,
             time_embed_out: linear(emb_dim, emb_dim, true, vb.pp("time_embed.2"))?,
-            resampler: PerceiverResampler::new(cfg.task_token_channels, vb.pp("task_attnpool.0"))?,
+            // The text pooling stays f32 in every precision: its layer norms and attention
+            // over a few tokens cost nothing and lose a quarter of their output in bf16.
+            resampler: PerceiverResampler::new(
+                cfg.task_token_channels,
+                vb.pp("task_attnpool.0").set_dtype(DType::F32),
+            )?,
             task_proj: linear(
                 cfg.task_token_channels,
                 emb_dim,
                 true,
-                vb.pp("task_attnpool.1"),
+                vb.pp("task_attnpool.1").set_dtype(DType::F32),
             )?,
             input_blocks,
             middle_block,
@@ -133,7 +141,7 @@ impl UNet {
         if !self.model_channels.is_multiple_of(2) {
             parts.push(args.narrow(1, 0, 1)?.zeros_like()?);
         }
-        let sinusoid = Tensor::cat(&parts, 1)?;
+        let sinusoid = Tensor::cat(&parts, 1)?.to_dtype(self.dtype)?;
         self.time_embed_out
             .forward(&self.time_embed_in.forward(&sinusoid)?.silu()?)
     }
@@ -142,13 +150,16 @@ impl UNet {
     /// to the time embedding (no cross-attention in this network).
     pub fn task_embedding(&self, tokens: &Tensor) -> Result<Tensor> {
         self.task_proj
-            .forward(&self.resampler.forward(tokens)?)?
-            .mean(1)
+            .forward(&self.resampler.forward(&tokens.to_dtype(DType::F32)?)?)?
+            .mean(1)?
+            .to_dtype(self.dtype)
     }
 
     /// `x`: `(b, in_channels, f, h, w)` (noisy frames, then conditioning frames), `t`: `(b,)`
     /// timesteps, `task_embed`: `(b, L, task_token_channels)` -> `(b, out_channels, f, h, w)`.
+    /// Inputs of any float type are cast to the weights' type; the output is f32.
     pub fn forward(&self, x: &Tensor, t: &Tensor, task_embed: &Tensor) -> Result<Tensor> {
+        let x = &x.to_dtype(self.dtype)?;
         let (b, c, frames, h, w) = x.dims5()?;
         let factor = 1 << (self.levels - 1);
         if !h.is_multiple_of(factor) || !w.is_multiple_of(factor) {
@@ -173,6 +184,7 @@ impl UNet {
         let out_channels = out.dim(1)?;
         out.reshape((b, frames, out_channels, h, w))?
             .permute((0, 2, 1, 3, 4))?
+            .to_dtype(DType::F32)?
             .contiguous()
     }
 }
