@@ -118,6 +118,9 @@ pub struct QualityArgs {
     /// DDIM steps.
     #[arg(long, default_value_t = 10)]
     pub steps: usize,
+    /// Classifier-free guidance weight (0: the conditional prediction alone).
+    #[arg(long, default_value_t = 0.0)]
+    pub guidance: f64,
     /// auto, cpu, cuda or metal.
     #[arg(long, default_value = "auto")]
     pub device: String,
@@ -582,7 +585,10 @@ pub(super) fn quality(args: &QualityArgs) -> Result<()> {
     let mut world = open_world(&model.config.world, 64)?;
     let tasks = pick_tasks(world.as_ref(), &args.tasks)?;
     let views = pick_views(world.as_ref(), &args.views)?;
-    let sample = SampleConfig::ddim(args.steps);
+    let sample = SampleConfig {
+        guidance_weight: args.guidance,
+        ..SampleConfig::ddim(args.steps)
+    };
     if args.refine > 0 {
         return quality_per_iteration(args, &model, world.as_mut(), &tasks, &views, &sample);
     }
