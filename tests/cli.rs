@@ -63,7 +63,7 @@ fn bad_input_exits_non_zero_with_one_clear_line() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("d");
     let out = out.to_str().expect("utf-8");
-    let cases: [(&[&str], &str); 14] = [
+    let cases: [(&[&str], &str); 15] = [
         (
             &["dataset", "--tasks", "fly", "--out", out],
             "unknown task 'fly'",
@@ -83,6 +83,10 @@ fn bad_input_exits_non_zero_with_one_clear_line() {
         (
             &["plan", "--task", "push", "--precision", "fp8", "--out", out],
             "unknown precision (valid: f32, tf32, bf16)",
+        ),
+        (
+            &["plan", "--task", "push", "--critic-rejects", "fly", "--out", out],
+            "--critic-rejects: unknown kind 'fly' (valid: vanished, appeared,",
         ),
         (
             &["dataset", "--views", "top", "--out", out],

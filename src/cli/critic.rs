@@ -104,9 +104,16 @@ pub struct CriticArgs {
     pub access: CriticAccess,
 }
 
-/// How to reach a VLM critic: its model, server and timeout.
+/// How a critic is set up: the perception critic's rejecting kinds; a VLM critic's model,
+/// server and timeout.
 #[derive(Clone, Debug, Args)]
 pub struct CriticAccess {
+    /// The kinds of finding that make the perception critic reject, comma-separated
+    /// (vanished, appeared, duplicated, colour_drift, teleport, moved_without_contact,
+    /// gripper_static, goal_not_reached; default: all). `critic-agreement --fit` says which
+    /// predict a failed execution.
+    #[arg(long)]
+    pub critic_rejects: Option<String>,
     /// The vlm critic's model name (default gpt-4o), or the local critic's model folder
     /// (config.json, model.safetensors, tokenizer.json).
     #[arg(long)]
@@ -120,6 +127,34 @@ pub struct CriticAccess {
     /// Seconds one VLM request may take.
     #[arg(long, default_value_t = 60.0)]
     pub critic_timeout: f64,
+}
+
+/// `--critic-rejects`: finding kinds by their snake_case names (all of them when absent).
+fn rejecting_kinds(list: Option<&str>) -> Result<Vec<videoagent::critic::FindingKind>> {
+    use videoagent::critic::FindingKind;
+    let Some(list) = list else {
+        return Ok(FindingKind::ALL.to_vec());
+    };
+    let name = |k: &FindingKind| {
+        serde_json::to_value(k)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+    };
+    list.split(',')
+        .map(str::trim)
+        .map(|wanted| {
+            FindingKind::ALL
+                .into_iter()
+                .find(|k| name(k).as_deref() == Some(wanted))
+                .with_context(|| {
+                    let valid: Vec<String> = FindingKind::ALL.iter().filter_map(name).collect();
+                    format!(
+                        "--critic-rejects: unknown kind '{wanted}' (valid: {})",
+                        valid.join(", ")
+                    )
+                })
+        })
+        .collect()
 }
 
 /// The world start plans are made from: what the execution critic replays.
@@ -146,7 +181,10 @@ pub fn make_critic(
             start.view,
             start.seed,
         )?)),
-        "perception" => Some(Box::new(PerceptionCritic::default())),
+        "perception" => Some(Box::new(PerceptionCritic {
+            rejects_on: rejecting_kinds(args.critic_rejects.as_deref())?,
+            ..PerceptionCritic::default()
+        })),
         "vlm" => {
             if !(args.critic_timeout.is_finite() && args.critic_timeout > 0.0) {
                 bail!("--critic-timeout must be a positive number of seconds");
