@@ -85,7 +85,15 @@ fn bad_input_exits_non_zero_with_one_clear_line() {
             "unknown precision (valid: f32, tf32, bf16)",
         ),
         (
-            &["plan", "--task", "push", "--critic-rejects", "fly", "--out", out],
+            &[
+                "plan",
+                "--task",
+                "push",
+                "--critic-rejects",
+                "fly",
+                "--out",
+                out,
+            ],
             "--critic-rejects: unknown kind 'fly' (valid: vanished, appeared,",
         ),
         (
