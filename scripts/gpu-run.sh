@@ -12,16 +12,7 @@ TRAIN_SECONDS=${TRAIN_SECONDS:-420}
 IMAGE_SIZE=${IMAGE_SIZE:-32}
 EPISODES=${EPISODES:-40}
 BATCH=${BATCH:-8}
-WORK=$(mktemp -d)
-xz -dc runs/gpu/videoagent.xz > "$WORK/videoagent"
-chmod +x "$WORK/videoagent"
-
-# candle's CUDA build links libcudart/cublas/curand 13: take them from the machine's PyTorch.
-SP=$(python3 -c 'import os, torch; print(os.path.dirname(os.path.dirname(torch.__file__)))')
-N="$SP/nvidia"
-export LD_LIBRARY_PATH="$N/cu13/lib:$N/cuda_runtime/lib:$N/cublas/lib:$N/curand/lib:$N/cuda_nvrtc/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-nvidia-smi --query-gpu=name,driver_version,compute_cap,memory.total --format=csv | tee "$OUT/gpu.txt"
-BIN="$WORK/videoagent"
+. scripts/gpu-env.sh
 
 echo "== dataset"
 /usr/bin/time -v "$BIN" dataset --episodes "$EPISODES" --out "$WORK/data" 2> "$OUT/dataset-time.txt" | tee "$OUT/dataset.txt"

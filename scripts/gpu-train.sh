@@ -17,16 +17,7 @@ TRAIN_SECONDS=${TRAIN_SECONDS:-390}
 EPISODES=${EPISODES:-40}
 INIT=${INIT:-sample_data/models/tabletop-cpu}
 GPU_MODEL=${GPU_MODEL:-1}
-WORK=$(mktemp -d)
-xz -dc runs/gpu/videoagent.xz > "$WORK/videoagent"
-chmod +x "$WORK/videoagent"
-BIN="$WORK/videoagent"
-
-# candle's CUDA build links libcudart/cublas/curand 13: take them from the machine's PyTorch.
-SP=$(python3 -c 'import os, torch; print(os.path.dirname(os.path.dirname(torch.__file__)))')
-N="$SP/nvidia"
-export LD_LIBRARY_PATH="$N/cu13/lib:$N/cuda_runtime/lib:$N/cublas/lib:$N/curand/lib:$N/cuda_nvrtc/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv | tee "$OUT/gpu.txt"
+. scripts/gpu-env.sh
 
 echo "== dataset"
 "$BIN" dataset --episodes "$EPISODES" --out "$WORK/data" | tee "$OUT/dataset.txt"

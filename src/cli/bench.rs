@@ -79,8 +79,7 @@ pub(super) fn bench_world(args: &BenchWorldArgs) -> Result<()> {
     }
     println!("  {:<20} {:>10} {:>14.1}", "all", "", report.frames_per_sec);
     if let Some(path) = &args.json {
-        videoagent::store::atomic::write_json(path, &report)
-            .with_context(|| format!("writing {}", path.display()))?;
+        super::write_json(path, &report)?;
     }
     Ok(())
 }
@@ -108,8 +107,7 @@ pub(super) fn bench_ui(args: &BenchUiArgs) -> Result<()> {
         );
     }
     if let Some(path) = &args.json {
-        videoagent::store::atomic::write_json(path, &report)
-            .with_context(|| format!("writing {}", path.display()))?;
+        super::write_json(path, &report)?;
     }
     Ok(())
 }
@@ -177,8 +175,7 @@ pub(super) fn bench_model(args: &BenchModelArgs) -> Result<()> {
         );
     }
     if let Some(path) = &args.json {
-        videoagent::store::atomic::write_json(path, &report)
-            .with_context(|| format!("writing {}", path.display()))?;
+        super::write_json(path, &report)?;
     }
     Ok(())
 }

@@ -296,8 +296,7 @@ pub fn calibrate_cmd(args: &CalibrateArgs) -> Result<()> {
             "report": report,
             "model_plans": plans,
         });
-        videoagent::store::atomic::write_json(path, &json)
-            .with_context(|| format!("writing {}", path.display()))?;
+        super::write_json(path, &json)?;
     }
     Ok(())
 }
@@ -392,8 +391,7 @@ pub fn agreement_cmd(args: &AgreementArgs) -> Result<()> {
         let json = serde_json::json!({
             "model": dir, "agreement": table, "fits": fits, "plans": plans,
         });
-        videoagent::store::atomic::write_json(path, &json)
-            .with_context(|| format!("writing {}", path.display()))?;
+        super::write_json(path, &json)?;
     }
     Ok(())
 }

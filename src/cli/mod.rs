@@ -126,6 +126,20 @@ pub struct StartArgs {
     pub seed: u64,
 }
 
+impl StartArgs {
+    /// The world (64 px frames), the view's index and the task, each checked by name.
+    pub fn open(&self) -> Result<(Box<dyn World>, usize, env::TaskInfo)> {
+        let world = env::open_world(&self.world, 64)?;
+        let view = env::resolve_view(&world.views(), &self.view)?;
+        let info = world
+            .tasks()
+            .into_iter()
+            .find(|t| t.name == self.task)
+            .with_context(|| format!("unknown task '{}' (see `videoagent tasks`)", self.task))?;
+        Ok((world, view, info))
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum SetupCommand {
     /// Create the MetaWorld venv (pip: metaworld 3.1.1, which pins mujoco), then check that
@@ -213,6 +227,12 @@ pub(crate) fn progress(len: u64, what: &str) -> ProgressBar {
     );
     bar.set_message(what.to_owned());
     bar
+}
+
+/// Writes `value` as JSON to `path` atomically; the error names the file.
+pub(crate) fn write_json(path: &std::path::Path, value: &impl serde::Serialize) -> Result<()> {
+    videoagent::store::atomic::write_json(path, value)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// Set by Ctrl-C: long jobs stop at the next step and save what they have.

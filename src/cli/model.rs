@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use videoagent::env::{self, World, open_world};
+use videoagent::env::{World, open_world};
 
 use super::{interrupt_flag, pick_tasks, pick_views, progress};
 
@@ -391,18 +391,7 @@ pub(super) fn plan(args: &PlanArgs) -> Result<()> {
     };
     use videoagent::store::plan_record::{PlanRecord, SamplerRecord, write_plan};
 
-    let mut world = open_world(&args.start.world, 64)?;
-    let view = env::resolve_view(&world.views(), &args.start.view)?;
-    let info = world
-        .tasks()
-        .into_iter()
-        .find(|t| t.name == args.start.task)
-        .with_context(|| {
-            format!(
-                "unknown task '{}' (see `videoagent tasks`)",
-                args.start.task
-            )
-        })?;
+    let (mut world, view, info) = args.start.open()?;
     let instruction = args
         .instruction
         .clone()
@@ -565,8 +554,7 @@ fn quality_per_iteration(
         );
     }
     if let Some(path) = &args.json {
-        videoagent::store::atomic::write_json(path, &all)
-            .with_context(|| format!("writing {}", path.display()))?;
+        super::write_json(path, &all)?;
     }
     Ok(())
 }
@@ -655,8 +643,7 @@ pub(super) fn quality(args: &QualityArgs) -> Result<()> {
         );
     }
     if let Some(path) = &args.json {
-        videoagent::store::atomic::write_json(path, &report)
-            .with_context(|| format!("writing {}", path.display()))?;
+        super::write_json(path, &report)?;
     }
     Ok(())
 }

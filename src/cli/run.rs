@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use videoagent::env::{self, World, open_world};
+use videoagent::env::{self, World};
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -134,8 +134,7 @@ fn run_metaworld(args: &RunArgs) -> Result<()> {
         "world": args.start.world, "task": args.start.task, "view": view, "seed": args.start.seed,
         "planner": planner, "rollout": rollout,
     });
-    videoagent::store::atomic::write_json(&json, &record)
-        .with_context(|| format!("writing {}", json.display()))?;
+    super::write_json(&json, &record)?;
     match &rollout.failure {
         None => println!(
             "success in {} steps ({} replans); {}",
@@ -177,18 +176,7 @@ pub(super) fn run_plan(args: &RunArgs) -> Result<()> {
         return run_metaworld(args);
     }
     let t_start = Instant::now();
-    let mut world = open_world(&args.start.world, 64)?;
-    let view = env::resolve_view(&world.views(), &args.start.view)?;
-    let info = world
-        .tasks()
-        .into_iter()
-        .find(|t| t.name == args.start.task)
-        .with_context(|| {
-            format!(
-                "unknown task '{}' (see `videoagent tasks`)",
-                args.start.task
-            )
-        })?;
+    let (mut world, view, info) = args.start.open()?;
     if !(8..=256).contains(&args.plan_size) {
         bail!("--plan-size {} is out of range (8 to 256)", args.plan_size);
     }
@@ -307,8 +295,7 @@ pub(super) fn run_plan(args: &RunArgs) -> Result<()> {
         },
     };
     let json = args.out.join("run.json");
-    videoagent::store::atomic::write_json(&json, &run)
-        .with_context(|| format!("writing {}", json.display()))?;
+    super::write_json(&json, &run)?;
     match &rollout.failure {
         None => println!(
             "success in {} steps ({} replans); rollout in {}",

@@ -414,8 +414,7 @@ pub fn bench_crash(args: &BenchCrashArgs) -> Result<()> {
     println!("failures                   {}", report.failures.len());
     println!("store elapsed              {:.1} s", report.elapsed_secs);
     if let Some(path) = &args.json {
-        videoagent::store::atomic::write_json(path, &report)
-            .with_context(|| format!("cannot write {}", path.display()))?;
+        super::write_json(path, &report)?;
     }
     if !report.failures.is_empty() {
         for f in report.failures.iter().take(20) {

@@ -152,12 +152,11 @@ fn keep_shortest(
             .cmp(&(&b.task, b.view, !b.success, b.frames, b.seed))
     });
     let mut kept: Vec<EpisodeMeta> = Vec::new();
+    let mut taken: std::collections::HashMap<(String, usize), usize> = Default::default();
     for meta in results {
-        let taken = kept
-            .iter()
-            .filter(|k| k.task == meta.task && k.view == meta.view)
-            .count();
-        if meta.success && taken < spec.episodes {
+        let count = taken.entry((meta.task.clone(), meta.view)).or_default();
+        if meta.success && *count < spec.episodes {
+            *count += 1;
             kept.push(meta);
         } else {
             let dir = root.join(&meta.dir);
