@@ -55,6 +55,7 @@ fn plan(task: &str, seed: u8) -> NewPlan {
             kind: "ddim".into(),
             steps: 10,
             guidance: 0.0,
+            precision: videoagent::model::precision::Precision::F32,
         },
         start_frame: frame(seed),
     }
@@ -68,6 +69,7 @@ fn iteration(seed: u8, critique: &str, verdict: Verdict) -> NewIteration {
         findings: vec![Finding {
             frame_idx: 2,
             text: "the block jumps".into(),
+            region: None,
         }],
     }
 }

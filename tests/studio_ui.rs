@@ -36,6 +36,7 @@ fn sample_plans(dir: &Path, n: u64) {
                 kind: "ddim".into(),
                 steps: 10,
                 guidance: 0.0,
+                precision: videoagent::model::precision::Precision::F32,
             },
             load_ms: 0.0,
             sample_ms: 1.0,
@@ -307,6 +308,44 @@ fn a_critic_that_is_down_is_reported_and_the_plan_is_kept() {
     );
 }
 
+/// The perception critic rejects only on the kinds of finding the user leaves checked: with
+/// none checked it accepts the first plan, so no refinement runs.
+#[test]
+fn the_perception_critic_rejects_only_on_the_checked_kinds() {
+    use videoagent::critic::FindingKind;
+    let mut app = studio(None);
+    app.wait_for_model().expect("model");
+    app.settings.sampler_steps = 2;
+    app.settings.max_refinements = 2;
+    let mut h = harness(app);
+    h.run_steps(1);
+    for kind in FindingKind::ALL {
+        h.get_by_role_and_label(
+            egui::accesskit::Role::CheckBox,
+            &kind.name().replace('_', " "),
+        )
+        .click();
+        h.run_steps(1);
+    }
+    assert!(h.state().settings.rejects_on.is_empty(), "all unchecked");
+    h.get_by_label("Generate").click();
+    h.run_steps(1);
+    step_until(&mut h, Duration::from_secs(120), |a| !a.is_generating());
+    let plan = h.state().studio.selected_plan().expect("the plan").clone();
+    assert_eq!(plan.iterations.len(), 1, "accepted at once: no refinement");
+    let critique = plan.iterations[0].critique.clone().expect("a critique");
+    assert_eq!(critique.accepted, Some(true), "{critique:?}");
+
+    h.get_by_role_and_label(egui::accesskit::Role::CheckBox, "goal not reached")
+        .click();
+    h.run_steps(1);
+    assert_eq!(
+        h.state().settings.rejects_on,
+        vec![FindingKind::GoalNotReached],
+        "checking a kind again makes it a reason to reject"
+    );
+}
+
 #[test]
 fn a_broken_model_folder_is_reported_in_the_ui() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -392,6 +431,7 @@ fn execute_runs_the_chosen_iteration_and_shows_the_rollout() {
             kind: "expert".into(),
             steps: 0,
             guidance: 0.0,
+            precision: videoagent::model::precision::Precision::F32,
         },
         load_ms: 0.0,
         sample_ms: 0.0,

@@ -14,7 +14,7 @@ use crate::agent::refine::{
     OnUnavailable, RefineInput, RefineIteration, RefineProgress, RefineSettings, StopReason, refine,
 };
 use crate::critic::{
-    ChatClient, ChatSettings, Critic, LocalVlmCritic, NoCritic, PerceptionCritic,
+    ChatClient, ChatSettings, Critic, FindingKind, LocalVlmCritic, NoCritic, PerceptionCritic,
     PerceptionThresholds, VlmCritic,
 };
 use crate::env::{self, Rgb8Image};
@@ -199,6 +199,8 @@ pub struct GenerateRequest {
     pub instruction: String,
     pub max_refinements: usize,
     pub critic: CriticChoice,
+    /// The kinds of finding that make the perception critic reject.
+    pub rejects_on: Vec<FindingKind>,
     /// Where the VLM critic is served.
     pub vlm: VlmEndpoint,
     pub sampler_steps: usize,
@@ -272,14 +274,16 @@ impl CriticChoice {
     /// an error the user sees.
     fn build(
         self,
-        vlm: &VlmEndpoint,
+        request: &GenerateRequest,
         local: Option<&LocalCritic>,
         device: &candle_core::Device,
     ) -> Result<Arc<dyn Critic>, String> {
+        let vlm = &request.vlm;
         Ok(match self {
-            CriticChoice::Perception => {
-                Arc::new(PerceptionCritic::new(PerceptionThresholds::default()))
-            }
+            CriticChoice::Perception => Arc::new(PerceptionCritic {
+                thresholds: PerceptionThresholds::default(),
+                rejects_on: request.rejects_on.clone(),
+            }),
             CriticChoice::Vlm => {
                 let url = Some(vlm.base_url.as_str()).filter(|u| !u.trim().is_empty());
                 let settings = ChatSettings::from_env(url, &vlm.model)
@@ -303,7 +307,7 @@ fn run_generate(
     report: &Reporter<GenerateEvent>,
 ) -> Result<Option<usize>, String> {
     // The critic first: a critic that cannot be made leaves no empty plan behind.
-    let critic = request.critic.build(&request.vlm, local, &model.device)?;
+    let critic = request.critic.build(request, local, &model.device)?;
     let origin = &request.origin;
     let (first, instruction) = match &request.image {
         Some(image) => {
@@ -707,6 +711,7 @@ mod tests {
             instruction: String::new(),
             max_refinements: 1,
             critic: CriticChoice::Local,
+            rejects_on: FindingKind::ALL.to_vec(),
             vlm: VlmEndpoint::default(),
             sampler_steps: 2,
             guidance: 0.0,

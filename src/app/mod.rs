@@ -55,6 +55,9 @@ pub struct GenerateSettings {
     pub instruction: String,
     pub max_refinements: usize,
     pub critic: jobs::CriticChoice,
+    /// The kinds of finding that make the perception critic reject (all by default;
+    /// `videoagent critic-agreement --fit` says which predict failure).
+    pub rejects_on: Vec<crate::critic::FindingKind>,
     pub vlm: jobs::VlmEndpoint,
     pub sampler_steps: usize,
     pub guidance: f64,
@@ -72,6 +75,7 @@ impl Default for GenerateSettings {
             instruction: String::new(),
             max_refinements: 2,
             critic: jobs::CriticChoice::Perception,
+            rejects_on: crate::critic::FindingKind::ALL.to_vec(),
             vlm: jobs::VlmEndpoint::default(),
             sampler_steps: 10,
             guidance: 0.0,
@@ -894,6 +898,7 @@ impl StudioApp {
             instruction: s.instruction.clone(),
             max_refinements: s.max_refinements,
             critic: s.critic,
+            rejects_on: s.rejects_on.clone(),
             vlm: s.vlm.clone(),
             sampler_steps: s.sampler_steps,
             guidance: s.guidance,

@@ -111,6 +111,7 @@ pub fn add_plan(
             kind: "ddim".into(),
             steps: 0,
             guidance: 0.0,
+            precision: crate::model::precision::Precision::F32,
         },
         start_frame,
     })
@@ -140,6 +141,12 @@ pub fn add_iteration(
                         .map(|f| db::Finding {
                             frame_idx: f.frame_idx,
                             text: f.text.clone(),
+                            region: Some(db::Rect {
+                                x: f.region[0],
+                                y: f.region[1],
+                                width: f.region[2],
+                                height: f.region[3],
+                            }),
                         })
                         .collect()
                 })
@@ -192,7 +199,7 @@ fn load_plan(
                     .map(|f| FindingView {
                         frame_idx: f.frame_idx,
                         text: f.text.clone(),
-                        region: [0, 0, 0, 0],
+                        region: f.region.map_or([0; 4], |r| [r.x, r.y, r.width, r.height]),
                     })
                     .collect(),
                 latency_ms: 0.0,
@@ -423,5 +430,50 @@ mod tests {
             annotator: "ann".into(),
         };
         assert_eq!(from_annotation(&to_annotation(&label), "ann"), label);
+    }
+
+    #[test]
+    fn findings_keep_their_regions_through_the_store() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, _) = Store::open(dir.path()).expect("store");
+        let frame = |v: u8| crate::env::Rgb8Image {
+            width: 4,
+            height: 4,
+            pixels: vec![v; 48],
+        };
+        let finding = FindingView {
+            frame_idx: 3,
+            text: "block vanished".into(),
+            region: [1, 2, 3, 2],
+        };
+        let plan = PlanView {
+            id: PlanId(1),
+            origin: PlanOrigin {
+                world: "tabletop".into(),
+                task: "push".into(),
+                view: 0,
+                seed: 1,
+            },
+            instruction: "push the block".into(),
+            iterations: vec![IterationView {
+                frames: (0..8).map(frame).collect(),
+                critique: Some(Critique {
+                    critic: "critic".into(),
+                    accepted: Some(false),
+                    feedback: "The block vanishes.".into(),
+                    findings: vec![finding.clone()],
+                    latency_ms: 0.0,
+                }),
+                sample_ms: 0.0,
+            }],
+            chosen: 0,
+            rollout: None,
+            created_ms: 0,
+            labelled_by: Default::default(),
+        };
+        let id = save_plan(&store, &plan).expect("save");
+        let (back, _) = load_plan(&store, id, "ann").expect("load");
+        let critique = back.iterations[0].critique.as_ref().expect("critique");
+        assert_eq!(critique.findings, vec![finding]);
     }
 }

@@ -115,6 +115,7 @@ fn seed_plan(seed: u64) -> NewPlan {
             kind: "ddim".into(),
             steps: 10,
             guidance: 0.0,
+            precision: crate::model::precision::Precision::F32,
         },
         start_frame: tiny_frame(seed),
     }

@@ -135,19 +135,14 @@ fn rejecting_kinds(list: Option<&str>) -> Result<Vec<videoagent::critic::Finding
     let Some(list) = list else {
         return Ok(FindingKind::ALL.to_vec());
     };
-    let name = |k: &FindingKind| {
-        serde_json::to_value(k)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-    };
     list.split(',')
         .map(str::trim)
         .map(|wanted| {
             FindingKind::ALL
                 .into_iter()
-                .find(|k| name(k).as_deref() == Some(wanted))
+                .find(|k| k.name() == wanted)
                 .with_context(|| {
-                    let valid: Vec<String> = FindingKind::ALL.iter().filter_map(name).collect();
+                    let valid: Vec<&str> = FindingKind::ALL.iter().map(|k| k.name()).collect();
                     format!(
                         "--critic-rejects: unknown kind '{wanted}' (valid: {})",
                         valid.join(", ")

@@ -480,6 +480,7 @@ pub(super) fn plan(args: &PlanArgs) -> Result<()> {
             kind: if args.steps == 0 { "ddpm" } else { "ddim" }.to_owned(),
             steps: if args.steps == 0 { 100 } else { args.steps },
             guidance: args.guidance,
+            precision,
         },
         load_ms,
         sample_ms,

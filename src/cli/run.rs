@@ -230,6 +230,7 @@ pub(super) fn run_plan(args: &RunArgs) -> Result<()> {
                 0
             },
             guidance: 0.0,
+            precision: videoagent::model::precision::Precision::F32,
         },
         load_ms,
         sample_ms: first_plan_ms,

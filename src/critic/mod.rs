@@ -100,6 +100,20 @@ impl FindingKind {
         Self::GoalNotReached,
     ];
 
+    /// The snake_case name (as in JSON and on the command line).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Vanished => "vanished",
+            Self::Appeared => "appeared",
+            Self::Duplicated => "duplicated",
+            Self::ColourDrift => "colour_drift",
+            Self::Teleport => "teleport",
+            Self::MovedWithoutContact => "moved_without_contact",
+            Self::GripperStatic => "gripper_static",
+            Self::GoalNotReached => "goal_not_reached",
+        }
+    }
+
     /// Glitches break physics; the rest are an incomplete task.
     pub fn is_glitch(self) -> bool {
         !matches!(self, Self::GripperStatic | Self::GoalNotReached)
@@ -213,6 +227,13 @@ mod duration_ms {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finding_kinds_are_named_as_in_json() {
+        for kind in FindingKind::ALL {
+            assert_eq!(serde_json::to_value(kind).expect("json"), kind.name());
+        }
+    }
 
     #[test]
     fn feedback_is_clamped_to_twenty_words() {

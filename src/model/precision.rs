@@ -11,7 +11,8 @@ use super::ModelError;
 /// The precisions a user can ask for.
 pub const PRECISION_NAMES: [&str; 3] = ["f32", "tf32", "bf16"];
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Precision {
     #[default]
     F32,

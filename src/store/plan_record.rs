@@ -22,6 +22,9 @@ pub struct SamplerRecord {
     pub kind: String,
     pub steps: usize,
     pub guidance: f64,
+    /// The U-Net's numeric precision (plans from before it was recorded: f32).
+    #[serde(default)]
+    pub precision: crate::model::precision::Precision,
 }
 
 /// `plan.json`.
@@ -282,6 +285,7 @@ mod read_tests {
                 kind: "ddim".into(),
                 steps: 10,
                 guidance: 0.0,
+                precision: crate::model::precision::Precision::Bf16,
             },
             load_ms: 1.0,
             sample_ms: 2.0,
@@ -292,6 +296,17 @@ mod read_tests {
         let (back, frames) = read_plan(dir.path()).expect("read");
         assert_eq!(back, record);
         assert_eq!(frames, vec![frame(9), frame(1), frame(2)]);
+        // Plans written before the precision was recorded were made in f32.
+        let mut old = serde_json::to_value(&record).expect("json");
+        old["sampler"]
+            .as_object_mut()
+            .expect("sampler")
+            .remove("precision");
+        let old: PlanRecord = serde_json::from_value(old).expect("old plan.json");
+        assert_eq!(
+            old.sampler.precision,
+            crate::model::precision::Precision::F32
+        );
         std::fs::write(dir.path().join("frames/01.png"), b"not a png").expect("damage");
         let err = read_plan(dir.path()).expect_err("damaged frame");
         assert!(err.to_string().contains("01.png"), "{err}");

@@ -191,6 +191,7 @@ fn plan_folder(root: &Path) -> PathBuf {
             kind: "ddim".into(),
             steps: 10,
             guidance: 0.0,
+            precision: videoagent::model::precision::Precision::F32,
         },
         load_ms: 1.0,
         sample_ms: 2.0,
@@ -222,6 +223,7 @@ fn store_export(root: &Path) -> PathBuf {
                 kind: "ddim".into(),
                 steps: 10,
                 guidance: 0.0,
+                precision: videoagent::model::precision::Precision::F32,
             },
             start_frame: frame(1, 8),
         })

@@ -5,6 +5,7 @@ use crate::app::StudioApp;
 use crate::app::command::{Command, JobCommand};
 use crate::app::jobs::CriticChoice;
 use crate::app::state::{AgeFilter, CriticFilter, SortOrder, StatusFilter, Tag, Verdict};
+use crate::critic::FindingKind;
 
 pub fn browser(ui: &mut egui::Ui, app: &mut StudioApp, commands: &mut Vec<Command>) {
     egui::Panel::left("browser")
@@ -81,6 +82,9 @@ fn make_plan_ui(ui: &mut egui::Ui, app: &mut StudioApp, commands: &mut Vec<Comma
         .labelled_by(name.id);
         ui.end_row();
         choice_row(ui, "Critic", &mut s.critic, &critics);
+        if s.critic == CriticChoice::Perception {
+            rejects_on_row(ui, &mut s.rejects_on);
+        }
         if s.critic == CriticChoice::Vlm {
             let name = ui.label("VLM server");
             ui.add(
@@ -308,5 +312,26 @@ fn choice_row<T: Clone + PartialEq>(
         })
         .response
         .labelled_by(name.id);
+    ui.end_row();
+}
+
+/// Which kinds of finding make the perception critic reject; the others are reported on an
+/// accepted plan.
+fn rejects_on_row(ui: &mut egui::Ui, rejects_on: &mut Vec<FindingKind>) {
+    ui.label("Rejects on");
+    ui.vertical(|ui| {
+        for kind in FindingKind::ALL {
+            let mut on = rejects_on.contains(&kind);
+            if ui
+                .checkbox(&mut on, kind.name().replace('_', " "))
+                .changed()
+            {
+                rejects_on.retain(|k| *k != kind);
+                if on {
+                    rejects_on.push(kind);
+                }
+            }
+        }
+    });
     ui.end_row();
 }

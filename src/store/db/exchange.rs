@@ -394,6 +394,7 @@ pub fn import_images(
                 kind: "none".into(),
                 steps: 0,
                 guidance: 0.0,
+                precision: crate::model::precision::Precision::F32,
             },
             start_frame: img,
         };

@@ -73,6 +73,12 @@ fn new_iteration(frames: Vec<crate::env::Rgb8Image>, review: Option<&Review>) ->
                     .map(|f| Finding {
                         frame_idx: f.frame_idx.saturating_add(1),
                         text: format!("{} {:?}", f.object, f.kind).to_lowercase(),
+                        region: Some(super::types::Rect {
+                            x: f.region.x,
+                            y: f.region.y,
+                            width: f.region.width,
+                            height: f.region.height,
+                        }),
                     })
                     .collect()
             })

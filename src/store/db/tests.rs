@@ -26,6 +26,7 @@ pub(crate) fn new_plan(task: &str, seed: u8) -> NewPlan {
             kind: "ddim".into(),
             steps: 10,
             guidance: 0.0,
+            precision: crate::model::precision::Precision::F32,
         },
         start_frame: frame(seed, 8),
     }
@@ -39,6 +40,7 @@ pub(crate) fn iteration(seed: u8, verdict: Verdict) -> NewIteration {
         findings: vec![Finding {
             frame_idx: 3,
             text: "block vanishes".into(),
+            region: None,
         }],
     }
 }

@@ -64,11 +64,14 @@ impl Verdict {
     }
 }
 
-/// What the critic found wrong in one frame.
+/// What the critic found wrong in one frame, and where (stores from before regions were
+/// kept read as `None`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Finding {
     pub frame_idx: usize,
     pub text: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<Rect>,
 }
 
 /// One generate-or-refine step: the generated frames and the critic's review of them.
