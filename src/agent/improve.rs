@@ -31,7 +31,8 @@ use super::eval::{
 };
 use super::execute::{ExecuteConfig, execute_plan};
 use crate::env::{Rgb8Image, WorldError, open_world};
-use crate::model::train::{Progress, TrainConfig, TrainData, TrainError, Trainer};
+use crate::model::refine_train::{RefineItem, RefineTrainData};
+use crate::model::train::{Progress, TrainConfig, TrainData, TrainError, TrainSet, Trainer};
 use crate::model::{ModelError, SampleConfig, VideoModel};
 use crate::store::atomic;
 use crate::store::dataset::clip_indices;
@@ -103,6 +104,9 @@ pub struct RoundSummary {
     /// Clips trained on: collected in rounds 1..=k, then expert clips.
     pub collected_clips: usize,
     pub expert_clips: usize,
+    /// Refinement starts trained on alongside (0: generation only).
+    #[serde(default)]
+    pub refinement_starts: usize,
     pub train_steps: u64,
     pub final_loss: Option<f32>,
     /// Overall success of each evaluated method (mode name, mean over tasks).
@@ -135,6 +139,18 @@ pub enum ImproveEvent<'a> {
 
 /// A training item: an episode's frames and its instructions.
 pub type TrainItem = (Vec<Rgb8Image>, Vec<String>);
+
+/// What every round trains on besides its verified successes.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ImproveData<'a> {
+    /// Expert clips added to every round's generation data.
+    pub expert: &'a [TrainItem],
+    /// Refinement starts (`videoagent refine-data`): when given, each round fine-tunes
+    /// generation and refinement together (shared weights, paper §6), the verified successes
+    /// and expert clips being the plain-generation share of each batch
+    /// ([`TrainConfig::plain_share`]).
+    pub refinement: &'a [RefineItem],
+}
 
 /// A verified success: the rollout as 8 frames, the task's instructions, the steps taken.
 struct Verified {
@@ -354,12 +370,12 @@ pub fn collect_round(
     Ok((starts.len(), index_rows))
 }
 
-/// Runs (or resumes) `spec.rounds` rounds from `base_model` into `out`; `expert` clips are
-/// added to every round's training data. Returns every round's summary.
+/// Runs (or resumes) `spec.rounds` rounds from `base_model` into `out`; `data` is added to
+/// every round's training data. Returns every round's summary.
 pub fn improve(
     spec: &ImproveSpec,
     base_model: &Path,
-    expert: &[TrainItem],
+    data: ImproveData<'_>,
     out: &Path,
     device: &Device,
     stop: &AtomicBool,
@@ -400,7 +416,7 @@ pub fn improve(
             items.extend(read_round_data(&round_dir(out, r).join("data"))?);
         }
         let collected_clips = items.len();
-        items.extend(expert.iter().cloned());
+        items.extend(data.expert.iter().cloned());
         let model_dir = dir.join("model");
         let (model_out, final_loss) = if items.is_empty() {
             tracing::warn!(
@@ -408,7 +424,17 @@ pub fn improve(
             );
             (model_in.clone(), None)
         } else {
-            let data = TrainData::from_frames(model.config.frame_size(), items);
+            let size = model.config.frame_size();
+            let plain = TrainData::from_frames(size, items);
+            let train_set: Box<dyn TrainSet> = if data.refinement.is_empty() {
+                Box::new(plain)
+            } else {
+                Box::new(RefineTrainData::new(
+                    size,
+                    data.refinement.to_vec(),
+                    Some(plain),
+                )?)
+            };
             let config = model.config.clone();
             drop(model);
             let mut trainer = if model_dir.join(crate::model::train::STATE_JSON).exists() {
@@ -422,7 +448,7 @@ pub fn improve(
                     device,
                 )?
             };
-            let outcome = trainer.train(&data, |p| {
+            let outcome = trainer.train(train_set.as_ref(), |p| {
                 on_event(ImproveEvent::Training { round, progress: p });
                 if stop.load(Ordering::SeqCst) {
                     ControlFlow::Break(())
@@ -483,7 +509,12 @@ pub fn improve(
             attempted,
             successes: kept.len(),
             collected_clips,
-            expert_clips: expert.len(),
+            expert_clips: data.expert.len(),
+            refinement_starts: if model_out == model_in {
+                0
+            } else {
+                data.refinement.len()
+            },
             train_steps: if model_out == model_in {
                 0
             } else {
@@ -526,7 +557,21 @@ mod tests {
             .into_iter()
             .filter_map(|i| demo.frames.get(i).cloned())
             .collect();
+        // One refinement start: the expert's clip refined from its own (as if critiqued) plan,
+        // so the round fine-tunes generation and refinement together.
+        let refinement = vec![RefineItem {
+            truth: clip.clone(),
+            instruction: "press the button".to_owned(),
+            generations: vec![(
+                clip[1..].to_vec(),
+                "press the button. Task incomplete.".to_owned(),
+            )],
+        }];
         let expert = vec![(clip, vec!["press the button".to_owned()])];
+        let data = ImproveData {
+            expert: &expert,
+            refinement: &refinement,
+        };
         let mut eval = EvalSpec::new(
             vec!["button-press".into()],
             vec![0],
@@ -568,11 +613,12 @@ mod tests {
         };
         let device = Device::Cpu;
         let s =
-            improve(&spec, &base, &expert, dir.path(), &device, &stop, &on_event).expect("improve");
+            improve(&spec, &base, data, dir.path(), &device, &stop, &on_event).expect("improve");
         assert_eq!(s.len(), 1);
         let r = &s[0];
         assert_eq!(r.attempted, 2);
         assert_eq!(r.expert_clips, 1);
+        assert_eq!(r.refinement_starts, 1);
         assert_eq!(r.collected_clips, r.successes);
         assert_eq!(r.model_out, round_dir(dir.path(), 1).join("model"));
         assert_eq!(r.train_steps, 2);
@@ -603,7 +649,7 @@ mod tests {
         // A rerun skips the finished round: nothing is collected, trained or evaluated.
         events.lock().expect("lock").clear();
         let again =
-            improve(&spec, &base, &expert, dir.path(), &device, &stop, &on_event).expect("rerun");
+            improve(&spec, &base, data, dir.path(), &device, &stop, &on_event).expect("rerun");
         assert_eq!(again.len(), 1);
         assert_eq!(*events.lock().expect("lock"), vec!["skipped"]);
         assert_eq!(again[0].eval_table, r.eval_table);

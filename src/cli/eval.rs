@@ -207,6 +207,14 @@ pub struct ImproveArgs {
     /// Expert dataset (from `videoagent dataset`) added to every round's training data.
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// Refinement data (from `videoagent refine-data`): each round then fine-tunes generation
+    /// and refinement together (shared weights, as in the paper), the round's verified
+    /// successes and expert clips being the plain-generation share of each batch.
+    #[arg(long)]
+    pub refine_data: Option<PathBuf>,
+    /// Share of each batch that is plain generation, with --refine-data.
+    #[arg(long, default_value_t = 0.5)]
+    pub plain_share: f64,
     /// Fine-tuning steps per round.
     #[arg(long, default_value_t = 20)]
     pub steps_per_round: u64,
@@ -244,7 +252,9 @@ pub struct ImproveArgs {
 
 pub(super) fn improve_cmd(args: &ImproveArgs) -> Result<()> {
     use std::sync::Mutex;
-    use videoagent::agent::improve::{IMPROVE_SEED, ImproveEvent, ImproveSpec, improve};
+    use videoagent::agent::improve::{
+        IMPROVE_SEED, ImproveData, ImproveEvent, ImproveSpec, improve,
+    };
     use videoagent::model::device::select_device;
     use videoagent::model::pipeline::default_model_dir;
     use videoagent::model::train::TrainConfig;
@@ -266,6 +276,9 @@ pub(super) fn improve_cmd(args: &ImproveArgs) -> Result<()> {
     if args.batch == 0 || args.steps_per_round == 0 {
         bail!("--batch and --steps-per-round must be at least 1");
     }
+    if !(0.0..=1.0).contains(&args.plain_share) {
+        bail!("--plain-share must be between 0 and 1");
+    }
     let spec = ImproveSpec {
         tasks: eval.tasks.clone(),
         views: eval.views.clone(),
@@ -281,6 +294,7 @@ pub(super) fn improve_cmd(args: &ImproveArgs) -> Result<()> {
                 ..Default::default()
             },
             checkpoint_every: 50,
+            plain_share: args.plain_share,
             ..TrainConfig::default()
         },
         threads: eval.threads,
@@ -354,20 +368,37 @@ pub(super) fn improve_cmd(args: &ImproveArgs) -> Result<()> {
                     b.finish_and_clear();
                 }
                 println!(
-                    "round {}: {}/{} verified successes, trained on {} collected + {} expert clips, {:.0} s\n{}",
+                    "round {}: {}/{} verified successes, trained on {} collected + {} expert clips and {} refinement starts, {:.0} s\n{}",
                     s.round,
                     s.successes,
                     s.attempted,
                     s.collected_clips,
                     s.expert_clips,
+                    s.refinement_starts,
                     s.wall_secs,
                     s.eval_table
                 );
             }
         }
     };
+    let refinement = match &args.refine_data {
+        None => Vec::new(),
+        Some(dir) => {
+            let stored = videoagent::store::refine_data::RefineData::open(dir)?;
+            let samples = stored
+                .read_all()
+                .with_context(|| format!("reading {}", dir.display()))?;
+            let items = videoagent::agent::refine_data::training_items(&samples);
+            tracing::info!("{} refinement starts from {}", items.len(), dir.display());
+            items
+        }
+    };
+    let data = ImproveData {
+        expert: &expert,
+        refinement: &refinement,
+    };
     let rounds = improve(
-        &spec, &base, &expert, &args.out, &device, &interrupt, &on_event,
+        &spec, &base, data, &args.out, &device, &interrupt, &on_event,
     )
     .with_context(|| format!("improving into {}", args.out.display()))?;
     if let Some(b) = bar.lock().unwrap_or_else(|p| p.into_inner()).take() {
