@@ -477,3 +477,49 @@ fn a_closed_stdout_ends_the_listing_quietly() {
         assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{err}");
     }
 }
+
+/// A training run whose stderr is not a terminal (a background run writing to a log file)
+/// says how far it is at every checkpoint, since the progress bar cannot be drawn there.
+#[test]
+fn a_background_training_run_logs_its_progress() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let run = dir.path().join("run");
+    let path = |p: &std::path::Path| p.to_str().expect("utf-8").to_owned();
+    let o = videoagent(&[
+        "dataset",
+        "--tasks",
+        "push",
+        "--views",
+        "0",
+        "--episodes",
+        "2",
+        "--size",
+        "32",
+        "--out",
+        &path(&data),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = Command::new(env!("CARGO_BIN_EXE_videoagent"))
+        .args([
+            "train",
+            "--data",
+            &path(&data),
+            "--out",
+            &path(&run),
+            "--steps",
+            "4",
+            "--batch",
+            "1",
+            "--checkpoint-every",
+            "2",
+        ])
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("the binary runs");
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    for step in ["train: 2/4 loss", "train: 4/4 loss"] {
+        assert!(err.contains(step), "no '{step}' in: {err}");
+    }
+}

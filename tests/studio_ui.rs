@@ -319,6 +319,8 @@ fn the_perception_critic_rejects_only_on_the_checked_kinds() {
     app.settings.max_refinements = 2;
     let mut h = harness(app);
     h.run_steps(1);
+    h.get_by_label("every kind of finding").click();
+    h.run_steps(1);
     for kind in FindingKind::ALL {
         h.get_by_role_and_label(
             egui::accesskit::Role::CheckBox,
@@ -328,6 +330,8 @@ fn the_perception_critic_rejects_only_on_the_checked_kinds() {
         h.run_steps(1);
     }
     assert!(h.state().settings.rejects_on.is_empty(), "all unchecked");
+    h.run_steps(1);
+    h.get_by_label("nothing (accepts every plan)");
     h.get_by_label("Generate").click();
     h.run_steps(1);
     step_until(&mut h, Duration::from_secs(120), |a| !a.is_generating());

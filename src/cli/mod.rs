@@ -229,6 +229,20 @@ pub(crate) fn progress(len: u64, what: &str) -> ProgressBar {
     bar
 }
 
+/// Where `bar` cannot be drawn (stderr is not a terminal: a background run writing to a log
+/// file), a log line every `every` positions says how far the work is instead.
+pub(crate) fn log_if_hidden(bar: &ProgressBar, what: &str, every: u64) {
+    let pos = bar.position();
+    if bar.is_hidden() && every > 0 && pos > 0 && pos.is_multiple_of(every) {
+        tracing::info!(
+            "{what}: {pos}/{} {} (eta {} s)",
+            bar.length().unwrap_or(0),
+            bar.message(),
+            bar.eta().as_secs()
+        );
+    }
+}
+
 /// Writes `value` as JSON to `path` atomically; the error names the file.
 pub(crate) fn write_json(path: &std::path::Path, value: &impl serde::Serialize) -> Result<()> {
     videoagent::store::atomic::write_json(path, value)

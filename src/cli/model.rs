@@ -8,7 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use videoagent::env::{World, open_world};
 
-use super::{interrupt_flag, pick_tasks, pick_views, progress};
+use super::{interrupt_flag, log_if_hidden, pick_tasks, pick_views, progress};
 
 #[derive(Debug, Args)]
 pub struct TrainArgs {
@@ -276,9 +276,11 @@ pub(super) fn train(args: &TrainArgs) -> Result<()> {
             .progress_chars("=> "),
     );
     bar.set_position(trainer.step());
+    let log_every = trainer.config.checkpoint_every.max(1);
     let outcome = trainer.train(data.as_ref(), |p| {
         bar.set_position(p.step);
         bar.set_message(format!("loss {:.4} {:.2} steps/s", p.loss, p.steps_per_sec));
+        log_if_hidden(&bar, "train", log_every);
         if stop.load(Ordering::SeqCst) {
             ControlFlow::Break(())
         } else {
@@ -365,6 +367,7 @@ pub(super) fn refine_data(args: &RefineDataArgs) -> Result<()> {
                 }
             }
             bar.inc(1);
+            log_if_hidden(&bar, "refine-data", 10);
             if stop.load(Ordering::SeqCst) {
                 ControlFlow::Break(())
             } else {

@@ -316,22 +316,29 @@ fn choice_row<T: Clone + PartialEq>(
 }
 
 /// Which kinds of finding make the perception critic reject; the others are reported on an
-/// accepted plan.
+/// accepted plan. Folded by default: the kinds share names with the annotation tags.
 fn rejects_on_row(ui: &mut egui::Ui, rejects_on: &mut Vec<FindingKind>) {
     ui.label("Rejects on");
-    ui.vertical(|ui| {
-        for kind in FindingKind::ALL {
-            let mut on = rejects_on.contains(&kind);
-            if ui
-                .checkbox(&mut on, kind.name().replace('_', " "))
-                .changed()
-            {
-                rejects_on.retain(|k| *k != kind);
-                if on {
-                    rejects_on.push(kind);
+    let summary = match rejects_on.len() {
+        n if n == FindingKind::ALL.len() => "every kind of finding".to_owned(),
+        0 => "nothing (accepts every plan)".to_owned(),
+        n => format!("{n} of {} kinds", FindingKind::ALL.len()),
+    };
+    egui::CollapsingHeader::new(summary)
+        .id_salt("rejects_on")
+        .show(ui, |ui| {
+            for kind in FindingKind::ALL {
+                let mut on = rejects_on.contains(&kind);
+                if ui
+                    .checkbox(&mut on, kind.name().replace('_', " "))
+                    .changed()
+                {
+                    rejects_on.retain(|k| *k != kind);
+                    if on {
+                        rejects_on.push(kind);
+                    }
                 }
             }
-        }
-    });
+        });
     ui.end_row();
 }
