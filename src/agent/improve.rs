@@ -141,7 +141,7 @@ pub enum ImproveEvent<'a> {
 pub type TrainItem = (Vec<Rgb8Image>, Vec<String>);
 
 /// What every round trains on besides its verified successes.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct ImproveData<'a> {
     /// Expert clips added to every round's generation data.
     pub expert: &'a [TrainItem],
@@ -502,6 +502,7 @@ pub fn improve(
         let md = dir.join("eval.md");
         atomic::write_file(&md, markdown.as_bytes())
             .map_err(atomic::io_error("cannot write the table", &md))?;
+        let trained = model_out != model_in;
         let summary = RoundSummary {
             round,
             model_in: model_in.clone(),
@@ -510,16 +511,8 @@ pub fn improve(
             successes: kept.len(),
             collected_clips,
             expert_clips: data.expert.len(),
-            refinement_starts: if model_out == model_in {
-                0
-            } else {
-                data.refinement.len()
-            },
-            train_steps: if model_out == model_in {
-                0
-            } else {
-                spec.train.steps
-            },
+            refinement_starts: if trained { data.refinement.len() } else { 0 },
+            train_steps: if trained { spec.train.steps } else { 0 },
             final_loss,
             eval_overall: table
                 .rows

@@ -15,7 +15,7 @@ use crate::agent::refine::{
 };
 use crate::critic::{
     ChatClient, ChatSettings, Critic, FindingKind, LocalVlmCritic, NoCritic, PerceptionCritic,
-    PerceptionThresholds, VlmCritic,
+    VlmCritic,
 };
 use crate::env::{self, Rgb8Image};
 use crate::model::{SampleConfig, VideoModel};
@@ -281,8 +281,8 @@ impl CriticChoice {
         let vlm = &request.vlm;
         Ok(match self {
             CriticChoice::Perception => Arc::new(PerceptionCritic {
-                thresholds: PerceptionThresholds::default(),
                 rejects_on: request.rejects_on.clone(),
+                ..PerceptionCritic::default()
             }),
             CriticChoice::Vlm => {
                 let url = Some(vlm.base_url.as_str()).filter(|u| !u.trim().is_empty());

@@ -384,11 +384,7 @@ pub(super) fn improve_cmd(args: &ImproveArgs) -> Result<()> {
     let refinement = match &args.refine_data {
         None => Vec::new(),
         Some(dir) => {
-            let stored = videoagent::store::refine_data::RefineData::open(dir)?;
-            let samples = stored
-                .read_all()
-                .with_context(|| format!("reading {}", dir.display()))?;
-            let items = videoagent::agent::refine_data::training_items(&samples);
+            let items = super::model::refine_items(dir)?;
             tracing::info!("{} refinement starts from {}", items.len(), dir.display());
             items
         }

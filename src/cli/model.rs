@@ -175,12 +175,10 @@ pub struct PlanArgs {
 pub(super) fn train(args: &TrainArgs) -> Result<()> {
     use std::ops::ControlFlow;
     use std::sync::atomic::Ordering;
-    use videoagent::agent::refine_data::training_items;
     use videoagent::model::refine_train::RefineTrainData;
     use videoagent::model::text::TextEncoderKind;
     use videoagent::model::train::{TrainConfig, TrainData, TrainOutcome, TrainSet, Trainer};
     use videoagent::model::{ModelConfig, UNetConfig, device::select_device};
-    use videoagent::store::refine_data::RefineData;
 
     let (device, note) = select_device(&args.device)?;
     tracing::info!("{note}");
@@ -242,11 +240,7 @@ pub(super) fn train(args: &TrainArgs) -> Result<()> {
     };
     let data: Box<dyn TrainSet> = match &args.refine_data {
         Some(dir) => {
-            let stored = RefineData::open(dir)?;
-            let samples = stored
-                .read_all()
-                .with_context(|| format!("reading {}", dir.display()))?;
-            let data = RefineTrainData::new(size, training_items(&samples), plain)?;
+            let data = RefineTrainData::new(size, refine_items(dir)?, plain)?;
             tracing::info!(
                 "refinement: {} starts ({} with two plans), consistency weight {}, plain share {}",
                 data.len(),
@@ -301,6 +295,16 @@ pub(super) fn train(args: &TrainArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The refinement training starts stored in `dir` by `videoagent refine-data`.
+pub(super) fn refine_items(
+    dir: &std::path::Path,
+) -> Result<Vec<videoagent::model::refine_train::RefineItem>> {
+    let samples = videoagent::store::refine_data::RefineData::open(dir)?
+        .read_all()
+        .with_context(|| format!("reading {}", dir.display()))?;
+    Ok(videoagent::agent::refine_data::training_items(&samples))
 }
 
 pub(super) fn refine_data(args: &RefineDataArgs) -> Result<()> {

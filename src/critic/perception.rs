@@ -203,13 +203,6 @@ fn feedback(findings: &[Finding], task: Option<TaskKind>, instruction: &str) -> 
 }
 
 impl PerceptionCritic {
-    pub fn new(thresholds: PerceptionThresholds) -> Self {
-        Self {
-            thresholds,
-            ..Self::default()
-        }
-    }
-
     /// The findings of one plan, or why it cannot be judged.
     pub fn findings(&self, input: &CriticInput<'_>) -> Result<Vec<Finding>, String> {
         let th = &self.thresholds;
