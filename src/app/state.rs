@@ -44,7 +44,7 @@ impl Critique {
                 .iter()
                 .map(|f| FindingView {
                     frame_idx: f.frame_idx.saturating_add(1),
-                    text: format!("{} {:?}", f.object, f.kind).to_lowercase(),
+                    text: f.label(),
                     region: [f.region.x, f.region.y, f.region.width, f.region.height],
                 })
                 .collect(),

@@ -4,7 +4,6 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use indicatif::ProgressBar;
 
 use videoagent::env::{World, open_world};
 
@@ -224,6 +223,9 @@ pub struct ImproveArgs {
     /// Learning rate of fine-tuning.
     #[arg(long, default_value_t = 1e-4)]
     pub lr: f64,
+    /// Raise the learning rate linearly over each round's first N steps.
+    #[arg(long, default_value_t = 0)]
+    pub warmup: u64,
     /// `all` or a comma list of tasks.
     #[arg(long, default_value = "all")]
     pub tasks: String,
@@ -291,6 +293,7 @@ pub(super) fn improve_cmd(args: &ImproveArgs) -> Result<()> {
             batch: args.batch,
             adam: videoagent::model::adam::AdamConfig {
                 lr: args.lr,
+                warmup_steps: args.warmup,
                 ..Default::default()
             },
             checkpoint_every: 50,
@@ -326,15 +329,19 @@ pub(super) fn improve_cmd(args: &ImproveArgs) -> Result<()> {
         }
     };
     let interrupt = interrupt_flag()?;
-    let bar: Mutex<Option<ProgressBar>> = Mutex::new(None);
+    let bar: Mutex<Option<super::progress::Progress>> = Mutex::new(None);
     let on_event = |e: ImproveEvent<'_>| {
         let mut bar = bar.lock().unwrap_or_else(|p| p.into_inner());
+        // A new bar for each phase (its rate and ETA are the phase's own); the message
+        // changes within one.
         let mut show = |len: u64, what: String, pos: u64| {
+            let phase = |m: &str| m.split(" (").next().unwrap_or_default().to_owned();
             let b = bar.get_or_insert_with(|| progress(len, &what));
-            if b.length() != Some(len) || b.message() != what {
+            if b.length() != Some(len) || phase(&b.message()) != phase(&what) {
                 b.finish_and_clear();
                 *b = progress(len, &what);
             }
+            b.set_message(what);
             b.set_position(pos);
         };
         match e {

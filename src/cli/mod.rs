@@ -9,7 +9,6 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
 
 use videoagent::env::{self, World};
 
@@ -17,6 +16,7 @@ mod bench;
 mod critic;
 mod eval;
 mod model;
+mod progress;
 mod run;
 mod store;
 mod world;
@@ -24,6 +24,7 @@ mod world;
 use bench::{BenchModelArgs, BenchUiArgs, BenchWorldArgs};
 use eval::{EvalArgs, ImproveArgs};
 use model::{PlanArgs, QualityArgs, RefineDataArgs, TrainArgs};
+use progress::{log_if_hidden, progress};
 use run::RunArgs;
 use store::{BenchCrashArgs, CrashWorkerArgs, ExportArgs, ImportArgs, StoreCommand};
 use world::{DatasetArgs, SetupMetaworldArgs, SheetArgs, TasksArgs};
@@ -216,31 +217,6 @@ pub(crate) fn pick_views(world: &dyn World, list: &str) -> Result<Vec<usize>> {
     list.split(',')
         .map(|v| Ok(env::resolve_view(&views, v.trim())?))
         .collect()
-}
-
-pub(crate) fn progress(len: u64, what: &str) -> ProgressBar {
-    let bar = ProgressBar::new(len);
-    bar.set_style(
-        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
-            .expect("static template")
-            .progress_chars("=> "),
-    );
-    bar.set_message(what.to_owned());
-    bar
-}
-
-/// Where `bar` cannot be drawn (stderr is not a terminal: a background run writing to a log
-/// file), a log line every `every` positions says how far the work is instead.
-pub(crate) fn log_if_hidden(bar: &ProgressBar, what: &str, every: u64) {
-    let pos = bar.position();
-    if bar.is_hidden() && every > 0 && pos > 0 && pos.is_multiple_of(every) {
-        tracing::info!(
-            "{what}: {pos}/{} {} (eta {} s)",
-            bar.length().unwrap_or(0),
-            bar.message(),
-            bar.eta().as_secs()
-        );
-    }
 }
 
 /// Writes `value` as JSON to `path` atomically; the error names the file.

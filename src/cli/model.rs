@@ -45,6 +45,10 @@ pub struct TrainArgs {
     /// Adam learning rate.
     #[arg(long, default_value_t = 2e-4)]
     pub lr: f64,
+    /// Raise the learning rate linearly over the first N steps (useful with --init: Adam's
+    /// moments start empty and its first updates are full-size).
+    #[arg(long, default_value_t = 0)]
+    pub warmup: u64,
     /// Seed of the initial weights and of every batch (same seed, same run).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -204,6 +208,7 @@ pub(super) fn train(args: &TrainArgs) -> Result<()> {
             batch: args.batch,
             adam: videoagent::model::adam::AdamConfig {
                 lr: args.lr,
+                warmup_steps: args.warmup,
                 ..Default::default()
             },
             seed: args.seed,
@@ -371,7 +376,6 @@ pub(super) fn refine_data(args: &RefineDataArgs) -> Result<()> {
                 }
             }
             bar.inc(1);
-            log_if_hidden(&bar, "refine-data", 10);
             if stop.load(Ordering::SeqCst) {
                 ControlFlow::Break(())
             } else {

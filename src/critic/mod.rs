@@ -140,6 +140,13 @@ pub struct Finding {
     pub region: PixelRect,
 }
 
+impl Finding {
+    /// What a person reads: the object and the kind, e.g. "block colour drift".
+    pub fn label(&self) -> String {
+        format!("{} {}", self.object, self.kind.name().replace('_', " "))
+    }
+}
+
 /// A critic's answer.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Review {
@@ -273,6 +280,9 @@ mod tests {
         assert_eq!(json["findings"][0]["kind"], "teleport");
         let back: Review = serde_json::from_value(json).expect("back");
         assert_eq!(back, r);
+        let mut drift = r.findings[0].clone();
+        drift.kind = FindingKind::ColourDrift;
+        assert_eq!(drift.label(), "block colour drift");
     }
 
     #[test]

@@ -15,6 +15,21 @@ pub struct AdamConfig {
     pub eps: f64,
     /// Clip the global gradient norm to this (the reference: 1.0).
     pub max_grad_norm: f64,
+    /// The learning rate rises linearly to `lr` over this many steps (0: none). Fine-tuning
+    /// starts with empty moments, whose first updates are full-size whatever the gradient.
+    #[serde(default)]
+    pub warmup_steps: u64,
+}
+
+impl AdamConfig {
+    /// The learning rate of update `step` (1-based).
+    pub fn lr_at(&self, step: u64) -> f64 {
+        if step >= self.warmup_steps {
+            self.lr
+        } else {
+            self.lr * step as f64 / self.warmup_steps as f64
+        }
+    }
 }
 
 impl Default for AdamConfig {
@@ -26,6 +41,7 @@ impl Default for AdamConfig {
             beta2: 0.99,
             eps: 1e-8,
             max_grad_norm: 1.0,
+            warmup_steps: 0,
         }
     }
 }
@@ -82,6 +98,7 @@ impl Adam {
         let t = self.step as i32;
         let bias1 = 1.0 - c.beta1.powi(t);
         let bias2 = 1.0 - c.beta2.powi(t);
+        let lr = c.lr_at(self.step);
         for (i, (_, var)) in self.vars.iter().enumerate() {
             let Some(g) = grads.get(var) else { continue };
             // Detached: a gradient still links to the step's whole graph, and the moments
@@ -92,7 +109,7 @@ impl Adam {
             let m_hat = (&self.m[i] / bias1)?;
             let v_hat = (&self.v[i] / bias2)?;
             let update = (m_hat / (v_hat.sqrt()? + c.eps)?)?;
-            var.set(&(var.as_tensor() - (update * c.lr)?)?)?;
+            var.set(&(var.as_tensor() - (update * lr)?)?)?;
         }
         Ok(norm)
     }
@@ -187,6 +204,29 @@ mod tests {
         assert!((first_norm - (36f64 + 16.0).sqrt()).abs() < 1e-4);
         let v = x.as_tensor().to_vec1::<f32>()?;
         assert!(v.iter().all(|a| a.abs() < 0.05), "{v:?}");
+        Ok(())
+    }
+
+    #[test]
+    fn warm_up_scales_the_first_updates() -> Result<()> {
+        let x = Var::from_slice(&[1f32], 1, &Device::Cpu)?;
+        let cfg = AdamConfig {
+            lr: 0.1,
+            warmup_steps: 4,
+            ..AdamConfig::default()
+        };
+        let mut adam = Adam::new(vec![("x".into(), x.clone())], cfg)?;
+        let mut moved = Vec::new();
+        for _ in 0..5 {
+            let before = x.as_tensor().to_vec1::<f32>()?[0];
+            // d(x)/dx = 1: Adam's normalised update is 1 each step.
+            adam.step(&x.as_tensor().sum_all()?.backward()?)?;
+            moved.push(before - x.as_tensor().to_vec1::<f32>()?[0]);
+        }
+        for (got, want) in moved.iter().zip([0.025, 0.05, 0.075, 0.1, 0.1]) {
+            assert!((got - want).abs() < 1e-5, "{moved:?}");
+        }
+        assert_eq!(AdamConfig::default().lr_at(1), AdamConfig::default().lr);
         Ok(())
     }
 }

@@ -9,9 +9,17 @@ use std::process::Command;
 
 /// Overrides the venv location.
 pub const VENV_ENV: &str = "VIDEOAGENT_METAWORLD_VENV";
-/// What pip installs. MetaWorld 3.1.1 pins mujoco 3.3.0; gymnasium imports `packaging`
-/// without declaring it.
-pub const PACKAGES: &[&str] = &["metaworld==3.1.1", "packaging"];
+/// What pip installs: `python/requirements.txt`, which CI installs too.
+pub const REQUIREMENTS: &str = include_str!("../../../python/requirements.txt");
+
+/// The requirement lines of [`REQUIREMENTS`] (comments and blank lines dropped).
+pub fn packages() -> Vec<&'static str> {
+    REQUIREMENTS
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect()
+}
 
 /// Errors of [`create_venv`].
 #[derive(Debug, thiserror::Error)]
@@ -64,7 +72,7 @@ pub fn looks_installed(venv: &Path) -> bool {
             .any(|e| e.path().join("site-packages/metaworld").is_dir())
 }
 
-/// Creates the venv with `base_python -m venv` and pip-installs [`PACKAGES`] into it,
+/// Creates the venv with `base_python -m venv` and pip-installs [`packages`] into it,
 /// showing pip's own output. Rerunning on an existing venv only tops it up.
 pub fn create_venv(venv: &Path, base_python: &Path) -> Result<(), SetupError> {
     if !venv_python(venv).exists() {
@@ -72,7 +80,7 @@ pub fn create_venv(venv: &Path, base_python: &Path) -> Result<(), SetupError> {
     }
     run(Command::new(venv_python(venv))
         .args(["-m", "pip", "install", "--disable-pip-version-check"])
-        .args(PACKAGES))
+        .args(packages()))
 }
 
 fn run(command: &mut Command) -> Result<(), SetupError> {
@@ -96,5 +104,24 @@ fn run(command: &mut Command) -> Result<(), SetupError> {
             command: shown,
             status: status.to_string(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metaworld_is_pinned_exactly_and_comments_are_not_packages() {
+        let packages = packages();
+        assert!(
+            packages.iter().any(|p| p.starts_with("metaworld==")),
+            "the bridge speaks to one MetaWorld version: {packages:?}"
+        );
+        assert!(
+            packages
+                .iter()
+                .all(|p| !p.contains(' ') && !p.starts_with('#'))
+        );
     }
 }

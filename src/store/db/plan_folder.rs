@@ -72,7 +72,7 @@ fn new_iteration(frames: Vec<crate::env::Rgb8Image>, review: Option<&Review>) ->
                     .iter()
                     .map(|f| Finding {
                         frame_idx: f.frame_idx.saturating_add(1),
-                        text: format!("{} {:?}", f.object, f.kind).to_lowercase(),
+                        text: f.label(),
                         region: Some(super::types::Rect {
                             x: f.region.x,
                             y: f.region.y,

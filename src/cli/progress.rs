@@ -1,0 +1,97 @@
+//! Progress of long commands: an indicatif bar on a terminal; where stderr is not a terminal
+//! (a background run writing to a log file) the bar draws nothing, so log lines say how far
+//! the work is instead.
+
+use std::ops::Deref;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// How often a hidden bar is looked at.
+const POLL: Duration = Duration::from_millis(500);
+
+/// A progress bar that, when hidden, logs each tenth of the work done (and where it ended,
+/// when dropped). Derefs to the bar.
+pub(crate) struct Progress {
+    bar: ProgressBar,
+    logger: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
+}
+
+impl Deref for Progress {
+    type Target = ProgressBar;
+
+    fn deref(&self) -> &ProgressBar {
+        &self.bar
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if let Some((stop, thread)) = self.logger.take() {
+            stop.store(true, Ordering::SeqCst);
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A bar over `len` items, labelled `what`.
+pub(crate) fn progress(len: u64, what: &str) -> Progress {
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len} {per_sec} eta {eta}")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(what.to_owned());
+    let logger = bar.is_hidden().then(|| {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (bar, stop_flag) = (bar.clone(), stop.clone());
+        (
+            stop,
+            std::thread::spawn(move || log_tenths(&bar, &stop_flag)),
+        )
+    });
+    Progress { bar, logger }
+}
+
+/// Logs `bar` each time it passes a new tenth of its length, until `stop`; then logs where
+/// it ended if that was not logged yet.
+fn log_tenths(bar: &ProgressBar, stop: &AtomicBool) {
+    let mut logged = 0;
+    loop {
+        let stopping = stop.load(Ordering::SeqCst);
+        let pos = bar.position();
+        let len = bar.length().unwrap_or(0).max(1);
+        let tenth = pos * 10 / len;
+        if pos > logged && (tenth > logged * 10 / len || stopping) {
+            tracing::info!(
+                "{}: {pos}/{} (eta {} s)",
+                bar.message(),
+                bar.length().unwrap_or(0),
+                bar.eta().as_secs()
+            );
+            logged = pos;
+        }
+        if stopping {
+            return;
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// For bars made without [`progress`] that log at chosen points: a log line at every
+/// `every`-th position when `bar` is hidden.
+pub(crate) fn log_if_hidden(bar: &ProgressBar, what: &str, every: u64) {
+    let pos = bar.position();
+    if bar.is_hidden() && every > 0 && pos > 0 && pos.is_multiple_of(every) {
+        tracing::info!(
+            "{what}: {pos}/{} {} (eta {} s)",
+            bar.length().unwrap_or(0),
+            bar.message(),
+            bar.eta().as_secs()
+        );
+    }
+}
