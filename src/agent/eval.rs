@@ -4,8 +4,11 @@
 //! tasks and the overall mean over tasks).
 //!
 //! Methods ([`Mode`]): `baseline` (one plan, AVDC), `refine` (the refinement loop with the
-//! perception critic), `replan` (baseline plus new plans when the gripper stalls) and
-//! `expert` (the expert's own video as the plan: a sanity row that needs no model).
+//! perception critic), `refine_env` (the same loop judged by executing each plan in a copy of
+//! the world: the paper's environment feedback, i.e. refinement with a perfect critic),
+//! `resample_env` (its ablation: fresh plans from new seeds instead of refinements, judged the
+//! same way; what refinement adds over trying again), `replan` (baseline plus new plans when the gripper stalls) and `expert` (the expert's own
+//! video as the plan: a sanity row that needs no model).
 //!
 //! Episodes run in parallel on worker threads (one world each, one shared model). Every
 //! finished episode is appended to a JSON-lines log and synced at once ([`ResultLog`]), so an
@@ -25,9 +28,10 @@ use serde::{Deserialize, Serialize};
 
 use super::execute::{Replanner, expert_plan};
 use super::execution::{ExecutionLimits, execute_in_world};
+use super::execution_critic::ExecutionCritic;
 use super::model_eval::HELD_OUT_SEED;
 use super::refine::{OnUnavailable, RefineInput, RefineSettings, refine};
-use crate::critic::PerceptionCritic;
+use crate::critic::{Critic, CriticInput, PerceptionCritic};
 use crate::env::{Observation, Rgb8Image, World, WorldError, open_world};
 use crate::model::pipeline::resize;
 use crate::model::{SampleConfig, VideoModel};
@@ -40,7 +44,9 @@ pub enum EvalError {
     World(#[from] WorldError),
     #[error("mode '{mode}' needs a video model")]
     NeedsModel { mode: Mode },
-    #[error("unknown mode '{name}' (valid: expert, baseline, refine, replan)")]
+    #[error(
+        "unknown mode '{name}' (valid: expert, baseline, refine, refine_env, resample_env, replan)"
+    )]
     UnknownMode { name: String },
     #[error("nothing to evaluate: {what}")]
     Empty { what: &'static str },
@@ -62,16 +68,31 @@ pub enum Mode {
     Refine,
     /// Baseline plus replanning on stalls.
     Replan,
+    /// The refinement loop with the execution critic (environment feedback): how far
+    /// refinement goes when the critic is never wrong.
+    RefineEnv,
+    /// Ablation of `RefineEnv`: as many fresh plans (new seeds, start frame and instruction
+    /// only) until the execution critic accepts one.
+    ResampleEnv,
 }
 
 impl Mode {
-    pub const ALL: [Mode; 4] = [Mode::Expert, Mode::Baseline, Mode::Refine, Mode::Replan];
+    pub const ALL: [Mode; 6] = [
+        Mode::Expert,
+        Mode::Baseline,
+        Mode::Refine,
+        Mode::RefineEnv,
+        Mode::ResampleEnv,
+        Mode::Replan,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Mode::Expert => "expert",
             Mode::Baseline => "baseline",
             Mode::Refine => "refine",
+            Mode::RefineEnv => "refine_env",
+            Mode::ResampleEnv => "resample_env",
             Mode::Replan => "replan",
         }
     }
@@ -183,9 +204,22 @@ impl EvalSpec {
                 "{} ddim{} steps={steps}",
                 self.model_label, self.sampler_steps
             ),
-            Mode::Refine => format!(
-                "{} ddim{} K={} critic=perception steps={steps}",
-                self.model_label, self.sampler_steps, self.refinements
+            Mode::Refine | Mode::RefineEnv => format!(
+                "{} ddim{} K={} critic={} steps={steps}",
+                self.model_label,
+                self.sampler_steps,
+                self.refinements,
+                if mode == Mode::Refine {
+                    "perception"
+                } else {
+                    "execution"
+                }
+            ),
+            Mode::ResampleEnv => format!(
+                "{} ddim{} attempts={} critic=execution steps={steps}",
+                self.model_label,
+                self.sampler_steps,
+                self.refinements + 1
             ),
             Mode::Replan => format!(
                 "{} ddim{} replans={} steps={steps}",
@@ -350,6 +384,45 @@ pub fn model_plan(
     Ok(with_start(first, frames))
 }
 
+/// Up to `attempts` fresh plans (seeds `seed`, `seed + 1`, ...) until `critic` accepts one;
+/// the accepted plan, else the last.
+pub fn resampled_plan(
+    model: &VideoModel,
+    critic: &dyn Critic,
+    input: &RefineInput<'_>,
+    sample: &SampleConfig,
+    attempts: usize,
+    seed: u64,
+) -> Result<RefinedPlan, String> {
+    let mut last = None;
+    for attempt in 0..attempts.max(1) {
+        let plan = model_plan(
+            model,
+            &input.first.rgb,
+            input.instruction,
+            sample,
+            seed.wrapping_add(attempt as u64),
+        )?;
+        let accepted = critic
+            .review(&CriticInput {
+                first: input.first,
+                plan: &plan[1..],
+                task: input.task,
+                instruction: input.instruction,
+            })
+            .is_accept();
+        last = Some(RefinedPlan {
+            frames: plan,
+            plans_generated: attempt + 1,
+            accepted,
+        });
+        if accepted {
+            break;
+        }
+    }
+    last.ok_or_else(|| "no plan was made".to_owned())
+}
+
 /// `first` resized to the plan's size, then the plan.
 fn with_start(first: &Rgb8Image, frames: Vec<Rgb8Image>) -> Vec<Rgb8Image> {
     let size = frames.first().map_or(first.width, |f| f.width);
@@ -363,29 +436,22 @@ pub struct RefinedPlan {
     pub accepted: bool,
 }
 
-/// Runs the refinement loop with the perception critic for the observation `first`.
+/// Runs the refinement loop with `critic` for `input`.
 pub fn refined_plan(
     model: &VideoModel,
-    first: &Observation,
-    task: &str,
-    instruction: &str,
+    critic: &dyn Critic,
+    input: &RefineInput<'_>,
     sample: &SampleConfig,
     refinements: usize,
     seed: u64,
 ) -> Result<RefinedPlan, String> {
-    let critic = PerceptionCritic::default();
     let settings = RefineSettings {
         max_refinements: refinements,
         sample: *sample,
         seed,
         on_unavailable: OnUnavailable::Continue,
     };
-    let input = RefineInput {
-        first,
-        task,
-        instruction,
-    };
-    let outcome = refine(model, &critic, &input, &settings, &mut |_| {
+    let outcome = refine(model, critic, input, &settings, &mut |_| {
         ControlFlow::Continue(())
     })
     .map_err(|e| format!("sampling failed: {e}"))?;
@@ -398,7 +464,7 @@ pub fn refined_plan(
         .and_then(|i| outcome.iterations.get(i))
         .is_some_and(|it| it.review.is_accept());
     Ok(RefinedPlan {
-        frames: with_start(&first.rgb, frames),
+        frames: with_start(&input.first.rgb, frames),
         plans_generated: outcome.iterations.len(),
         accepted,
     })
@@ -457,16 +523,28 @@ fn episode_into(
         Mode::Baseline | Mode::Replan => {
             model_plan(needs_model()?, &first.rgb, &instruction, &sample, key.seed)?
         }
-        Mode::Refine => {
-            let r = refined_plan(
-                needs_model()?,
-                &first,
-                &key.task,
-                &instruction,
-                &sample,
-                spec.refinements,
-                key.seed,
-            )?;
+        Mode::Refine | Mode::RefineEnv | Mode::ResampleEnv => {
+            let critic: Box<dyn Critic> = if key.mode == Mode::Refine {
+                Box::new(PerceptionCritic::default())
+            } else {
+                Box::new(
+                    ExecutionCritic::new(&spec.world, spec.world_size, key.view, key.seed)
+                        .map_err(|e| format!("execution critic: {e}"))?,
+                )
+            };
+            let input = RefineInput {
+                first: &first,
+                task: &key.task,
+                instruction: &instruction,
+            };
+            let model = needs_model()?;
+            let r = if key.mode == Mode::ResampleEnv {
+                let attempts = spec.refinements + 1;
+                resampled_plan(model, critic.as_ref(), &input, &sample, attempts, key.seed)?
+            } else {
+                let k = spec.refinements;
+                refined_plan(model, critic.as_ref(), &input, &sample, k, key.seed)?
+            };
             result.plans_generated = r.plans_generated;
             result.accepted = Some(r.accepted);
             r.frames
@@ -789,8 +867,8 @@ mod tests {
     #[test]
     fn modes_parse_and_reject_unknown_names() {
         assert_eq!(
-            Mode::parse_list("baseline, refine,baseline").expect("parse"),
-            vec![Mode::Baseline, Mode::Refine]
+            Mode::parse_list("baseline, refine,baseline,refine_env").expect("parse"),
+            vec![Mode::Baseline, Mode::Refine, Mode::RefineEnv]
         );
         assert!(matches!(
             Mode::parse_list("avdc"),
@@ -948,5 +1026,42 @@ mod tests {
         let fourth = run_eval(&other, Some(&model), &log, &EvalControl::default(), &|_| {})
             .expect("fourth run");
         assert_eq!((fourth.ran, fourth.reused), (1, 0));
+    }
+
+    /// Environment feedback judges a plan by executing it from the same start, so an
+    /// episode succeeds exactly when its loop found a plan the critic accepted, and a loop
+    /// with no accept used every attempt. Both loops make their first plan from the same
+    /// seed, so when either stopped there they agree.
+    #[test]
+    fn environment_feedback_agrees_with_the_executed_episode() {
+        let model_dir = crate::model::pipeline::default_model_dir();
+        let model = VideoModel::load(&model_dir, &candle_core::Device::Cpu).expect("model");
+        let mut s = spec(vec![Mode::RefineEnv, Mode::ResampleEnv], 2);
+        s.sampler_steps = 2;
+        s.refinements = 1;
+        let mut world = open_world(&s.world, s.world_size).expect("world");
+        let results: Vec<EpisodeResult> = s
+            .episodes()
+            .iter()
+            .map(|key| run_episode(world.as_mut(), Some(&model), &s, key))
+            .collect();
+        for r in &results {
+            assert_eq!(r.failure.is_none(), r.success, "{r:?}");
+            assert_eq!(r.accepted, Some(r.success), "{r:?}");
+            if !r.success {
+                assert_eq!(r.plans_generated, 2, "{r:?}");
+            }
+            assert!(r.setting.contains("critic=execution"), "{}", r.setting);
+        }
+        let (refine, resample) = results.split_at(results.len() / 2);
+        for (a, b) in refine.iter().zip(resample) {
+            assert_eq!(a.key.seed, b.key.seed);
+            if a.plans_generated == 1 || b.plans_generated == 1 {
+                assert_eq!(
+                    (a.success, a.plans_generated),
+                    (b.success, b.plans_generated)
+                );
+            }
+        }
     }
 }

@@ -172,11 +172,15 @@ fn attempt(
     let info = world.tasks().into_iter().find(|t| t.name == task);
     let instructions = info.map(|t| t.instructions).unwrap_or_default();
     let instruction = instructions.first().cloned().unwrap_or_default();
+    let input = super::refine::RefineInput {
+        first: &first,
+        task,
+        instruction: &instruction,
+    };
     let plan = match refined_plan(
         model,
-        &first,
-        task,
-        &instruction,
+        &crate::critic::PerceptionCritic::default(),
+        &input,
         sample,
         spec.refinements,
         seed,

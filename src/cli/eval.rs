@@ -24,7 +24,9 @@ pub struct EvalArgs {
     /// Held-out seeds per task and view (from 1,000,000).
     #[arg(long, default_value_t = 25)]
     pub seeds: u64,
-    /// Methods, comma-separated: expert, baseline, refine, replan.
+    /// Methods, comma-separated: expert, baseline, refine, refine_env (refinement judged by
+    /// executing each plan in a copy of the world: a perfect critic), resample_env (fresh
+    /// plans instead of refinements, judged the same way), replan.
     #[arg(long, default_value = "baseline,refine,replan")]
     pub modes: String,
     /// Report (JSON); the episode log goes beside it (.jsonl) and the chart (.png).
@@ -63,7 +65,9 @@ fn eval_spec_from(
     use videoagent::agent::eval::{EvalSpec, Mode};
     let modes = Mode::parse_list(modes)?;
     if modes.is_empty() {
-        bail!("--modes is empty (valid: expert, baseline, refine, replan)");
+        bail!(
+            "--modes is empty (valid: expert, baseline, refine, refine_env, resample_env, replan)"
+        );
     }
     if seeds == 0 {
         bail!("--seeds must be at least 1");
