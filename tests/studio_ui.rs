@@ -350,6 +350,51 @@ fn the_perception_critic_rejects_only_on_the_checked_kinds() {
     );
 }
 
+/// The execution critic (the paper's environment feedback) judges each plan by running it in a
+/// copy of the world: refinement goes on until one works, and executing the chosen plan in the
+/// studio agrees with its verdict.
+#[test]
+fn the_execution_critic_agrees_with_executing_the_plan() {
+    let mut app = studio(None);
+    app.wait_for_model().expect("model");
+    app.settings.sampler_steps = 2;
+    app.settings.max_refinements = 1;
+    app.settings.critic = CriticChoice::Execution;
+    let mut h = harness(app);
+    h.run_steps(1);
+    h.get_by_label("Generate").click();
+    h.run_steps(1);
+    step_until(&mut h, Duration::from_secs(120), |a| !a.is_generating());
+    let plan = h.state().studio.selected_plan().expect("the plan").clone();
+    let verdicts: Vec<Option<bool>> = plan
+        .iterations
+        .iter()
+        .map(|i| i.critique.as_ref().and_then(|c| c.accepted))
+        .collect();
+    let accepted = verdicts.last() == Some(&Some(true));
+    assert!(
+        accepted || verdicts == [Some(false), Some(false)],
+        "{verdicts:?}"
+    );
+    for rejected in &plan.iterations[..plan.iterations.len() - 1] {
+        let c = rejected.critique.as_ref().expect("a critique");
+        assert!(
+            c.feedback.starts_with("Executing this plan failed"),
+            "{c:?}"
+        );
+    }
+    h.get_by_label("Execute").click();
+    h.run_steps(1);
+    step_until(&mut h, Duration::from_secs(120), |a| !a.is_executing());
+    let rollout = h
+        .state()
+        .studio
+        .selected_plan()
+        .and_then(|p| p.rollout.clone())
+        .expect("rollout shown");
+    assert_eq!(rollout.success, accepted, "the critic ran the same plan");
+}
+
 #[test]
 fn a_broken_model_folder_is_reported_in_the_ui() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -9,6 +9,7 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use crate::agent::execution_critic::ExecutionCritic;
 use crate::agent::model_eval::ComparedStart;
 use crate::agent::refine::{
     OnUnavailable, RefineInput, RefineIteration, RefineProgress, RefineSettings, StopReason, refine,
@@ -23,6 +24,9 @@ use crate::store::export::{VideoFormat, write_video};
 
 use super::state::{Critique, IterationView, PlanId, PlanOrigin, PlanView};
 
+/// The side of the world frames the studio renders (plans are at the model's size).
+pub const WORLD_SIZE: u32 = 64;
+
 /// Which critic judges each iteration.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum CriticChoice {
@@ -33,15 +37,19 @@ pub enum CriticChoice {
     Vlm,
     /// The local VLM (Moondream2 in process), when the studio was given its folder.
     Local,
+    /// The paper's environment feedback: each plan is executed from its start in a copy of
+    /// the world and accepted iff the task succeeds (world starts only).
+    Execution,
     /// No critic: one plan, never refined.
     None,
 }
 
 impl CriticChoice {
-    pub const ALL: [CriticChoice; 4] = [
+    pub const ALL: [CriticChoice; 5] = [
         CriticChoice::Perception,
         CriticChoice::Vlm,
         CriticChoice::Local,
+        CriticChoice::Execution,
         CriticChoice::None,
     ];
 
@@ -50,6 +58,7 @@ impl CriticChoice {
             CriticChoice::Perception => "perception",
             CriticChoice::Vlm => "vlm (OpenAI API)",
             CriticChoice::Local => "local",
+            CriticChoice::Execution => "execution (runs the plan)",
             CriticChoice::None => "none",
         }
     }
@@ -294,6 +303,19 @@ impl CriticChoice {
                 .ok_or("no local critic: start the studio with --critic-model DIR")?
                 .get(device)
                 .map_err(|e| format!("the local critic: {e}"))?,
+            CriticChoice::Execution => {
+                if request.image.is_some() {
+                    return Err(
+                        "the execution critic runs plans in the world: pick a world start, not an opened image"
+                            .into(),
+                    );
+                }
+                let o = &request.origin;
+                Arc::new(
+                    ExecutionCritic::new(&o.world, WORLD_SIZE, o.view, o.seed)
+                        .map_err(|e| format!("the execution critic: {e}"))?,
+                )
+            }
             CriticChoice::None => Arc::new(NoCritic),
         })
     }
@@ -320,7 +342,8 @@ fn run_generate(
             )
         }
         None => {
-            let mut world = env::open_world(&origin.world, 64).map_err(|e| e.to_string())?;
+            let mut world =
+                env::open_world(&origin.world, WORLD_SIZE).map_err(|e| e.to_string())?;
             let task = world
                 .tasks()
                 .into_iter()
@@ -523,7 +546,7 @@ pub fn execute(
     report: Reporter<ExecuteEvent>,
 ) {
     let run = || -> Result<super::state::RolloutView, String> {
-        let mut world = env::open_world(&origin.world, 64).map_err(|e| e.to_string())?;
+        let mut world = env::open_world(&origin.world, WORLD_SIZE).map_err(|e| e.to_string())?;
         world
             .reset(&origin.task, origin.view, origin.seed)
             .map_err(|e| e.to_string())?;
@@ -575,7 +598,7 @@ pub fn compare_models(request: CompareRequest, report: Reporter<CompareEvent>) {
                 request.after_dir.display()
             )
         })?;
-        let mut world = env::open_world("tabletop", 64).map_err(|e| e.to_string())?;
+        let mut world = env::open_world("tabletop", WORLD_SIZE).map_err(|e| e.to_string())?;
         crate::agent::model_eval::compare_models(
             before,
             &after,

@@ -215,7 +215,7 @@ impl StudioApp {
         let worlds = env::WORLD_NAMES
             .iter()
             .filter_map(|name| {
-                let world = env::open_world(name, 64).ok()?;
+                let world = env::open_world(name, jobs::WORLD_SIZE).ok()?;
                 Some(WorldChoice {
                     name: (*name).to_owned(),
                     tasks: world.tasks(),
