@@ -31,7 +31,7 @@ use super::execution::{ExecutionLimits, execute_in_world};
 use super::execution_critic::ExecutionCritic;
 use super::model_eval::HELD_OUT_SEED;
 use super::refine::{OnUnavailable, RefineInput, RefineSettings, refine};
-use crate::critic::{Critic, CriticInput, PerceptionCritic};
+use crate::critic::{Critic, CriticInput, FindingKind, PerceptionCritic};
 use crate::env::{Observation, Rgb8Image, World, WorldError, open_world};
 use crate::model::pipeline::resize;
 use crate::model::{SampleConfig, VideoModel};
@@ -141,6 +141,8 @@ pub struct EvalSpec {
     pub sampler_steps: usize,
     /// Refinements after the first plan in `refine` mode.
     pub refinements: usize,
+    /// The kinds of finding that make the perception critic reject in `refine` mode.
+    pub rejects_on: Vec<FindingKind>,
     /// New plans allowed in `replan` mode.
     pub max_replans: usize,
     /// Frame side of expert-video plans.
@@ -166,6 +168,7 @@ impl EvalSpec {
             modes,
             sampler_steps: 10,
             refinements: 2,
+            rejects_on: FindingKind::ALL.to_vec(),
             max_replans: 3,
             expert_plan_size: 32,
             max_steps: None,
@@ -194,6 +197,15 @@ impl EvalSpec {
         keys
     }
 
+    /// `perception`, with the rejecting kinds when they are not all of them.
+    fn perception_label(&self) -> String {
+        if FindingKind::ALL.iter().all(|k| self.rejects_on.contains(k)) {
+            return "perception".to_owned();
+        }
+        let kinds: Vec<&str> = self.rejects_on.iter().map(|k| k.name()).collect();
+        format!("perception[{}]", kinds.join(","))
+    }
+
     /// The settings an episode's result depends on, besides its key: a result logged under
     /// other settings is not reused.
     pub fn setting(&self, mode: Mode) -> String {
@@ -210,9 +222,9 @@ impl EvalSpec {
                 self.sampler_steps,
                 self.refinements,
                 if mode == Mode::Refine {
-                    "perception"
+                    self.perception_label()
                 } else {
-                    "execution"
+                    "execution".to_owned()
                 }
             ),
             Mode::ResampleEnv => format!(
@@ -525,7 +537,10 @@ fn episode_into(
         }
         Mode::Refine | Mode::RefineEnv | Mode::ResampleEnv => {
             let critic: Box<dyn Critic> = if key.mode == Mode::Refine {
-                Box::new(PerceptionCritic::default())
+                Box::new(PerceptionCritic {
+                    rejects_on: spec.rejects_on.clone(),
+                    ..PerceptionCritic::default()
+                })
             } else {
                 Box::new(
                     ExecutionCritic::new(&spec.world, spec.world_size, key.view, key.seed)
@@ -874,6 +889,15 @@ mod tests {
             Mode::parse_list("avdc"),
             Err(EvalError::UnknownMode { .. })
         ));
+        let mut s = spec(vec![Mode::Refine], 1);
+        assert!(s.setting(Mode::Refine).contains("critic=perception "));
+        s.rejects_on = vec![FindingKind::Vanished, FindingKind::ColourDrift];
+        assert!(
+            s.setting(Mode::Refine)
+                .contains("critic=perception[vanished,colour_drift] "),
+            "results of another critic are not reused: {}",
+            s.setting(Mode::Refine)
+        );
     }
 
     #[test]

@@ -130,7 +130,7 @@ pub struct CriticAccess {
 }
 
 /// `--critic-rejects`: finding kinds by their snake_case names (all of them when absent).
-fn rejecting_kinds(list: Option<&str>) -> Result<Vec<videoagent::critic::FindingKind>> {
+pub(super) fn rejecting_kinds(list: Option<&str>) -> Result<Vec<videoagent::critic::FindingKind>> {
     use videoagent::critic::FindingKind;
     let Some(list) = list else {
         return Ok(FindingKind::ALL.to_vec());

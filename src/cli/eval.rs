@@ -41,6 +41,10 @@ pub struct EvalArgs {
     /// Refinements after the first plan (refine mode).
     #[arg(long, default_value_t = 2)]
     pub refine: usize,
+    /// The kinds of finding that make the perception critic reject in refine mode,
+    /// comma-separated (default: all; `critic-agreement --fit` says which predict failure).
+    #[arg(long)]
+    pub critic_rejects: Option<String>,
     /// New plans allowed on a stall (replan mode).
     #[arg(long, default_value_t = 3)]
     pub replans: usize,
@@ -106,6 +110,7 @@ pub(super) fn eval_cmd(args: &EvalArgs) -> Result<()> {
     }
     spec.sampler_steps = args.steps.max(1);
     spec.refinements = args.refine;
+    spec.rejects_on = super::critic::rejecting_kinds(args.critic_rejects.as_deref())?;
     spec.max_replans = args.replans;
     spec.max_steps = args.max_steps;
     if let Some(t) = args.threads {
