@@ -398,7 +398,7 @@ pub fn model_plan(
 
 /// Up to `attempts` fresh plans (seeds `seed`, `seed + 1`, ...) until `critic` accepts one;
 /// the accepted plan, else the last.
-pub fn resampled_plan(
+fn resampled_plan(
     model: &VideoModel,
     critic: &dyn Critic,
     input: &RefineInput<'_>,
