@@ -708,6 +708,7 @@ mod tests {
             vec![
                 CriticChoice::Perception,
                 CriticChoice::Vlm,
+                CriticChoice::Execution,
                 CriticChoice::None
             ]
         );

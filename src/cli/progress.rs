@@ -32,6 +32,7 @@ impl Drop for Progress {
     fn drop(&mut self) {
         if let Some((stop, thread)) = self.logger.take() {
             stop.store(true, Ordering::SeqCst);
+            thread.thread().unpark();
             let _ = thread.join();
         }
     }
@@ -78,7 +79,8 @@ fn log_tenths(bar: &ProgressBar, stop: &AtomicBool) {
         if stopping {
             return;
         }
-        std::thread::sleep(POLL);
+        // Woken early by the drop.
+        std::thread::park_timeout(POLL);
     }
 }
 
