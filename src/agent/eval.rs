@@ -7,8 +7,9 @@
 //! perception critic), `refine_env` (the same loop judged by executing each plan in a copy of
 //! the world: the paper's environment feedback, i.e. refinement with a perfect critic),
 //! `resample_env` (its ablation: fresh plans from new seeds instead of refinements, judged the
-//! same way; what refinement adds over trying again), `replan` (baseline plus new plans when the gripper stalls) and `expert` (the expert's own
-//! video as the plan: a sanity row that needs no model).
+//! same way; what refinement adds over trying again), `replan` (baseline plus new plans when
+//! the gripper stalls) and `expert` (the expert's own video as the plan: a sanity row that
+//! needs no model).
 //!
 //! Episodes run in parallel on worker threads (one world each, one shared model). Every
 //! finished episode is appended to a JSON-lines log and synced at once ([`ResultLog`]), so an
