@@ -322,11 +322,8 @@ fn the_perception_critic_rejects_only_on_the_checked_kinds() {
     h.get_by_label("every kind of finding").click();
     h.run_steps(1);
     for kind in FindingKind::ALL {
-        h.get_by_role_and_label(
-            egui::accesskit::Role::CheckBox,
-            &kind.name().replace('_', " "),
-        )
-        .click();
+        h.get_by_role_and_label(egui::accesskit::Role::CheckBox, &kind.label())
+            .click();
         h.run_steps(1);
     }
     assert!(h.state().settings.rejects_on.is_empty(), "all unchecked");

@@ -65,13 +65,12 @@ fn log_tenths(bar: &ProgressBar, stop: &AtomicBool) {
     loop {
         let stopping = stop.load(Ordering::SeqCst);
         let pos = bar.position();
-        let len = bar.length().unwrap_or(0).max(1);
-        let tenth = pos * 10 / len;
-        if pos > logged && (tenth > logged * 10 / len || stopping) {
+        let len = bar.length().unwrap_or(0);
+        let tenth = |p: u64| p * 10 / len.max(1);
+        if pos > logged && (tenth(pos) > tenth(logged) || stopping) {
             tracing::info!(
-                "{}: {pos}/{} (eta {} s)",
+                "{}: {pos}/{len} (eta {} s)",
                 bar.message(),
-                bar.length().unwrap_or(0),
                 bar.eta().as_secs()
             );
             logged = pos;

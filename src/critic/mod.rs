@@ -114,6 +114,11 @@ impl FindingKind {
         }
     }
 
+    /// The name in words, as people read it ("colour drift").
+    pub fn label(self) -> String {
+        self.name().replace('_', " ")
+    }
+
     /// Glitches break physics; the rest are an incomplete task.
     pub fn is_glitch(self) -> bool {
         !matches!(self, Self::GripperStatic | Self::GoalNotReached)
@@ -143,7 +148,7 @@ pub struct Finding {
 impl Finding {
     /// What a person reads: the object and the kind, e.g. "block colour drift".
     pub fn label(&self) -> String {
-        format!("{} {}", self.object, self.kind.name().replace('_', " "))
+        format!("{} {}", self.object, self.kind.label())
     }
 }
 

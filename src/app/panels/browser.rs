@@ -329,10 +329,7 @@ fn rejects_on_row(ui: &mut egui::Ui, rejects_on: &mut Vec<FindingKind>) {
         .show(ui, |ui| {
             for kind in FindingKind::ALL {
                 let mut on = rejects_on.contains(&kind);
-                if ui
-                    .checkbox(&mut on, kind.name().replace('_', " "))
-                    .changed()
-                {
+                if ui.checkbox(&mut on, kind.label()).changed() {
                     rejects_on.retain(|k| *k != kind);
                     if on {
                         rejects_on.push(kind);
