@@ -34,6 +34,17 @@ PAPER_TASKS = [
 RENDER_KINDS = ("rgb", "depth", "segmentation")
 # Bodies that are scenery: they all become label 0, "background".
 SCENERY = {"world", "tablelink", "RetainingWall", "mocap"}
+# Task parts with their own label, taken out of their body's: the part the hand goes to,
+# where that is not the whole body (AVDC's name2maskid): the door's handle, not its panel;
+# the hammer's and the wrench's handles, not their heads. (The faucet's lever alone was
+# tried: 1 faucet success of 6 instead of 4, so the faucet keeps its whole body.) Geom ids
+# of MetaWorld 3.1.1's models (AVDC's ids for the v2 models), each checked against its body
+# at start-up: part label -> (body, geom ids).
+PARTS = {
+    "door-open": {"door_handle": ("door_link", [43])},
+    "hammer": {"hammer_handle": ("hammer", [36])},
+    "assembly": {"wrench_handle": ("asmbly_peg", [37, 38])},
+}
 MAX_SIZE = 1024
 
 
@@ -127,6 +138,17 @@ class Episode:
             if label not in labels:
                 labels.append(label)
             table[geom] = labels.index(label)
+        for part, (body_name, geoms) in PARTS.get(self.task, {}).items():
+            body = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, body_name)
+            for geom in geoms:
+                if geom >= model.ngeom or int(model.geom_bodyid[geom]) != body:
+                    raise BridgeError(
+                        "bad_model",
+                        f"{self.task}: geom {geom} is not part of body '{body_name}' "
+                        "(a MetaWorld version other than requirements.txt's?)",
+                    )
+                table[geom] = len(labels)
+            labels.append(part)
         return labels, table
 
     def descends_from(self, body, ancestor):

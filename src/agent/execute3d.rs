@@ -108,33 +108,53 @@ pub struct LiftedObject {
     pub pixels: Vec<[f64; 2]>,
     /// The same points in 3D (world metres), lifted with the world's depth.
     pub points: Vec<[f64; 3]>,
+    /// The points of the part the hand goes to (3D), where the task names one
+    /// ([`tasks::MetaTask::part`]); empty: the whole object.
+    pub part: Vec<[f64; 3]>,
 }
 
-/// Up to `max_points` points of the task object's mask in the world's current frame.
+/// Up to `max_points` points of the task object's mask in the world's current frame (the
+/// whole body is tracked: a small part alone gives too few points), and up to as many of
+/// its part's.
 pub fn lift_object(
     world: &mut MetaWorld,
     task: &str,
     plan_size: u32,
     max_points: usize,
 ) -> Result<LiftedObject, Execute3dError> {
-    let object = tasks::find(task)
-        .ok_or_else(|| Execute3dError::UnknownTask(task.to_owned()))?
-        .object;
+    let task = tasks::find(task).ok_or_else(|| Execute3dError::UnknownTask(task.to_owned()))?;
     let observation = world.observe()?;
     let depth = world.depth()?;
     let camera = world.camera().ok_or(WorldError::NotReset)?.clone();
     let size = observation.rgb.width;
-    let mask = observation.mask_pixels(object);
-    let stride = mask.len().div_ceil(max_points.max(1)).max(1);
-    let scale = f64::from(plan_size) / f64::from(size);
-    let mut lifted = LiftedObject::default();
-    for &(x, y) in mask.iter().step_by(stride) {
+    let lift = |(x, y): (u32, u32)| {
         let centre = [f64::from(x) + 0.5, f64::from(y) + 0.5];
         let d = f64::from(depth[(y * size + x) as usize]);
-        lifted.points.push(camera.lift(centre, d, size));
-        lifted.pixels.push([centre[0] * scale, centre[1] * scale]);
-    }
-    Ok(lifted)
+        (centre, camera.lift(centre, d, size))
+    };
+    let spread = |mask: Vec<(u32, u32)>| {
+        let stride = mask.len().div_ceil(max_points.max(1)).max(1);
+        mask.into_iter()
+            .step_by(stride)
+            .map(lift)
+            .collect::<Vec<_>>()
+    };
+    let scale = f64::from(plan_size) / f64::from(size);
+    let (pixels, points) = spread(task.object_pixels(&observation))
+        .into_iter()
+        .map(|(c, p)| ([c[0] * scale, c[1] * scale], p))
+        .unzip();
+    let part = task.part.map_or_else(Vec::new, |part| {
+        spread(observation.mask_pixels(part))
+            .into_iter()
+            .map(|(_, p)| p)
+            .collect()
+    });
+    Ok(LiftedObject {
+        pixels,
+        points,
+        part,
+    })
 }
 
 /// Executes `plan` (start frame first, any size) from the world's current state, which
@@ -222,7 +242,7 @@ fn plan_to_waypoints(
         Err(e) => return Ok(Err(e.to_string())),
     };
     rollout.track_error_px.clone_from(&track.error_px);
-    let (contact, point, waypoints) = plan_waypoints(&track, config);
+    let (contact, point, waypoints) = plan_waypoints(&track, &object.part, config);
     rollout.contact = Some(contact);
     rollout.contact_point = Some(point);
     rollout.subgoals = track.trajectory(point).into_iter().skip(1).collect();
@@ -238,19 +258,28 @@ struct Waypoint {
     hold: u32,
 }
 
-/// The contact point (the object point nearest the mean of the points), grasp or push,
-/// and the hand's waypoints: above the contact, onto it, (grip,) then the subgoals.
-fn plan_waypoints(track: &Track3d, config: &Execute3dConfig) -> (Contact, [f64; 3], Vec<Waypoint>) {
-    let n = track.points.len() as f64;
-    let mean = track.points.iter().fold([0.0; 3], |a, p| {
-        [a[0] + p[0] / n, a[1] + p[1] / n, a[2] + p[2] / n]
-    });
+/// The contact point (the point of `part`, or of the whole object when `part` is empty,
+/// nearest their mean), grasp or push, and the hand's waypoints: above the contact, onto it,
+/// (grip,) then the subgoals.
+fn plan_waypoints(
+    track: &Track3d,
+    part: &[[f64; 3]],
+    config: &Execute3dConfig,
+) -> (Contact, [f64; 3], Vec<Waypoint>) {
+    let mean_of = |points: &[[f64; 3]]| {
+        let n = points.len() as f64;
+        points.iter().fold([0.0; 3], |a, p| {
+            [a[0] + p[0] / n, a[1] + p[1] / n, a[2] + p[2] / n]
+        })
+    };
     let dist =
         |p: &[f64; 3], q: &[f64; 3]| (0..3).map(|i| (p[i] - q[i]).powi(2)).sum::<f64>().sqrt();
-    let point = *track
-        .points
+    let mean = mean_of(&track.points);
+    let candidates = if part.is_empty() { &track.points } else { part };
+    let part_mean = mean_of(candidates);
+    let point = *candidates
         .iter()
-        .min_by(|a, b| dist(a, &mean).total_cmp(&dist(b, &mean)))
+        .min_by(|a, b| dist(a, &part_mean).total_cmp(&dist(b, &part_mean)))
         .unwrap_or(&mean);
     let path = track.trajectory(point);
     // The rise of the whole object (its mean point), steadier than one point's: a small

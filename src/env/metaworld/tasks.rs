@@ -1,7 +1,7 @@
 //! The paper's 11 MetaWorld tasks and 3 cameras: names, instructions, and which body of
 //! the scene is the task's object (a segmentation label of the bridge).
 
-use crate::env::{Difficulty, TaskInfo, ViewInfo};
+use crate::env::{Difficulty, Observation, TaskInfo, ViewInfo};
 
 /// Success within this many steps (the paper's protocol; MetaWorld's own path length).
 pub const MAX_STEPS: u32 = 500;
@@ -14,6 +14,10 @@ pub struct MetaTask {
     pub instructions: &'static [&'static str],
     /// The body whose motion the plan shows (a segmentation label).
     pub object: &'static str,
+    /// The part of it the hand goes to, where that is not the whole body (a label of its
+    /// own: the bridge takes these geoms out of the body's label, as AVDC's name2maskid):
+    /// the door's handle, not its panel.
+    pub part: Option<&'static str>,
 }
 
 /// In the paper's order. Hard: the three the paper names as hard (several stages, a grasp).
@@ -23,7 +27,8 @@ pub const TASKS: [MetaTask; 11] = [
         Difficulty::Medium,
         &["open the door", "door open"],
         "door_link",
-    ),
+    )
+    .with_part("door_handle"),
     task(
         "door-close",
         Difficulty::Easy,
@@ -77,13 +82,15 @@ pub const TASKS: [MetaTask; 11] = [
         Difficulty::Hard,
         &["hammer the nail in", "hammer"],
         "hammer",
-    ),
+    )
+    .with_part("hammer_handle"),
     task(
         "assembly",
         Difficulty::Hard,
         &["put the ring on the peg", "assembly"],
         "asmbly_peg",
-    ),
+    )
+    .with_part("wrench_handle"),
 ];
 
 const fn task(
@@ -97,6 +104,24 @@ const fn task(
         difficulty,
         instructions,
         object,
+        part: None,
+    }
+}
+
+impl MetaTask {
+    const fn with_part(mut self, part: &'static str) -> Self {
+        self.part = Some(part);
+        self
+    }
+
+    /// Pixels of the whole object, its part included, in row order.
+    pub fn object_pixels(&self, observation: &Observation) -> Vec<(u32, u32)> {
+        let mut pixels = observation.mask_pixels(self.object);
+        if let Some(part) = self.part {
+            pixels.extend(observation.mask_pixels(part));
+            pixels.sort_unstable_by_key(|&(x, y)| (y, x));
+        }
+        pixels
     }
 }
 
