@@ -531,4 +531,26 @@ fn background_runs_log_their_progress() {
     for step in ["train: 2/4 loss", "train: 4/4 loss"] {
         assert!(err.contains(step), "no '{step}' in: {err}");
     }
+    // The refinement loop's line per plan (verdict and critique) reaches the log too.
+    let o = logged(&[
+        "plan",
+        "--task",
+        "push",
+        "--model",
+        &path(&run),
+        "--steps",
+        "2",
+        "--refine",
+        "1",
+        "--critic",
+        "perception",
+        "--out",
+        &path(&dir.path().join("plan")),
+    ]);
+    let err = stderr(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("plan 0: reject") || err.contains("plan 0: accept"),
+        "no verdict line for plan 0 in: {err}"
+    );
 }

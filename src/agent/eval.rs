@@ -787,23 +787,57 @@ impl EvalTable {
         out
     }
 
-    /// A grouped bar chart: one group per task and one for overall, one bar per method
-    /// (colours in [`MODE_COLOURS`] order of the rows), grid lines every 25%.
+    /// A grouped bar chart, `height` pixels tall: one group per task (named under it) and one
+    /// for overall (underlined), one bar per method (the legend above names its colour), the
+    /// success-rate axis on the left with grid lines every 25%.
     pub fn chart(&self, bar_width: u32, height: u32) -> image::RgbImage {
-        let groups = self.tasks.len() + 1;
+        use crate::viz::text::{draw_text, line_height, text_width};
+        const PX: f32 = 12.0;
+        const INK: [u8; 3] = [40, 40, 40];
         let methods = self.rows.len().max(1) as u32;
+        let mut names: Vec<&str> = self.tasks.iter().map(String::as_str).collect();
+        names.push("overall");
+        let widest = names.iter().map(|n| text_width(n, PX)).fold(0.0, f32::max);
+        // Wide enough that each group's name fits under it.
+        let bar_width = bar_width.max(((widest + 6.0) / methods as f32).ceil() as u32);
         let gap = bar_width;
-        let width = groups as u32 * (methods * bar_width + gap) + gap;
+        let line = line_height(PX).ceil() as u32;
+        let (left, top, bottom) = (
+            text_width("100%", PX).ceil() as u32 + 8,
+            line + 10,
+            line + 8,
+        );
+        let groups = names.len() as u32;
+        let width = left + groups * (methods * bar_width + gap) + gap;
+        let height = height.max(top + bottom + 40);
         let mut img = image::RgbImage::from_pixel(width, height, image::Rgb([255, 255, 255]));
-        let plot = height.saturating_sub(8).max(1);
+        let plot = height - top - bottom;
+        let base = top + plot;
         for q in 0..=4u32 {
-            let y = height - 4 - q * plot / 4;
-            for x in 0..width {
-                img.put_pixel(x, y.min(height - 1), image::Rgb([220, 220, 220]));
+            let y = base - q * plot / 4;
+            for x in left..width {
+                img.put_pixel(x, y, image::Rgb([220, 220, 220]));
             }
+            let label = format!("{}%", q * 25);
+            let lx = left as f32 - 4.0 - text_width(&label, PX);
+            draw_text(&mut img, &label, lx, y as f32 - line as f32 / 2.0, PX, INK);
         }
-        for g in 0..groups {
-            let x0 = gap + g as u32 * (methods * bar_width + gap);
+        let mut legend_x = left as f32;
+        for row in &self.rows {
+            let colour = MODE_COLOURS[row.mode as usize % MODE_COLOURS.len()];
+            fill(
+                &mut img,
+                legend_x as u32,
+                4,
+                10,
+                line.saturating_sub(4),
+                colour,
+            );
+            draw_text(&mut img, row.mode.name(), legend_x + 14.0, 2.0, PX, INK);
+            legend_x += 14.0 + text_width(row.mode.name(), PX) + 14.0;
+        }
+        for (g, name) in names.iter().enumerate() {
+            let x0 = left + gap + g as u32 * (methods * bar_width + gap);
             for (m, row) in self.rows.iter().enumerate() {
                 let rate = if g < self.tasks.len() {
                     row.tasks.get(g).map_or(0.0, Cell::rate)
@@ -812,32 +846,44 @@ impl EvalTable {
                 };
                 let h = (rate.clamp(0.0, 1.0) * f64::from(plot)).round() as u32;
                 let colour = MODE_COLOURS[row.mode as usize % MODE_COLOURS.len()];
-                let xb = x0 + m as u32 * bar_width;
-                for x in xb..(xb + bar_width - 1).min(width) {
-                    for y in (height - 4 - h)..(height - 4) {
-                        img.put_pixel(x, y, image::Rgb(colour));
-                    }
-                }
+                fill(
+                    &mut img,
+                    x0 + m as u32 * bar_width,
+                    base - h,
+                    bar_width - 1,
+                    h,
+                    colour,
+                );
             }
-            // The overall group is underlined.
+            let group = (methods * bar_width) as f32;
+            let nx = x0 as f32 + (group - text_width(name, PX)) / 2.0;
+            draw_text(&mut img, name, nx, (base + 4) as f32, PX, INK);
             if g == self.tasks.len() {
-                for x in x0..(x0 + methods * bar_width).min(width) {
-                    for y in (height - 3)..height {
-                        img.put_pixel(x, y, image::Rgb([0, 0, 0]));
-                    }
-                }
+                fill(&mut img, x0, base + 1, methods * bar_width, 2, [0, 0, 0]);
             }
         }
         img
     }
 }
 
-/// Bar colours by [`Mode`]: expert grey, baseline blue, refine orange, replan green.
-pub const MODE_COLOURS: [[u8; 3]; 4] = [
+/// Fills a `w` x `h` rectangle at (`x`, `y`), clipped to the image.
+fn fill(img: &mut image::RgbImage, x: u32, y: u32, w: u32, h: u32, colour: [u8; 3]) {
+    for py in y..(y + h).min(img.height()) {
+        for px in x..(x + w).min(img.width()) {
+            img.put_pixel(px, py, image::Rgb(colour));
+        }
+    }
+}
+
+/// Bar colours by [`Mode`] (its discriminant): expert grey, baseline blue, refine orange,
+/// replan green, refine_env purple, resample_env brown.
+pub const MODE_COLOURS: [[u8; 3]; 6] = [
     [150, 150, 150],
     [66, 110, 200],
     [240, 140, 40],
     [60, 170, 90],
+    [150, 90, 190],
+    [150, 110, 70],
 ];
 
 /// The JSON report of `videoagent eval`.
@@ -856,7 +902,7 @@ pub struct EvalReport {
 pub fn write_report(out: &Path, report: &EvalReport) -> Result<PathBuf, EvalError> {
     atomic::write_json(out, report).map_err(atomic::io_error("cannot write the report", out))?;
     let png = out.with_extension("png");
-    let chart = report.table.chart(14, 160);
+    let chart = report.table.chart(14, 220);
     crate::viz::write_png(&png, &chart).map_err(|e| EvalError::Chart {
         reason: format!("cannot write the chart: {e}"),
         path: png.clone(),
@@ -964,6 +1010,12 @@ mod tests {
         assert!(md.contains("| expert | 100% | 50% | 75.0% |"), "{md}");
         let img = t.chart(10, 100);
         assert_eq!(img.height(), 100);
+        // Every mode has a colour of its own (the chart's legend tells them apart).
+        let colours: std::collections::HashSet<_> = Mode::ALL
+            .iter()
+            .map(|&m| MODE_COLOURS[m as usize % MODE_COLOURS.len()])
+            .collect();
+        assert_eq!(colours.len(), Mode::ALL.len());
     }
 
     /// An evaluation stopped part way and run again computes only what is missing, and the

@@ -561,11 +561,18 @@ pub fn refine_plan(
     })?;
     bar.finish_and_clear();
     let mut iterations = Vec::new();
+    let mut captions = Vec::new();
     for it in &outcome.iterations {
         let critique = match &it.review.verdict {
             Verdict::Unavailable { reason } => format!("critic unavailable: {reason}"),
             v => format!("{}: {}", verdict_word(v), it.review.feedback),
         };
+        let chosen = if outcome.chosen == Some(it.index) {
+            " (chosen)"
+        } else {
+            ""
+        };
+        captions.push(format!("plan {}{chosen}, {critique}", it.index));
         let dir = write_iteration(out, it.index, &start.rgb, &it.frames, &critique)
             .with_context(|| format!("writing iteration {} to {}", it.index, out.display()))?;
         iterations.push(IterationRecord {
@@ -582,7 +589,7 @@ pub fn refine_plan(
         .iter()
         .map(|i| i.frames.as_slice())
         .collect();
-    write_iterations_sheet(out, &start.rgb, &plans)
+    write_iterations_sheet(out, &start.rgb, &plans, &captions)
         .with_context(|| format!("writing {}", out.join("iterations.png").display()))?;
     let frames = outcome
         .chosen_frames()

@@ -38,6 +38,18 @@ impl Drop for Progress {
     }
 }
 
+impl Progress {
+    /// A line above the bar; where the bar is hidden, on stderr by itself (indicatif drops
+    /// the lines of a hidden bar).
+    pub(crate) fn println(&self, line: impl AsRef<str>) {
+        if self.bar.is_hidden() {
+            eprintln!("{}", line.as_ref());
+        } else {
+            self.bar.println(line);
+        }
+    }
+}
+
 /// A bar over `len` items, labelled `what`.
 pub(crate) fn progress(len: u64, what: &str) -> Progress {
     let bar = ProgressBar::new(len);

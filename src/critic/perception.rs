@@ -173,13 +173,20 @@ fn feedback(findings: &[Finding], task: Option<TaskKind>, instruction: &str) -> 
     };
     let target = task.map_or("object", TaskKind::task_object);
     let o = f.object.as_str();
+    // What to do once the thing is right again: the gripper goes to the task's object, an
+    // object waits for the gripper.
+    let then = if o == "gripper" {
+        format!("move it to the {target}")
+    } else {
+        "move the gripper to it".to_owned()
+    };
     let text = match f.kind {
-        FindingKind::Vanished => format!(
-            "Inconsistent glitch. The {o} vanishes. Keep the {o} visible and move the gripper to it."
-        ),
-        FindingKind::Duplicated => format!(
-            "Inconsistent glitch. The {o} splits into two. Keep one {o} and move it with the gripper."
-        ),
+        FindingKind::Vanished => {
+            format!("Inconsistent glitch. The {o} vanishes. Keep the {o} visible and {then}.")
+        }
+        FindingKind::Duplicated => {
+            format!("Inconsistent glitch. The {o} splits into two. Keep one {o} and {then}.")
+        }
         FindingKind::Teleport => format!(
             "Inconsistent glitch. The {o} jumps without any force acting on it. Move the gripper to the {o} first."
         ),
@@ -400,6 +407,43 @@ mod tests {
 
     fn kinds(review: &Review) -> Vec<FindingKind> {
         review.findings.iter().map(|f| f.kind).collect()
+    }
+
+    /// The sentence names the thing and what to do next; for the gripper, the next move is
+    /// towards the task's object, not towards itself.
+    #[test]
+    fn feedback_tells_the_gripper_where_to_go() {
+        let finding = |object: &str, kind| Finding {
+            frame_idx: 2,
+            object: object.to_owned(),
+            kind,
+            region: crate::critic::PixelRect {
+                x: 0,
+                y: 0,
+                width: 1,
+                height: 1,
+            },
+        };
+        let say = |object, kind| {
+            feedback(
+                &[finding(object, kind)],
+                Some(TaskKind::Push),
+                "push the block",
+            )
+        };
+        assert_eq!(
+            say("gripper", FindingKind::Duplicated),
+            "Inconsistent glitch. The gripper splits into two. Keep one gripper and move it to the block."
+        );
+        assert_eq!(
+            say("block", FindingKind::Vanished),
+            "Inconsistent glitch. The block vanishes. Keep the block visible and move the gripper to it."
+        );
+        for kind in [FindingKind::Vanished, FindingKind::Duplicated] {
+            let text = say("gripper", kind);
+            assert!(!text.contains("gripper to it"), "{text}");
+            assert!(text.split_whitespace().count() <= 20, "{text}");
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! ```text
 //! DIR/plan.json  DIR/plan.gif  DIR/strip.png  DIR/frames/00.png (start) .. 07.png
 //! DIR/iterations/NN/{frames/*.png, plan.gif, strip.png, critique.txt}   (with --refine)
-//! DIR/iterations.png                      every iteration, one row each (with --refine)
+//! DIR/iterations.png                      every iteration, one row each, critique under it (with --refine)
 //! ```
 //!
 //! With refinement the top-level frames are the chosen iteration's.
@@ -106,14 +106,16 @@ pub fn write_iteration(
     Ok(rel)
 }
 
-/// Writes `dir/iterations.png`: the start and each iteration's frames, one row per iteration.
+/// Writes `dir/iterations.png`: the start and each iteration's frames, one row per iteration,
+/// with its caption (the critique) under it.
 pub fn write_iterations_sheet(
     dir: &Path,
     start: &Rgb8Image,
     plans: &[&[Rgb8Image]],
+    captions: &[String],
 ) -> std::io::Result<()> {
     let rows: Vec<Vec<Rgb8Image>> = plans.iter().map(|p| with_start(start, p)).collect();
-    let sheet = crate::viz::upscale(&crate::viz::grid(&rows, 1, [255, 255, 255]), 4);
+    let sheet = crate::viz::captioned_rows(&rows, captions, 4);
     crate::viz::write_png(&dir.join("iterations.png"), &sheet)
 }
 

@@ -1,6 +1,7 @@
 //! Pictures for people: frame strips, grids and animated GIFs of plans and demonstrations.
 
 pub mod gpu_difference;
+pub mod text;
 
 use std::path::Path;
 
@@ -27,6 +28,49 @@ pub fn grid(rows: &[Vec<Rgb8Image>], gap: u32, background: [u8; 3]) -> image::Rg
             let y0 = gap + r as u32 * (h + gap);
             image::imageops::replace(&mut out, &frame.to_image(), i64::from(x0), i64::from(y0));
         }
+    }
+    out
+}
+
+/// Rows of frames scaled up by `scale`, each with its caption under it (wrapped to the row's
+/// width): a refinement's iterations with the critic's words.
+pub fn captioned_rows(rows: &[Vec<Rgb8Image>], captions: &[String], scale: u32) -> image::RgbImage {
+    const PX: f32 = 15.0;
+    const GAP: u32 = 1;
+    let images: Vec<image::RgbImage> = rows
+        .iter()
+        .map(|row| {
+            upscale(
+                &grid(std::slice::from_ref(row), GAP, [255, 255, 255]),
+                scale,
+            )
+        })
+        .collect();
+    let width = images.iter().map(image::RgbImage::width).max().unwrap_or(1);
+    let line = text::line_height(PX).ceil() as u32;
+    let wrapped: Vec<Vec<String>> = (0..images.len())
+        .map(|i| {
+            captions
+                .get(i)
+                .map(|c| text::wrap(c, PX, (width - 16) as f32))
+                .unwrap_or_default()
+        })
+        .collect();
+    let height: u32 = images
+        .iter()
+        .zip(&wrapped)
+        .map(|(img, lines)| img.height() + lines.len() as u32 * line + 6)
+        .sum();
+    let mut out = image::RgbImage::from_pixel(width, height, image::Rgb([255, 255, 255]));
+    let mut y = 0;
+    for (img, lines) in images.iter().zip(&wrapped) {
+        image::imageops::replace(&mut out, img, 0, i64::from(y));
+        y += img.height() + 2;
+        for l in lines {
+            text::draw_text(&mut out, l, 8.0, y as f32, PX, [30, 30, 30]);
+            y += line;
+        }
+        y += 4;
     }
     out
 }
@@ -75,8 +119,11 @@ pub fn write_png(path: &Path, img: &image::RgbImage) -> std::io::Result<()> {
     crate::store::atomic::write_file(path, &bytes)
 }
 
-/// A loss curve: the loss of each step (light) and its running mean (dark), log-scaled.
+/// A loss curve: the loss of each step (light) and its running mean (dark), log-scaled, with
+/// the loss at the top and bottom of the axis and the first and last step under it.
 pub fn loss_plot(log: &[(u64, f32, f64)], width: u32, height: u32) -> image::RgbImage {
+    const PX: f32 = 12.0;
+    const INK: [u8; 3] = [40, 40, 40];
     let mut img = image::RgbImage::from_pixel(width, height, image::Rgb([255, 255, 255]));
     let values: Vec<f32> = log.iter().map(|r| r.1.max(1e-6).ln()).collect();
     if values.len() < 2 {
@@ -86,10 +133,30 @@ pub fn loss_plot(log: &[(u64, f32, f64)], width: u32, height: u32) -> image::Rgb
         .iter()
         .fold((f32::MAX, f32::MIN), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
     let span = (hi - lo).max(1e-6);
+    let loss_label = |v: f32| format!("{:.2e}", v.exp());
+    let line = text::line_height(PX).ceil() as u32;
+    let left = text::text_width(&loss_label(hi), PX)
+        .max(text::text_width(&loss_label(lo), PX))
+        .ceil() as u32
+        + 8;
+    let (top, bottom) = (line / 2 + 2, line + 6);
+    let (plot_w, plot_h) = (
+        width.saturating_sub(left + 8).max(2),
+        height.saturating_sub(top + bottom).max(2),
+    );
+    for x in left..left + plot_w {
+        for y in [top, top + plot_h - 1] {
+            img.put_pixel(
+                x.min(width - 1),
+                y.min(height - 1),
+                image::Rgb([220, 220, 220]),
+            );
+        }
+    }
     let to_px = |i: usize, v: f32| {
-        let x = i as f32 / (values.len() - 1) as f32 * (width - 1) as f32;
-        let y = (1.0 - (v - lo) / span) * (height - 1) as f32;
-        (x as u32, y as u32)
+        let x = left as f32 + i as f32 / (values.len() - 1) as f32 * (plot_w - 1) as f32;
+        let y = top as f32 + (1.0 - (v - lo) / span) * (plot_h - 1) as f32;
+        ((x as u32).min(width - 1), (y as u32).min(height - 1))
     };
     let window = (values.len() / 50).max(1);
     let mut sum = 0f32;
@@ -106,6 +173,26 @@ pub fn loss_plot(log: &[(u64, f32, f64)], width: u32, height: u32) -> image::Rgb
             img.put_pixel(x, (y + dy).min(height - 1), image::Rgb([20, 60, 160]));
         }
     }
+    let half = line as f32 / 2.0;
+    for (v, y) in [(hi, top), (lo, top + plot_h - 1)] {
+        let label = loss_label(v);
+        let x = left as f32 - 4.0 - text::text_width(&label, PX);
+        text::draw_text(&mut img, &label, x, y as f32 - half, PX, INK);
+    }
+    let steps = |r: &(u64, f32, f64)| format!("step {}", r.0);
+    let (first, last) = (steps(&log[0]), steps(&log[log.len() - 1]));
+    let y = (top + plot_h + 4) as f32;
+    text::draw_text(&mut img, &first, left as f32, y, PX, INK);
+    let x = (left + plot_w) as f32 - text::text_width(&last, PX);
+    text::draw_text(&mut img, &last, x, y, PX, INK);
+    text::draw_text(
+        &mut img,
+        "loss (log scale)",
+        (left + 6) as f32,
+        (top + 2) as f32,
+        PX,
+        INK,
+    );
     img
 }
 
@@ -175,5 +262,58 @@ mod difference_tests {
             tiny.pixels[0] > 0 && tiny.pixels[2] == 0,
             "small errors show as red"
         );
+    }
+}
+
+#[cfg(test)]
+mod caption_tests {
+    use super::*;
+
+    /// The curve falls from the top-left to the bottom-right of the plot, and the axis has
+    /// its words (loss values left of the plot, steps under it).
+    #[test]
+    fn a_falling_loss_is_drawn_inside_its_labelled_axes() {
+        let log: Vec<(u64, f32, f64)> = (1..=200).map(|s| (s, 0.3 / s as f32, 0.0)).collect();
+        let img = loss_plot(&log, 400, 200);
+        let dark = |x: u32, y: u32| img.get_pixel(x, y).0[0] < 180;
+        let margin = (0..200).filter(|&y| (0..30).any(|x| dark(x, y))).count();
+        assert!(margin > 10, "no loss labels left of the plot");
+        let curve: Vec<(u32, u32)> = img
+            .enumerate_pixels()
+            .filter(|(x, y, p)| p.0 == [20, 60, 160] && *x > 60 && *y < 180)
+            .map(|(x, y, _)| (x, y))
+            .collect();
+        let first = curve.iter().min_by_key(|p| p.0).expect("curve");
+        let last = curve.iter().max_by_key(|p| p.0).expect("curve");
+        assert!(first.1 < last.1, "the loss falls: {first:?} -> {last:?}");
+    }
+
+    /// Each row keeps its frames (scaled) and gets its caption in the band under it.
+    #[test]
+    fn captions_sit_under_their_rows() {
+        let frame = |v: u8| Rgb8Image {
+            width: 8,
+            height: 8,
+            pixels: vec![v; 8 * 8 * 3],
+        };
+        let rows = vec![vec![frame(0), frame(0)], vec![frame(0), frame(0)]];
+        let captions = vec![
+            "plan 0, reject: the block vanished".to_owned(),
+            "plan 1 (chosen), accept: looks right".to_owned(),
+        ];
+        let sheet = captioned_rows(&rows, &captions, 4);
+        let row_height = 4 * (8 + 2);
+        assert_eq!(sheet.width(), 4 * (2 * 8 + 3));
+        assert!(sheet.height() > 2 * row_height, "height {}", sheet.height());
+        // The frames are black; below the first row there is grey text on white.
+        assert_eq!(sheet.get_pixel(8, 8).0, [0, 0, 0]);
+        let band = row_height + 2..row_height + 2 + text::line_height(15.0) as u32;
+        let inked = band
+            .flat_map(|y| (0..sheet.width()).map(move |x| (x, y)))
+            .filter(|&(x, y)| sheet.get_pixel(x, y).0[0] < 128)
+            .count();
+        assert!(inked > 20, "{inked} dark pixels in the caption band");
+        let uncaptioned = captioned_rows(&rows, &[], 4);
+        assert_eq!(uncaptioned.height(), 2 * (row_height + 6));
     }
 }
