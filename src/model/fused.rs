@@ -6,6 +6,8 @@
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, D, Layout, Result, Shape, Tensor};
 
+use super::parallel::for_each_chunk_mut;
+
 fn contiguous<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
     let CpuStorage::F32(data) = storage else {
         candle_core::bail!("{op}: only f32 is supported, got {:?}", storage.dtype());
@@ -39,41 +41,48 @@ impl GroupGeometry {
         })
     }
 
-    /// Calls `visit(key, channel, offset)` for each `hw` run: `key` is the (clip, group).
-    fn for_each_run(&self, mut visit: impl FnMut(usize, usize, usize)) {
+    /// Elements of one clip (its frames, channels and pixels are contiguous).
+    fn clip_len(&self) -> usize {
+        self.frames * self.c * self.hw
+    }
+
+    /// Calls `visit(group, channel, offset)` for each `hw` run of one clip, `offset` from the
+    /// clip's start.
+    fn for_each_run_in_clip(&self, mut visit: impl FnMut(usize, usize, usize)) {
         let per_group = self.c / self.groups;
-        for clip in 0..self.clips {
-            for frame in 0..self.frames {
-                for ch in 0..self.c {
-                    let offset = ((clip * self.frames + frame) * self.c + ch) * self.hw;
-                    visit(clip * self.groups + ch / per_group, ch, offset);
-                }
+        for frame in 0..self.frames {
+            for ch in 0..self.c {
+                visit(ch / per_group, ch, (frame * self.c + ch) * self.hw);
             }
         }
     }
 
-    /// Mean and 1/std of every (clip, group), accumulated in f64.
+    /// Mean and 1/std of every (clip, group), indexed `clip * groups + group`, accumulated in
+    /// f64; clips in parallel.
     fn stats(&self, x: &[f32], eps: f64) -> Vec<(f64, f64)> {
         let count = (self.frames * self.c / self.groups * self.hw) as f64;
-        let hw = self.hw;
-        let mut sums = vec![0f64; self.clips * self.groups];
-        self.for_each_run(|key, _, o| {
-            sums[key] += x[o..o + hw].iter().map(|&v| f64::from(v)).sum::<f64>();
+        let (hw, len) = (self.hw, self.clip_len());
+        let mut stats = vec![(0f64, 0f64); self.clips * self.groups];
+        for_each_chunk_mut(&mut stats, self.groups, |clip, stats| {
+            let x = &x[clip * len..(clip + 1) * len];
+            let mut sums = vec![0f64; self.groups];
+            self.for_each_run_in_clip(|group, _, o| {
+                sums[group] += x[o..o + hw].iter().map(|&v| f64::from(v)).sum::<f64>();
+            });
+            let means: Vec<f64> = sums.iter().map(|s| s / count).collect();
+            let mut sq = vec![0f64; self.groups];
+            self.for_each_run_in_clip(|group, _, o| {
+                let mean = means[group];
+                sq[group] += x[o..o + hw]
+                    .iter()
+                    .map(|&v| (f64::from(v) - mean).powi(2))
+                    .sum::<f64>();
+            });
+            for ((s, &mean), &sq) in stats.iter_mut().zip(&means).zip(&sq) {
+                *s = (mean, 1.0 / (sq / count + eps).sqrt());
+            }
         });
-        let means: Vec<f64> = sums.iter().map(|s| s / count).collect();
-        let mut sq = vec![0f64; means.len()];
-        self.for_each_run(|key, _, o| {
-            let mean = means[key];
-            sq[key] += x[o..o + hw]
-                .iter()
-                .map(|&v| (f64::from(v) - mean).powi(2))
-                .sum::<f64>();
-        });
-        means
-            .iter()
-            .zip(&sq)
-            .map(|(&mean, &sq)| (mean, 1.0 / (sq / count + eps).sqrt()))
-            .collect()
+        stats
     }
 }
 
@@ -116,14 +125,18 @@ impl CustomOp3 for GroupNormAffine {
         let bias = contiguous(bias, b_layout, self.name())?;
         let g = self.geometry(x_layout.shape())?;
         let stats = g.stats(x, self.eps);
+        let (hw, len) = (g.hw, g.clip_len());
         let mut out = vec![0f32; x.len()];
-        g.for_each_run(|key, ch, o| {
-            let (mean, rstd) = stats[key];
-            let (w, b) = (weight[ch], bias[ch]);
-            for (y, &v) in out[o..o + g.hw].iter_mut().zip(&x[o..o + g.hw]) {
-                let z = ((f64::from(v) - mean) * rstd) as f32 * w + b;
-                *y = if self.silu { z * sigmoid(z) } else { z };
-            }
+        for_each_chunk_mut(&mut out, len, |clip, out| {
+            let x = &x[clip * len..(clip + 1) * len];
+            g.for_each_run_in_clip(|group, ch, o| {
+                let (mean, rstd) = stats[clip * g.groups + group];
+                let (w, b) = (weight[ch], bias[ch]);
+                for (y, &v) in out[o..o + hw].iter_mut().zip(&x[o..o + hw]) {
+                    let z = ((f64::from(v) - mean) * rstd) as f32 * w + b;
+                    *y = if self.silu { z * sigmoid(z) } else { z };
+                }
+            });
         });
         Ok((CpuStorage::F32(out), x_layout.shape().clone()))
     }
@@ -185,10 +198,10 @@ impl CustomOp3 for GroupNormAffineGrad {
         let g = GroupGeometry::new(x_layout.shape(), self.groups, self.frames)?;
         let (weight, bias) = params.split_at(g.c);
         let stats = g.stats(x, self.eps);
-        let hw = g.hw;
-        // dz and xhat of one element, as f32 like the forward pass.
-        let local = |key: usize, ch: usize, i: usize| -> (f32, f32) {
-            let (mean, rstd) = stats[key];
+        let (hw, len, c, groups) = (g.hw, g.clip_len(), g.c, g.groups);
+        // dz and xhat of one element (`i` within the clip), as f32 like the forward pass.
+        let local = |x: &[f32], dy: &[f32], stat: (f64, f64), ch: usize, i: usize| -> (f32, f32) {
+            let (mean, rstd) = stat;
             let xhat = ((f64::from(x[i]) - mean) * rstd) as f32;
             let dz = if self.silu {
                 let z = xhat * weight[ch] + bias[ch];
@@ -199,35 +212,53 @@ impl CustomOp3 for GroupNormAffineGrad {
             };
             (dz, xhat)
         };
-        let mut dparams = vec![0f64; 2 * g.c];
-        let mut group_sums = vec![(0f64, 0f64); stats.len()];
-        g.for_each_run(|key, ch, o| {
-            let (mut s_dz, mut s_dzx) = (0f64, 0f64);
-            for i in o..o + hw {
-                let (dz, xhat) = local(key, ch, i);
-                s_dz += f64::from(dz);
-                s_dzx += f64::from(dz) * f64::from(xhat);
-            }
-            dparams[ch] += s_dzx;
-            dparams[g.c + ch] += s_dz;
-            let w = f64::from(weight[ch]);
-            group_sums[key].0 += w * s_dz;
-            group_sums[key].1 += w * s_dzx;
+        // Per clip: its share of [dweight, dbias] (2c), then per group (w dz, w dz xhat) sums.
+        let stride = 2 * c + 2 * groups;
+        let mut partial = vec![0f64; g.clips * stride];
+        for_each_chunk_mut(&mut partial, stride, |clip, sums| {
+            let (x, dy) = (
+                &x[clip * len..(clip + 1) * len],
+                &dy[clip * len..(clip + 1) * len],
+            );
+            let (dparams, group_sums) = sums.split_at_mut(2 * c);
+            g.for_each_run_in_clip(|group, ch, o| {
+                let stat = stats[clip * groups + group];
+                let (mut s_dz, mut s_dzx) = (0f64, 0f64);
+                for i in o..o + hw {
+                    let (dz, xhat) = local(x, dy, stat, ch, i);
+                    s_dz += f64::from(dz);
+                    s_dzx += f64::from(dz) * f64::from(xhat);
+                }
+                dparams[ch] += s_dzx;
+                dparams[c + ch] += s_dz;
+                let w = f64::from(weight[ch]);
+                group_sums[2 * group] += w * s_dz;
+                group_sums[2 * group + 1] += w * s_dzx;
+            });
         });
-        let count = (g.frames * g.c / g.groups * hw) as f64;
-        let mut out = vec![0f32; x.len() + 2 * g.c];
-        g.for_each_run(|key, ch, o| {
-            let rstd = stats[key].1;
-            let (m_dxhat, m_dxhat_x) = (group_sums[key].0 / count, group_sums[key].1 / count);
-            let w = f64::from(weight[ch]);
-            for (i, d) in (o..).zip(&mut out[o..o + hw]) {
-                let (dz, xhat) = local(key, ch, i);
-                let dxhat = w * f64::from(dz);
-                *d = (rstd * (dxhat - m_dxhat - f64::from(xhat) * m_dxhat_x)) as f32;
-            }
+        let count = (g.frames * c / groups * hw) as f64;
+        let mut out = vec![0f32; x.len() + 2 * c];
+        let (dx, dparams) = out.split_at_mut(x.len());
+        for_each_chunk_mut(dx, len, |clip, dx| {
+            let (x, dy) = (
+                &x[clip * len..(clip + 1) * len],
+                &dy[clip * len..(clip + 1) * len],
+            );
+            let group_sums = &partial[clip * stride + 2 * c..(clip + 1) * stride];
+            g.for_each_run_in_clip(|group, ch, o| {
+                let stat = stats[clip * groups + group];
+                let m_dxhat = group_sums[2 * group] / count;
+                let m_dxhat_x = group_sums[2 * group + 1] / count;
+                let w = f64::from(weight[ch]);
+                for (i, d) in (o..).zip(&mut dx[o..o + hw]) {
+                    let (dz, xhat) = local(x, dy, stat, ch, i);
+                    let dxhat = w * f64::from(dz);
+                    *d = (stat.1 * (dxhat - m_dxhat - f64::from(xhat) * m_dxhat_x)) as f32;
+                }
+            });
         });
-        for (o, &d) in out[x.len()..].iter_mut().zip(&dparams) {
-            *o = d as f32;
+        for (k, d) in dparams.iter_mut().enumerate() {
+            *d = partial.chunks(stride).map(|p| p[k]).sum::<f64>() as f32;
         }
         Ok((CpuStorage::F32(out), Shape::from(x.len() + 2 * g.c)))
     }
@@ -307,17 +338,22 @@ impl CustomOp1 for SoftmaxLastDim {
         let x = contiguous(storage, layout, self.name())?;
         let len = layout.shape().dims().last().copied().unwrap_or(1).max(1);
         let mut out = vec![0f32; x.len()];
-        for (o, row) in out.chunks_mut(len).zip(x.chunks(len)) {
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0f32;
-            for (o, &v) in o.iter_mut().zip(row) {
-                *o = (v - max).exp();
-                sum += *o;
+        // Blocks of rows, so each parallel task has some work.
+        let rows_per_block = (4096 / len).max(1);
+        for_each_chunk_mut(&mut out, rows_per_block * len, |block, out| {
+            let x = &x[block * rows_per_block * len..];
+            for (o, row) in out.chunks_mut(len).zip(x.chunks(len)) {
+                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let mut sum = 0f32;
+                for (o, &v) in o.iter_mut().zip(row) {
+                    *o = (v - max).exp();
+                    sum += *o;
+                }
+                for o in o.iter_mut() {
+                    *o /= sum;
+                }
             }
-            for o in o.iter_mut() {
-                *o /= sum;
-            }
-        }
+        });
         Ok((CpuStorage::F32(out), layout.shape().clone()))
     }
 
@@ -382,8 +418,16 @@ mod tests {
     #[test]
     fn fused_softmax_matches_tensor_ops_and_its_gradient() -> Result<()> {
         let device = Device::Cpu;
-        let x = Var::randn(0f32, 2.0, (2, 3, 4, 5), &device)?;
-        let probe = Tensor::randn(0f32, 1.0, (2, 3, 4, 5), &device)?;
+        // Rows of 5 (one parallel block) and of 100 (several blocks of rows).
+        for shape in [(2, 3, 4, 5), (3, 8, 8, 100)] {
+            softmax_matches(shape, &device)?;
+        }
+        Ok(())
+    }
+
+    fn softmax_matches(shape: (usize, usize, usize, usize), device: &Device) -> Result<()> {
+        let x = Var::randn(0f32, 2.0, shape, device)?;
+        let probe = Tensor::randn(0f32, 1.0, shape, device)?;
         let ours = softmax_last_dim(x.as_tensor())?;
         let theirs = candle_nn::ops::softmax(x.as_tensor(), D::Minus1)?;
         assert!(max_diff(&ours, &theirs)? < 1e-6);

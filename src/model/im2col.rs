@@ -10,6 +10,8 @@
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, WithDType};
 
+use super::parallel::for_each_chunk_mut;
+
 /// Geometry shared by both directions: input `(n, c, h, w)`, square kernel, stride, padding.
 #[derive(Debug, Clone, Copy)]
 struct Geometry {
@@ -33,42 +35,42 @@ impl Geometry {
         (self.n, self.c, self.h, self.w).into()
     }
 
-    /// Calls `visit(image_offset, cols_offset, len)` for every contiguous run of input pixels
-    /// that lands in the column matrix (stride 1 gives whole row segments).
-    fn for_each_run(&self, mut visit: impl FnMut(usize, usize, usize)) {
+    /// Calls `visit(plane_offset, cols_offset, len)` for every contiguous run of input plane
+    /// `(b, ci)`'s pixels that lands in the column matrix (stride 1 gives whole row segments);
+    /// `plane_offset` counts from the plane's first pixel.
+    fn for_each_run_of_plane(
+        &self,
+        b: usize,
+        ci: usize,
+        mut visit: impl FnMut(usize, usize, usize),
+    ) {
         let (oh, ow, k) = (self.out_h(), self.out_w(), self.kernel);
         let (s, p) = (self.stride, self.padding);
-        for b in 0..self.n {
-            for ci in 0..self.c {
-                let image_base = (b * self.c + ci) * self.h * self.w;
-                for ky in 0..k {
-                    for kx in 0..k {
-                        let row = (ci * k + ky) * k + kx;
-                        let cols_base = (row * self.n + b) * oh * ow;
-                        // Output columns whose input column ox*s + kx - p lies inside [0, w).
-                        let first_ox = p.saturating_sub(kx).div_ceil(s);
-                        let Some(last_ix) = (self.w + p).checked_sub(kx + 1) else {
-                            continue;
-                        };
-                        let last_ox = (last_ix / s + 1).min(ow);
-                        if first_ox >= last_ox {
-                            continue;
-                        }
-                        for oy in 0..oh {
-                            let Some(iy) = (oy * s + ky).checked_sub(p).filter(|&y| y < self.h)
-                            else {
-                                continue;
-                            };
-                            let ix = first_ox * s + kx - p;
-                            let image_row = image_base + iy * self.w;
-                            let cols_row = cols_base + oy * ow;
-                            if s == 1 {
-                                visit(image_row + ix, cols_row + first_ox, last_ox - first_ox);
-                            } else {
-                                for (i, ox) in (first_ox..last_ox).enumerate() {
-                                    visit(image_row + ix + i * s, cols_row + ox, 1);
-                                }
-                            }
+        for ky in 0..k {
+            for kx in 0..k {
+                let row = (ci * k + ky) * k + kx;
+                let cols_base = (row * self.n + b) * oh * ow;
+                // Output columns whose input column ox*s + kx - p lies inside [0, w).
+                let first_ox = p.saturating_sub(kx).div_ceil(s);
+                let Some(last_ix) = (self.w + p).checked_sub(kx + 1) else {
+                    continue;
+                };
+                let last_ox = (last_ix / s + 1).min(ow);
+                if first_ox >= last_ox {
+                    continue;
+                }
+                for oy in 0..oh {
+                    let Some(iy) = (oy * s + ky).checked_sub(p).filter(|&y| y < self.h) else {
+                        continue;
+                    };
+                    let ix = first_ox * s + kx - p;
+                    let image_row = iy * self.w;
+                    let cols_row = cols_base + oy * ow;
+                    if s == 1 {
+                        visit(image_row + ix, cols_row + first_ox, last_ox - first_ox);
+                    } else {
+                        for (i, ox) in (first_ox..last_ox).enumerate() {
+                            visit(image_row + ix + i * s, cols_row + ox, 1);
                         }
                     }
                 }
@@ -84,18 +86,33 @@ fn contiguous<'a, T: WithDType>(data: &'a [T], layout: &Layout) -> Result<&'a [T
     }
 }
 
+/// Im2col, one input channel's `k k` column rows at a time (contiguous in the columns) on
+/// candle's CPU threads.
 fn unfold<T: WithDType>(image: &[T], g: &Geometry) -> Vec<T> {
     let mut cols = vec![T::zero(); g.rows() * g.positions()];
-    g.for_each_run(|src, dst, len| cols[dst..dst + len].copy_from_slice(&image[src..src + len]));
+    let (plane, rows_of_channel) = (g.h * g.w, g.kernel * g.kernel * g.positions());
+    for_each_chunk_mut(&mut cols, rows_of_channel, |ci, cols| {
+        let base = ci * rows_of_channel;
+        for b in 0..g.n {
+            let image = &image[(b * g.c + ci) * plane..][..plane];
+            g.for_each_run_of_plane(b, ci, |src, dst, len| {
+                cols[dst - base..dst - base + len].copy_from_slice(&image[src..src + len]);
+            });
+        }
+    });
     cols
 }
 
+/// Col2im, one input plane at a time (planes take disjoint sums) on candle's CPU threads.
 fn fold<T: WithDType>(cols: &[T], g: &Geometry) -> Vec<T> {
     let mut image = vec![T::zero(); g.image_shape().elem_count()];
-    g.for_each_run(|dst, src, len| {
-        for (acc, &v) in image[dst..dst + len].iter_mut().zip(&cols[src..src + len]) {
-            *acc += v;
-        }
+    for_each_chunk_mut(&mut image, g.h * g.w, |plane, image| {
+        let (b, ci) = (plane / g.c, plane % g.c);
+        g.for_each_run_of_plane(b, ci, |dst, src, len| {
+            for (acc, &v) in image[dst..dst + len].iter_mut().zip(&cols[src..src + len]) {
+                *acc += v;
+            }
+        });
     });
     image
 }

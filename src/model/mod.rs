@@ -23,6 +23,7 @@ mod fused;
 mod im2col;
 mod layers;
 pub mod noise;
+mod parallel;
 mod perceiver;
 pub mod pipeline;
 pub mod precision;
