@@ -27,8 +27,9 @@ impl PointwiseConv {
     /// `x`: `(n, c_in, len)` -> `(n, c_out, len)`.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let w = self.weight.squeeze(2)?;
-        w.broadcast_matmul(x)?
-            .broadcast_add(&self.bias.reshape((1, (), 1))?)
+        let (n, _, len) = x.dims3()?;
+        let y = w.broadcast_matmul(x)?;
+        super::fused::add_bias(&y, &self.bias, [1, n, self.bias.elem_count(), len])
     }
 }
 

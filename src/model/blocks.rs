@@ -48,10 +48,7 @@ impl ResBlock {
         let h = self.in_conv.forward(&h, frames)?;
         let (n, c, height, width) = h.dims4()?;
         let emb_out = self.emb_proj.forward(&emb.silu()?)?;
-        let h = h
-            .reshape((n / frames, frames, c, height * width))?
-            .broadcast_add(&emb_out.reshape((n / frames, 1, c, 1))?)?
-            .reshape((n, c, height, width))?;
+        let h = super::fused::add_bias(&h, &emb_out, [n / frames, frames, c, height * width])?;
         let h = self.out_norm.forward_silu(&h, frames)?;
         let h = self.out_conv.forward(&h, frames)?;
         match &self.skip {

@@ -56,8 +56,7 @@ impl TemporalConv {
             .reshape((c, Self::TAPS * c))?;
         let stacked = im2col::frame_taps(&x.reshape((c, n, h * w))?, frames)?
             .reshape((Self::TAPS * c, n * h * w))?;
-        taps.matmul(&stacked)?
-            .broadcast_add(&self.bias.reshape((c, 1))?)?
+        super::fused::add_bias(&taps.matmul(&stacked)?, &self.bias, [1, 1, c, n * h * w])?
             .reshape((c, n, h, w))
     }
 }

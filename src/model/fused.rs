@@ -4,7 +4,7 @@
 //! each is one pass forward and one pass backward. Other devices use the tensor-op versions.
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp1, CustomOp3, D, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, D, Layout, Result, Shape, Tensor};
 
 use super::parallel::for_each_chunk_mut;
 
@@ -376,6 +376,106 @@ pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     candle_nn::ops::softmax(x, D::Minus1)
 }
 
+/// `x + bias` for `x` seen as `(a, b, c, d)` and `bias` as `(a, 1, c, 1)`: a per-channel
+/// bias (a = 1) or a per-clip, per-channel embedding (the ResBlock's time embedding). Its
+/// gradient sums over `b` and `d`, which candle does with a strided reduction on one thread.
+#[derive(Debug, Clone, Copy)]
+struct AddBias {
+    dims: [usize; 4],
+}
+
+impl CustomOp2 for AddBias {
+    fn name(&self) -> &'static str {
+        "add-bias"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x: &CpuStorage,
+        x_layout: &Layout,
+        bias: &CpuStorage,
+        b_layout: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous(x, x_layout, self.name())?;
+        let bias = contiguous(bias, b_layout, self.name())?;
+        let [_, nb, c, d] = self.dims;
+        let mut out = vec![0f32; x.len()];
+        // One chunk per (a, b): its c runs of d.
+        for_each_chunk_mut(&mut out, c * d, |ab, out| {
+            let bias = &bias[ab / nb * c..][..c];
+            let x = &x[ab * c * d..][..c * d];
+            for ((out, x), &v) in out.chunks_mut(d).zip(x.chunks(d)).zip(bias) {
+                for (o, &x) in out.iter_mut().zip(x) {
+                    *o = x + v;
+                }
+            }
+        });
+        Ok((CpuStorage::F32(out), x_layout.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        bias: &Tensor,
+        _res: &Tensor,
+        grad_res: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let grad_bias = grad_res
+            .contiguous()?
+            .apply_op1_no_bwd(&BiasGrad { dims: self.dims })?
+            .reshape(bias.shape())?;
+        Ok((Some(grad_res.clone()), Some(grad_bias)))
+    }
+}
+
+/// The bias gradient of [`AddBias`]: `(a, b, c, d)` summed over `b` and `d` to `(a, c)`, in
+/// parallel over blocks of channels.
+struct BiasGrad {
+    dims: [usize; 4],
+}
+
+impl CustomOp1 for BiasGrad {
+    fn name(&self) -> &'static str {
+        "add-bias-grad"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let g = contiguous(storage, layout, self.name())?;
+        let [na, nb, c, d] = self.dims;
+        let mut sums = vec![0f64; na * c];
+        let block = c.div_ceil(4).max(1);
+        for_each_chunk_mut(&mut sums, block, |i, sums| {
+            // Entry k of chunk i is output (a, channel) number i * block + k.
+            for (k, sum) in sums.iter_mut().enumerate() {
+                let flat = i * block + k;
+                let (a, ch) = (flat / c, flat % c);
+                for b in 0..nb {
+                    let run = &g[((a * nb + b) * c + ch) * d..][..d];
+                    *sum += run.iter().map(|&v| f64::from(v)).sum::<f64>();
+                }
+            }
+        });
+        let out = sums.into_iter().map(|v| v as f32).collect();
+        Ok((CpuStorage::F32(out), Shape::from((na, c))))
+    }
+}
+
+/// `x + bias` with `x` of `dims` = `(a, b, c, d)` elements (any shape with that many) and
+/// `bias` of `(a, c)` (any shape with that many), broadcast over `b` and `d`; the result has
+/// `x`'s shape.
+pub fn add_bias(x: &Tensor, bias: &Tensor, dims: [usize; 4]) -> Result<Tensor> {
+    let [a, b, c, d] = dims;
+    if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
+        return x
+            .contiguous()?
+            .apply_op2(&bias.contiguous()?, AddBias { dims })
+            .and_then(|y| y.reshape(x.shape()));
+    }
+    x.reshape((a, b, c, d))?
+        .broadcast_add(&bias.reshape((a, 1, c, 1))?)?
+        .reshape(x.shape())
+}
+
 #[cfg(test)]
 mod tests {
     use candle_core::{D, Device, Tensor, Var};
@@ -410,6 +510,35 @@ mod tests {
                     diff < 1e-4,
                     "gradient differs by {diff} (frames {frames}, silu {silu})"
                 );
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn add_bias_matches_broadcasting_and_its_gradients() -> Result<()> {
+        let device = Device::Cpu;
+        for dims in [[1, 6, 5, 7], [3, 4, 5, 6], [2, 1, 9, 1]] {
+            let [a, b, c, d] = dims;
+            let x = Var::randn(0f32, 1.0, (a * b, c, d), &device)?;
+            let bias = Var::randn(0f32, 1.0, (a, c), &device)?;
+            let probe = Tensor::randn(0f32, 1.0, (a * b, c, d), &device)?;
+            let ours = add_bias(x.as_tensor(), bias.as_tensor(), dims)?;
+            let theirs = x
+                .as_tensor()
+                .reshape((a, b, c, d))?
+                .broadcast_add(&bias.as_tensor().reshape((a, 1, c, 1))?)?
+                .reshape((a * b, c, d))?;
+            assert_eq!(ours.dims(), theirs.dims());
+            assert!(max_diff(&ours, &theirs)? < 1e-6);
+            let g_ours = (ours * &probe)?.sum_all()?.backward()?;
+            let g_theirs = (theirs * &probe)?.sum_all()?.backward()?;
+            for var in [&x, &bias] {
+                let (Some(p), Some(q)) = (g_ours.get(var), g_theirs.get(var)) else {
+                    panic!("missing gradient");
+                };
+                assert_eq!(p.dims(), q.dims());
+                assert!(max_diff(p, q)? < 1e-4, "{dims:?}: {}", max_diff(p, q)?);
             }
         }
         Ok(())

@@ -278,11 +278,13 @@ pub fn conv2d_channel_major(
         padding,
     };
     let weight = weight.reshape((c_out, g.rows()))?.contiguous()?;
-    x.contiguous()?
-        .apply_op2(&weight, Conv2d(g))?
-        .reshape((c_out, g.positions()))?
-        .broadcast_add(&bias.reshape((c_out, 1))?)?
-        .reshape((c_out, n, g.out_h(), g.out_w()))
+    let y = x.contiguous()?.apply_op2(&weight, Conv2d(g))?;
+    super::fused::add_bias(&y, bias, [1, 1, c_out, g.positions()])?.reshape((
+        c_out,
+        n,
+        g.out_h(),
+        g.out_w(),
+    ))
 }
 
 /// [`conv2d_channel_major`] from pad, narrow, stack and one matmul, so that its gradients are
