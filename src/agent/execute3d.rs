@@ -418,3 +418,56 @@ fn follow(
     }
     Ok(FollowEnd::Over)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::motion3d::Pose3;
+
+    /// A door-like body (a panel of points around x = 0) with a handle part at x = 0.2, moved
+    /// 2 cm along +y per plan frame: the hand goes to the handle, not the panel's middle, and
+    /// pushes (nothing rises); without a part it goes to the panel's middle.
+    #[test]
+    fn the_hand_goes_to_the_tasks_part_when_it_has_one() {
+        let panel: Vec<[f64; 3]> = (0..21)
+            .flat_map(|i| {
+                (0..5).map(move |k| [-0.1 + 0.01 * f64::from(i), 0.0, 0.05 * f64::from(k)])
+            })
+            .collect();
+        let handle: Vec<[f64; 3]> = (0..5)
+            .map(|k| [0.2, -0.02, 0.08 + 0.01 * f64::from(k)])
+            .collect();
+        let mut points = panel.clone();
+        points.extend(&handle);
+        let track = Track3d {
+            points,
+            poses: (0..8)
+                .map(|t| Pose3 {
+                    t: [0.0, 0.02 * f64::from(t), 0.0],
+                    ..Pose3::IDENTITY
+                })
+                .collect(),
+            error_px: vec![0.0; 8],
+            visible: vec![1.0; 8],
+        };
+        let config = Execute3dConfig::default();
+        let (contact, point, waypoints) = plan_waypoints(&track, &handle, &config);
+        assert_eq!(contact, Contact::Push);
+        assert!(
+            handle.contains(&point),
+            "contact {point:?} is not on the handle"
+        );
+        // The push starts behind the handle (against +y) and ends where the plan takes it.
+        let last = waypoints.last().expect("waypoints").target;
+        assert!(
+            (last[1] - (point[1] + 0.14)).abs() < 1e-9,
+            "last subgoal {last:?}"
+        );
+        assert!(waypoints[1].target[1] < point[1]);
+        let (_, whole, _) = plan_waypoints(&track, &[], &config);
+        assert!(
+            whole[0].abs() < 0.05,
+            "without a part: the middle, got {whole:?}"
+        );
+    }
+}
