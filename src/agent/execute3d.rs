@@ -33,6 +33,8 @@ pub struct Execute3dConfig {
     pub approach_height: f64,
     /// Pushes start this far behind the contact point, against the motion, metres.
     pub push_backoff: f64,
+    /// A grasp closes at most this far behind the visible surface, metres.
+    pub max_grasp_depth: f64,
     /// Most object points lifted and tracked.
     pub max_points: usize,
     /// Most new plans requested from the replanning hook.
@@ -55,6 +57,7 @@ impl Default for Execute3dConfig {
             grip_steps: 15,
             approach_height: 0.1,
             push_backoff: 0.04,
+            max_grasp_depth: 0.05,
             max_points: 300,
             max_replans: 5,
             stall_steps: 40,
@@ -242,11 +245,65 @@ fn plan_to_waypoints(
         Err(e) => return Ok(Err(e.to_string())),
     };
     rollout.track_error_px.clone_from(&track.error_px);
-    let (contact, point, waypoints) = plan_waypoints(&track, &object.part, config);
+    let eye = [
+        camera.cam_to_world[0][3],
+        camera.cam_to_world[1][3],
+        camera.cam_to_world[2][3],
+    ];
+    let (contact, point, waypoints) = plan_waypoints(&track, &object.part, eye, config);
     rollout.contact = Some(contact);
     rollout.contact_point = Some(point);
     rollout.subgoals = track.trajectory(point).into_iter().skip(1).collect();
     Ok(Ok(waypoints))
+}
+
+/// Where fingers close on an object seen from `eye`: the visible surface point `surface`
+/// moved along its viewing ray by the object's estimated radius, `2 sqrt(l)` with `l` the
+/// smaller variance of `points` across the ray (exact for a sphere or a disk seen evenly in
+/// the image; a cube's half side within 15%), at most `max_depth`.
+fn grasp_centre(surface: [f64; 3], points: &[[f64; 3]], eye: [f64; 3], max_depth: f64) -> [f64; 3] {
+    let sub = |p: &[f64; 3], q: &[f64; 3]| [p[0] - q[0], p[1] - q[1], p[2] - q[2]];
+    let dot = |p: &[f64; 3], q: &[f64; 3]| p[0] * q[0] + p[1] * q[1] + p[2] * q[2];
+    let unit = |p: [f64; 3]| {
+        let n = dot(&p, &p).sqrt().max(1e-12);
+        [p[0] / n, p[1] / n, p[2] / n]
+    };
+    let ray = unit(sub(&surface, &eye));
+    // Two directions across the ray.
+    let helper = if ray[2].abs() < 0.9 {
+        [0.0, 0.0, 1.0]
+    } else {
+        [1.0, 0.0, 0.0]
+    };
+    let u = unit([
+        ray[1] * helper[2] - ray[2] * helper[1],
+        ray[2] * helper[0] - ray[0] * helper[2],
+        ray[0] * helper[1] - ray[1] * helper[0],
+    ]);
+    let v = [
+        ray[1] * u[2] - ray[2] * u[1],
+        ray[2] * u[0] - ray[0] * u[2],
+        ray[0] * u[1] - ray[1] * u[0],
+    ];
+    let n = points.len().max(1) as f64;
+    let coords: Vec<(f64, f64)> = points.iter().map(|p| (dot(p, &u), dot(p, &v))).collect();
+    let (mu, mv) = coords
+        .iter()
+        .fold((0.0, 0.0), |(a, b), (x, y)| (a + x / n, b + y / n));
+    let (mut a, mut b, mut c) = (0.0, 0.0, 0.0);
+    for (x, y) in &coords {
+        let (dx, dy) = (x - mu, y - mv);
+        a += dx * dx / n;
+        b += dx * dy / n;
+        c += dy * dy / n;
+    }
+    let smaller = (a + c) / 2.0 - (((a - c) / 2.0).powi(2) + b * b).sqrt();
+    let depth = (2.0 * smaller.max(0.0).sqrt()).min(max_depth);
+    [
+        surface[0] + ray[0] * depth,
+        surface[1] + ray[1] * depth,
+        surface[2] + ray[2] * depth,
+    ]
 }
 
 /// A target for the hand and the gripper command on the way to it.
@@ -264,6 +321,7 @@ struct Waypoint {
 fn plan_waypoints(
     track: &Track3d,
     part: &[[f64; 3]],
+    eye: [f64; 3],
     config: &Execute3dConfig,
 ) -> (Contact, [f64; 3], Vec<Waypoint>) {
     let mean_of = |points: &[[f64; 3]]| {
@@ -277,11 +335,10 @@ fn plan_waypoints(
     let mean = mean_of(&track.points);
     let candidates = if part.is_empty() { &track.points } else { part };
     let part_mean = mean_of(candidates);
-    let point = *candidates
+    let surface = *candidates
         .iter()
         .min_by(|a, b| dist(a, &part_mean).total_cmp(&dist(b, &part_mean)))
         .unwrap_or(&mean);
-    let path = track.trajectory(point);
     // The rise of the whole object (its mean point), steadier than one point's: a small
     // rotation error swings a point far from the centre up or down.
     let rise = track
@@ -294,6 +351,12 @@ fn plan_waypoints(
     } else {
         Contact::Push
     };
+    // A push meets the near surface; fingers close around the middle.
+    let point = match contact {
+        Contact::Grasp => grasp_centre(surface, candidates, eye, config.max_grasp_depth),
+        Contact::Push => surface,
+    };
+    let path = track.trajectory(point);
     let (grip, start) = match contact {
         Contact::Grasp => (-1.0, point),
         Contact::Push => {
@@ -451,7 +514,8 @@ mod tests {
             visible: vec![1.0; 8],
         };
         let config = Execute3dConfig::default();
-        let (contact, point, waypoints) = plan_waypoints(&track, &handle, &config);
+        let eye = [0.0, -1.0, 0.5];
+        let (contact, point, waypoints) = plan_waypoints(&track, &handle, eye, &config);
         assert_eq!(contact, Contact::Push);
         assert!(
             handle.contains(&point),
@@ -464,10 +528,39 @@ mod tests {
             "last subgoal {last:?}"
         );
         assert!(waypoints[1].target[1] < point[1]);
-        let (_, whole, _) = plan_waypoints(&track, &[], &config);
+        let (_, whole, _) = plan_waypoints(&track, &[], eye, &config);
         assert!(
             whole[0].abs() < 0.05,
             "without a part: the middle, got {whole:?}"
         );
+    }
+
+    /// A ball's visible cap, sampled evenly in the image as mask pixels are: the grasp goes
+    /// to within a few millimetres of its centre, not to the surface facing the camera.
+    #[test]
+    fn a_grasp_closes_at_the_middle_of_what_the_camera_sees() {
+        let (centre, radius) = ([0.1, 0.7, 0.03], 0.03);
+        let eye = [0.1, -0.3, 0.03];
+        // Facing the camera along -y: pixels on a disk, depth from the sphere.
+        let mut cap = Vec::new();
+        for i in -10i32..=10 {
+            for k in -10i32..=10 {
+                let (x, z) = (f64::from(i) * radius / 10.0, f64::from(k) * radius / 10.0);
+                if x * x + z * z <= radius * radius {
+                    let y = -(radius * radius - x * x - z * z).sqrt();
+                    cap.push([centre[0] + x, centre[1] + y, centre[2] + z]);
+                }
+            }
+        }
+        let surface = [centre[0], centre[1] - radius, centre[2]];
+        let grasp = grasp_centre(surface, &cap, eye, 0.05);
+        let off = (0..3)
+            .map(|i| (grasp[i] - centre[i]).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        assert!(off < 0.004, "grasp {grasp:?} is {off:.4} m from the centre");
+        // Never deeper than allowed.
+        let shallow = grasp_centre(surface, &cap, eye, 0.01);
+        assert!((shallow[1] - (surface[1] + 0.01)).abs() < 1e-9);
     }
 }
