@@ -52,7 +52,7 @@ pub fn captioned_rows(rows: &[Vec<Rgb8Image>], captions: &[String], scale: u32) 
         .map(|i| {
             captions
                 .get(i)
-                .map(|c| text::wrap(c, PX, (width - 16) as f32))
+                .map(|c| text::wrap(c, PX, width.saturating_sub(16) as f32))
                 .unwrap_or_default()
         })
         .collect();
