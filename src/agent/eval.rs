@@ -787,91 +787,26 @@ impl EvalTable {
         out
     }
 
-    /// A grouped bar chart, `height` pixels tall: one group per task (named under it) and one
-    /// for overall (underlined), one bar per method (the legend above names its colour), the
-    /// success-rate axis on the left with grid lines every 25%.
+    /// A grouped bar chart, `height` pixels tall: one group per task and one for overall
+    /// (underlined), one bar per method in its [`MODE_COLOURS`] colour.
     pub fn chart(&self, bar_width: u32, height: u32) -> image::RgbImage {
-        use crate::viz::text::{draw_text, line_height, text_width};
-        const PX: f32 = 12.0;
-        const INK: [u8; 3] = [40, 40, 40];
-        let methods = self.rows.len().max(1) as u32;
-        let mut names: Vec<&str> = self.tasks.iter().map(String::as_str).collect();
-        names.push("overall");
-        let widest = names.iter().map(|n| text_width(n, PX)).fold(0.0, f32::max);
-        // Wide enough that each group's name fits under it.
-        let bar_width = bar_width.max(((widest + 6.0) / methods as f32).ceil() as u32);
-        let gap = bar_width;
-        let line = line_height(PX).ceil() as u32;
-        let (left, top, bottom) = (
-            text_width("100%", PX).ceil() as u32 + 8,
-            line + 10,
-            line + 8,
-        );
-        let groups = names.len() as u32;
-        let width = left + groups * (methods * bar_width + gap) + gap;
-        let height = height.max(top + bottom + 40);
-        let mut img = image::RgbImage::from_pixel(width, height, image::Rgb([255, 255, 255]));
-        let plot = height - top - bottom;
-        let base = top + plot;
-        for q in 0..=4u32 {
-            let y = base - q * plot / 4;
-            for x in left..width {
-                img.put_pixel(x, y, image::Rgb([220, 220, 220]));
-            }
-            let label = format!("{}%", q * 25);
-            let lx = left as f32 - 4.0 - text_width(&label, PX);
-            draw_text(&mut img, &label, lx, y as f32 - line as f32 / 2.0, PX, INK);
-        }
-        let mut legend_x = left as f32;
-        for row in &self.rows {
-            let colour = MODE_COLOURS[row.mode as usize % MODE_COLOURS.len()];
-            fill(
-                &mut img,
-                legend_x as u32,
-                4,
-                10,
-                line.saturating_sub(4),
-                colour,
-            );
-            draw_text(&mut img, row.mode.name(), legend_x + 14.0, 2.0, PX, INK);
-            legend_x += 14.0 + text_width(row.mode.name(), PX) + 14.0;
-        }
-        for (g, name) in names.iter().enumerate() {
-            let x0 = left + gap + g as u32 * (methods * bar_width + gap);
-            for (m, row) in self.rows.iter().enumerate() {
-                let rate = if g < self.tasks.len() {
-                    row.tasks.get(g).map_or(0.0, Cell::rate)
-                } else {
-                    row.overall
-                };
-                let h = (rate.clamp(0.0, 1.0) * f64::from(plot)).round() as u32;
-                let colour = MODE_COLOURS[row.mode as usize % MODE_COLOURS.len()];
-                fill(
-                    &mut img,
-                    x0 + m as u32 * bar_width,
-                    base - h,
-                    bar_width - 1,
-                    h,
-                    colour,
-                );
-            }
-            let group = (methods * bar_width) as f32;
-            let nx = x0 as f32 + (group - text_width(name, PX)) / 2.0;
-            draw_text(&mut img, name, nx, (base + 4) as f32, PX, INK);
-            if g == self.tasks.len() {
-                fill(&mut img, x0, base + 1, methods * bar_width, 2, [0, 0, 0]);
-            }
-        }
-        img
-    }
-}
-
-/// Fills a `w` x `h` rectangle at (`x`, `y`), clipped to the image.
-fn fill(img: &mut image::RgbImage, x: u32, y: u32, w: u32, h: u32, colour: [u8; 3]) {
-    for py in y..(y + h).min(img.height()) {
-        for px in x..(x + w).min(img.width()) {
-            img.put_pixel(px, py, image::Rgb(colour));
-        }
+        let mut groups: Vec<&str> = self.tasks.iter().map(String::as_str).collect();
+        groups.push("overall");
+        let series: Vec<crate::viz::chart::Series> = self
+            .rows
+            .iter()
+            .map(|row| crate::viz::chart::Series {
+                name: row.mode.name(),
+                colour: MODE_COLOURS[row.mode as usize % MODE_COLOURS.len()],
+                values: row
+                    .tasks
+                    .iter()
+                    .map(Cell::rate)
+                    .chain(std::iter::once(row.overall))
+                    .collect(),
+            })
+            .collect();
+        crate::viz::chart::grouped_bars(&groups, &series, bar_width, height)
     }
 }
 

@@ -1,5 +1,6 @@
 //! Pictures for people: frame strips, grids and animated GIFs of plans and demonstrations.
 
+pub mod chart;
 pub mod gpu_difference;
 pub mod text;
 
