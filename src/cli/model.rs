@@ -186,6 +186,11 @@ pub(super) fn train(args: &TrainArgs) -> Result<()> {
 
     let (device, note) = select_device(&args.device)?;
     tracing::info!("{note}");
+    let dataset = args
+        .data
+        .as_deref()
+        .map(videoagent::store::Dataset::open)
+        .transpose()?;
     let mut trainer = if args.resume {
         Trainer::resume(&args.out, Some(args.steps), &device)
             .with_context(|| format!("resuming the run in {}", args.out.display()))?
@@ -223,7 +228,13 @@ pub(super) fn train(args: &TrainArgs) -> Result<()> {
         if !(0.0..=1.0).contains(&args.plain_share) {
             bail!("--plain-share must be between 0 and 1");
         }
-        let mut model_cfg = ModelConfig::new(unet, "tabletop");
+        // The world the plans will show: the demonstrations' (refinement data is tabletop's).
+        let world = dataset
+            .as_ref()
+            .map_or(videoagent::env::tabletop::WORLD_NAME, |d| {
+                d.manifest.world.as_str()
+            });
+        let mut model_cfg = ModelConfig::new(unet, world);
         if let Some(dir) = &args.clip {
             let path = std::path::absolute(dir)
                 .with_context(|| format!("resolving --clip {}", dir.display()))?;
@@ -232,11 +243,10 @@ pub(super) fn train(args: &TrainArgs) -> Result<()> {
         Trainer::new(model_cfg, cfg, &args.out, args.init.as_deref(), &device)?
     };
     let size = trainer.model.config.frame_size();
-    let plain = match &args.data {
-        Some(dir) => {
-            let dataset = videoagent::store::Dataset::open(dir)?;
+    let plain = match &dataset {
+        Some(dataset) => {
             let bar = progress(dataset.episodes().len() as u64, "loading");
-            let data = TrainData::load(&dataset, size, || bar.inc(1))?;
+            let data = TrainData::load(dataset, size, || bar.inc(1))?;
             bar.finish_and_clear();
             Some(data)
         }
