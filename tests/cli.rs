@@ -554,3 +554,61 @@ fn background_runs_log_their_progress() {
         "no verdict line for plan 0 in: {err}"
     );
 }
+
+/// A new run's model says which world its plans show: the one its demonstrations come from
+/// (evaluation warns when a model is used on another world).
+#[test]
+fn a_new_run_records_the_world_of_its_demonstrations() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let path = |p: &std::path::Path| p.to_str().expect("utf-8").to_owned();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_videoagent"))
+            .args(args)
+            .output()
+            .expect("the binary runs")
+    };
+    let o = run(&[
+        "dataset",
+        "--tasks",
+        "push",
+        "--views",
+        "0",
+        "--episodes",
+        "1",
+        "--size",
+        "32",
+        "--out",
+        &path(&data),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let world_of_a_run_on = |name: &str| {
+        let out = dir.path().join(name);
+        let o = run(&[
+            "train",
+            "--data",
+            &path(&data),
+            "--out",
+            &path(&out),
+            "--image-size",
+            "16",
+            "--steps",
+            "1",
+            "--batch",
+            "1",
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let config: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("config.json")).expect("config"))
+                .expect("json");
+        config["world"].clone()
+    };
+    assert_eq!(world_of_a_run_on("run-1"), "tabletop");
+    // The same frames relabelled as another world's demonstrations.
+    let manifest = data.join("manifest.json");
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&manifest).expect("manifest")).expect("json");
+    json["world"] = "metaworld".into();
+    std::fs::write(&manifest, serde_json::to_vec(&json).expect("json")).expect("write");
+    assert_eq!(world_of_a_run_on("run-2"), "metaworld");
+}
