@@ -12,6 +12,7 @@
 
 use super::execute::Replanner;
 use super::motion3d::{Motion3dParams, Track3d, track_object_3d};
+use super::settle::{SceneDepth, SettleParams, settle_on_scene};
 use crate::env::metaworld::{MetaWorld, tasks};
 use crate::env::{Action, Rgb8Image, World, WorldError};
 
@@ -35,6 +36,9 @@ pub struct Execute3dConfig {
     pub push_backoff: f64,
     /// A grasp closes at most this far behind the visible surface, metres.
     pub max_grasp_depth: f64,
+    /// Where a grasped object's carry ends: moved back along the camera ray onto the first
+    /// frame's surface behind it ([`super::settle`]); `None` keeps the tracked end.
+    pub settle: Option<SettleParams>,
     /// Most object points lifted and tracked.
     pub max_points: usize,
     /// Most new plans requested from the replanning hook.
@@ -58,6 +62,7 @@ impl Default for Execute3dConfig {
             approach_height: 0.1,
             push_backoff: 0.04,
             max_grasp_depth: 0.05,
+            settle: Some(SettleParams::default()),
             max_points: 300,
             max_replans: 5,
             stall_steps: 40,
@@ -233,6 +238,7 @@ fn plan_to_waypoints(
 ) -> Result<Result<Vec<Waypoint>, String>, Execute3dError> {
     let plan_size = plan.first().map_or(0, |f| f.width);
     let object = lift_object(world, task, plan_size, config.max_points)?;
+    let depth = world.depth()?;
     let camera = world.camera().ok_or(WorldError::NotReset)?.clone();
     let track = match track_object_3d(
         plan,
@@ -245,30 +251,48 @@ fn plan_to_waypoints(
         Err(e) => return Ok(Err(e.to_string())),
     };
     rollout.track_error_px.clone_from(&track.error_px);
-    let eye = [
-        camera.cam_to_world[0][3],
-        camera.cam_to_world[1][3],
-        camera.cam_to_world[2][3],
-    ];
-    let (contact, point, waypoints) = plan_waypoints(&track, &object.part, eye, config);
+    let scene = SceneDepth {
+        depth: &depth,
+        size: camera.width,
+        camera: &camera,
+    };
+    let (contact, point, path) = plan_path(&track, &object.part, &scene, config);
     rollout.contact = Some(contact);
     rollout.contact_point = Some(point);
-    rollout.subgoals = track.trajectory(point).into_iter().skip(1).collect();
-    Ok(Ok(waypoints))
+    rollout.subgoals = path.iter().skip(1).copied().collect();
+    Ok(Ok(waypoints(contact, point, &path, config)))
 }
 
 /// Where fingers close on an object seen from `eye`: the visible surface point `surface`
-/// moved along its viewing ray by the object's estimated radius, `2 sqrt(l)` with `l` the
-/// smaller variance of `points` across the ray (exact for a sphere or a disk seen evenly in
-/// the image; a cube's half side within 15%), at most `max_depth`.
+/// moved along its viewing ray by the object's estimated radius ([`radius_across_ray`]), at
+/// most `max_depth`.
 fn grasp_centre(surface: [f64; 3], points: &[[f64; 3]], eye: [f64; 3], max_depth: f64) -> [f64; 3] {
-    let sub = |p: &[f64; 3], q: &[f64; 3]| [p[0] - q[0], p[1] - q[1], p[2] - q[2]];
-    let dot = |p: &[f64; 3], q: &[f64; 3]| p[0] * q[0] + p[1] * q[1] + p[2] * q[2];
-    let unit = |p: [f64; 3]| {
-        let n = dot(&p, &p).sqrt().max(1e-12);
-        [p[0] / n, p[1] / n, p[2] / n]
-    };
     let ray = unit(sub(&surface, &eye));
+    let depth = radius_across_ray(points, ray).min(max_depth);
+    [
+        surface[0] + ray[0] * depth,
+        surface[1] + ray[1] * depth,
+        surface[2] + ray[2] * depth,
+    ]
+}
+
+fn sub(p: &[f64; 3], q: &[f64; 3]) -> [f64; 3] {
+    [p[0] - q[0], p[1] - q[1], p[2] - q[2]]
+}
+
+fn dot(p: &[f64; 3], q: &[f64; 3]) -> f64 {
+    p[0] * q[0] + p[1] * q[1] + p[2] * q[2]
+}
+
+fn unit(p: [f64; 3]) -> [f64; 3] {
+    let n = dot(&p, &p).sqrt().max(1e-12);
+    [p[0] / n, p[1] / n, p[2] / n]
+}
+
+/// An object's radius as the camera sees it along `ray` (a unit vector): `2 sqrt(l)` with `l`
+/// the smaller variance of `points` across the ray (exact for a sphere or a disk seen evenly
+/// in the image; a cube's half side within 15%).
+fn radius_across_ray(points: &[[f64; 3]], ray: [f64; 3]) -> f64 {
     // Two directions across the ray.
     let helper = if ray[2].abs() < 0.9 {
         [0.0, 0.0, 1.0]
@@ -298,12 +322,7 @@ fn grasp_centre(surface: [f64; 3], points: &[[f64; 3]], eye: [f64; 3], max_depth
         c += dy * dy / n;
     }
     let smaller = (a + c) / 2.0 - (((a - c) / 2.0).powi(2) + b * b).sqrt();
-    let depth = (2.0 * smaller.max(0.0).sqrt()).min(max_depth);
-    [
-        surface[0] + ray[0] * depth,
-        surface[1] + ray[1] * depth,
-        surface[2] + ray[2] * depth,
-    ]
+    2.0 * smaller.max(0.0).sqrt()
 }
 
 /// A target for the hand and the gripper command on the way to it.
@@ -316,14 +335,14 @@ struct Waypoint {
 }
 
 /// The contact point (the point of `part`, or of the whole object when `part` is empty,
-/// nearest their mean), grasp or push, and the hand's waypoints: above the contact, onto it,
-/// (grip,) then the subgoals.
-fn plan_waypoints(
+/// nearest their mean), grasp or push, and the contact point's path through the plan (a
+/// grasped object's carry settled onto the scene behind it, see [`Execute3dConfig::settle`]).
+fn plan_path(
     track: &Track3d,
     part: &[[f64; 3]],
-    eye: [f64; 3],
+    scene: &SceneDepth<'_>,
     config: &Execute3dConfig,
-) -> (Contact, [f64; 3], Vec<Waypoint>) {
+) -> (Contact, [f64; 3], Vec<[f64; 3]>) {
     let mean_of = |points: &[[f64; 3]]| {
         let n = points.len() as f64;
         points.iter().fold([0.0; 3], |a, p| {
@@ -346,17 +365,32 @@ fn plan_waypoints(
         .iter()
         .map(|p| p[2] - mean[2])
         .fold(0.0, f64::max);
-    let contact = if rise > config.grasp_rise {
-        Contact::Grasp
-    } else {
-        Contact::Push
-    };
-    // A push meets the near surface; fingers close around the middle.
-    let point = match contact {
-        Contact::Grasp => grasp_centre(surface, candidates, eye, config.max_grasp_depth),
-        Contact::Push => surface,
-    };
-    let path = track.trajectory(point);
+    let c = &scene.camera.cam_to_world;
+    let eye = [c[0][3], c[1][3], c[2][3]];
+    if rise <= config.grasp_rise {
+        // A push meets the near surface.
+        return (Contact::Push, surface, track.trajectory(surface));
+    }
+    // Fingers close around the middle; the whole object is carried.
+    let point = grasp_centre(surface, candidates, eye, config.max_grasp_depth);
+    let thickness = 2.0 * radius_across_ray(&track.points, unit(sub(&mean, &eye)));
+    let settled = config
+        .settle
+        .and_then(|params| settle_on_scene(track, scene, thickness, &params));
+    let path = settled.as_ref().unwrap_or(track).trajectory(point);
+    (Contact::Grasp, point, path)
+}
+
+/// The hand's waypoints for a contact and its path: above the contact, onto it, (grip,)
+/// then the path's subgoals.
+fn waypoints(
+    contact: Contact,
+    point: [f64; 3],
+    path: &[[f64; 3]],
+    config: &Execute3dConfig,
+) -> Vec<Waypoint> {
+    let dist =
+        |p: &[f64; 3], q: &[f64; 3]| (0..3).map(|i| (p[i] - q[i]).powi(2)).sum::<f64>().sqrt();
     let (grip, start) = match contact {
         Contact::Grasp => (-1.0, point),
         Contact::Push => {
@@ -404,7 +438,7 @@ fn plan_waypoints(
         grip: carried,
         hold: 0,
     }));
-    (contact, point, waypoints)
+    waypoints
 }
 
 /// How following a plan's waypoints ended.
@@ -514,8 +548,15 @@ mod tests {
             visible: vec![1.0; 8],
         };
         let config = Execute3dConfig::default();
-        let eye = [0.0, -1.0, 0.5];
-        let (contact, point, waypoints) = plan_waypoints(&track, &handle, eye, &config);
+        let camera = crate::env::metaworld::camera::looking_along_y([0.0, -1.0, 0.5], 64);
+        let depth = vec![2.0f32; 64 * 64];
+        let scene = SceneDepth {
+            depth: &depth,
+            size: 64,
+            camera: &camera,
+        };
+        let (contact, point, path) = plan_path(&track, &handle, &scene, &config);
+        let waypoints = waypoints(contact, point, &path, &config);
         assert_eq!(contact, Contact::Push);
         assert!(
             handle.contains(&point),
@@ -528,7 +569,7 @@ mod tests {
             "last subgoal {last:?}"
         );
         assert!(waypoints[1].target[1] < point[1]);
-        let (_, whole, _) = plan_waypoints(&track, &[], eye, &config);
+        let (_, whole, _) = plan_path(&track, &[], &scene, &config);
         assert!(
             whole[0].abs() < 0.05,
             "without a part: the middle, got {whole:?}"

@@ -22,3 +22,4 @@ pub mod quality;
 pub mod refine;
 pub mod refine_data;
 pub mod rigid;
+pub mod settle;

@@ -69,6 +69,32 @@ impl CameraModel {
     }
 }
 
+/// For tests of what uses a camera: one at `eye` looking along world +y (z up), `size`
+/// pixels square, 60 degrees across.
+#[cfg(test)]
+pub(crate) fn looking_along_y(eye: [f64; 3], size: u32) -> CameraModel {
+    let f = f64::from(size) / 2.0 / 30f64.to_radians().tan();
+    let c = f64::from(size) / 2.0;
+    // Camera x = world x, camera y (down) = world -z, camera z (forward) = world y.
+    CameraModel {
+        width: size,
+        height: size,
+        intrinsics: [[f, 0.0, c], [0.0, f, c], [0.0, 0.0, 1.0]],
+        cam_to_world: [
+            [1.0, 0.0, 0.0, eye[0]],
+            [0.0, 0.0, 1.0, eye[1]],
+            [0.0, -1.0, 0.0, eye[2]],
+            [0.0, 0.0, 0.0, 1.0],
+        ],
+        world_to_cam: [
+            [1.0, 0.0, 0.0, -eye[0]],
+            [0.0, 0.0, -1.0, eye[2]],
+            [0.0, 1.0, 0.0, -eye[1]],
+            [0.0, 0.0, 0.0, 1.0],
+        ],
+    }
+}
+
 fn transform(m: &[[f64; 4]; 4], p: [f64; 3]) -> [f64; 3] {
     let row = |r: &[f64; 4]| r[0] * p[0] + r[1] * p[1] + r[2] * p[2] + r[3];
     [row(&m[0]), row(&m[1]), row(&m[2])]
