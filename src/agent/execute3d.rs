@@ -604,4 +604,48 @@ mod tests {
         let shallow = grasp_centre(surface, &cap, eye, 0.01);
         assert!((shallow[1] - (surface[1] + 0.01)).abs() < 1e-9);
     }
+
+    /// A carry seen only across the image (a square lifted 15 cm and moved 20 cm sideways at
+    /// a constant 1 m from the camera) in front of a wall 1.3 m away: the grasp's path ends
+    /// with the object against the wall, unless settling is off.
+    #[test]
+    fn a_grasped_objects_carry_ends_against_the_surface_behind_it() {
+        let camera = crate::env::metaworld::camera::looking_along_y([0.0; 3], 64);
+        let depth = vec![1.3f32; 64 * 64];
+        let scene = SceneDepth {
+            depth: &depth,
+            size: 64,
+            camera: &camera,
+        };
+        let points: Vec<[f64; 3]> = (0..5)
+            .flat_map(|i| (0..5).map(move |k| [0.005 * f64::from(i), 1.0, 0.005 * f64::from(k)]))
+            .collect();
+        let track = Track3d {
+            points,
+            poses: (0..8)
+                .map(|t| Pose3 {
+                    t: [0.2 * f64::from(t) / 7.0, 0.0, 0.15 * f64::from(t) / 7.0],
+                    ..Pose3::IDENTITY
+                })
+                .collect(),
+            error_px: vec![0.0; 8],
+            visible: vec![1.0; 8],
+        };
+        let config = Execute3dConfig::default();
+        let (contact, point, path) = plan_path(&track, &[], &scene, &config);
+        assert_eq!(contact, Contact::Grasp);
+        let end = *path.last().expect("a path");
+        // The square is 2 cm wide, so about 2 cm thick: its far side at the wall.
+        let behind_point = camera.depth_of(end) - camera.depth_of(point);
+        assert!(
+            (0.2..0.3).contains(&behind_point),
+            "the grasp point went {behind_point:.3} m further from the camera"
+        );
+        let unsettled = Execute3dConfig {
+            settle: None,
+            ..config
+        };
+        let (_, _, raw) = plan_path(&track, &[], &scene, &unsettled);
+        assert_eq!(raw, track.trajectory(point));
+    }
 }
