@@ -75,6 +75,9 @@ pub struct ImproveSpec {
     pub eval: EvalSpec,
     pub first_seed: u64,
     pub max_steps: Option<u32>,
+    /// New plans from the current frame allowed when a collecting episode stalls (the
+    /// paper's replanning): more successes on the tasks a first plan rarely solves.
+    pub replans: usize,
     pub threads: usize,
 }
 
@@ -193,10 +196,15 @@ fn attempt(
     };
     let config = ExecuteConfig {
         max_steps: spec.max_steps,
-        max_replans: 0,
+        max_replans: spec.replans,
         ..ExecuteConfig::default()
     };
-    let rollout = match execute_plan(world, task, &plan.frames, &config, None) {
+    let mut replans = 0u64;
+    let mut replan = |now: &crate::env::Observation| {
+        replans += 1;
+        super::eval::model_plan(model, &now.rgb, &instruction, sample, seed + replans)
+    };
+    let rollout = match execute_plan(world, task, &plan.frames, &config, Some(&mut replan)) {
         Ok(r) => r,
         Err(e) => {
             tracing::warn!("{task} v{view} s{seed}: {e}");
@@ -593,6 +601,7 @@ mod tests {
             eval,
             first_seed: IMPROVE_SEED,
             max_steps: Some(100),
+            replans: 1,
             threads: 2,
         };
         let dir = tempfile::tempdir().expect("tempdir");

@@ -256,6 +256,10 @@ pub struct ImproveArgs {
     /// Step limit per episode (default: the task's).
     #[arg(long)]
     pub max_steps: Option<u32>,
+    /// New plans from the current frame allowed when a collecting episode stalls (the
+    /// paper's replanning; 0: none): more verified successes on the hard tasks.
+    #[arg(long, default_value_t = 0)]
+    pub collect_replans: usize,
     /// auto, cpu, cuda or metal.
     #[arg(long, default_value = "auto")]
     pub device: String,
@@ -313,6 +317,7 @@ pub(super) fn improve_cmd(args: &ImproveArgs) -> Result<()> {
         eval,
         first_seed: IMPROVE_SEED,
         max_steps: args.max_steps,
+        replans: args.collect_replans,
     };
     let base = args.model.clone().unwrap_or_else(default_model_dir);
     let (device, note) = select_device(&args.device)?;
