@@ -163,8 +163,6 @@ fn bad_input_exits_non_zero_with_one_clear_line() {
         (
             &[
                 "train",
-                "--data",
-                "/nonexistent/data",
                 "--clip",
                 "/nonexistent/clip",
                 "--out",
