@@ -11,6 +11,23 @@ fn videoagent(args: &[&str]) -> std::process::Output {
         .expect("the binary runs")
 }
 
+/// `dataset` arguments for `episodes` push episodes of view 0 at 32 px into `out`.
+fn push_dataset_args<'a>(episodes: &'a str, out: &'a str) -> [&'a str; 11] {
+    [
+        "dataset",
+        "--tasks",
+        "push",
+        "--views",
+        "0",
+        "--episodes",
+        episodes,
+        "--size",
+        "32",
+        "--out",
+        out,
+    ]
+}
+
 fn stderr(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -492,19 +509,7 @@ fn background_runs_log_their_progress() {
             .output()
             .expect("the binary runs")
     };
-    let o = logged(&[
-        "dataset",
-        "--tasks",
-        "push",
-        "--views",
-        "0",
-        "--episodes",
-        "2",
-        "--size",
-        "32",
-        "--out",
-        &path(&data),
-    ]);
+    let o = logged(&push_dataset_args("2", &path(&data)));
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("episodes: 2/2"),
@@ -560,29 +565,11 @@ fn a_new_run_records_the_world_of_its_demonstrations() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     let path = |p: &std::path::Path| p.to_str().expect("utf-8").to_owned();
-    let run = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_videoagent"))
-            .args(args)
-            .output()
-            .expect("the binary runs")
-    };
-    let o = run(&[
-        "dataset",
-        "--tasks",
-        "push",
-        "--views",
-        "0",
-        "--episodes",
-        "1",
-        "--size",
-        "32",
-        "--out",
-        &path(&data),
-    ]);
+    let o = videoagent(&push_dataset_args("1", &path(&data)));
     assert!(o.status.success(), "{}", stderr(&o));
     let world_of_a_run_on = |name: &str| {
         let out = dir.path().join(name);
-        let o = run(&[
+        let o = videoagent(&[
             "train",
             "--data",
             &path(&data),
