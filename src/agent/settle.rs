@@ -150,19 +150,24 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_carry_ends_against_the_wall_behind_it() {
+    /// `track` settled in front of a wall `wall` metres from the camera, the object 5 cm
+    /// thick.
+    fn settled_before_wall(wall: f32, track: &Track3d) -> Option<Track3d> {
         let camera = camera();
-        // A wall 1.3 m away everywhere.
-        let depth = vec![1.3f32; 64 * 64];
+        let depth = vec![wall; 64 * 64];
         let scene = SceneDepth {
             depth: &depth,
             size: 64,
             camera: &camera,
         };
+        settle_on_scene(track, &scene, 0.05, &SettleParams::default())
+    }
+
+    #[test]
+    fn the_carry_ends_against_the_wall_behind_it() {
+        let camera = camera();
         let track = carried_square();
-        let settled =
-            settle_on_scene(&track, &scene, 0.05, &SettleParams::default()).expect("settles");
+        let settled = settled_before_wall(1.3, &track).expect("settles");
         let p = track.points[12];
         let end = settled.poses[7].apply(p);
         // Its far side (5 cm behind the visible face) meets the wall: the face at 1.25 m.
@@ -173,7 +178,7 @@ mod tests {
             .expect("in view");
         let now = camera.project(end, 64).expect("in view");
         assert!((shown[0] - now[0]).abs() < 0.01 && (shown[1] - now[1]).abs() < 0.01);
-        // Halfway through the carry, half the correction; none at the start.
+        // Three sevenths of the way, three sevenths of the correction; none at the start.
         let mid =
             camera.depth_of(settled.poses[3].apply(p)) - camera.depth_of(track.poses[3].apply(p));
         assert!((mid - 0.25 * 3.0 / 7.0).abs() < 1e-6, "{mid}");
@@ -182,28 +187,16 @@ mod tests {
 
     #[test]
     fn an_object_that_already_rests_or_does_not_travel_is_left_alone() {
-        let camera = camera();
-        let near = vec![1.04f32; 64 * 64];
-        let scene = SceneDepth {
-            depth: &near,
-            size: 64,
-            camera: &camera,
-        };
-        let params = SettleParams::default();
-        assert!(settle_on_scene(&carried_square(), &scene, 0.05, &params).is_none());
-        let far = vec![3.0f32; 64 * 64];
-        let scene = SceneDepth {
-            depth: &far,
-            size: 64,
-            camera: &camera,
-        };
+        // 4 cm of room behind a 5 cm thick object: it already rests.
+        assert!(settled_before_wall(1.04, &carried_square()).is_none());
         let mut still = carried_square();
         still.poses = vec![Pose3::IDENTITY; 8];
-        assert!(settle_on_scene(&still, &scene, 0.05, &params).is_none());
+        assert!(settled_before_wall(3.0, &still).is_none());
         // A far wall: the correction is capped.
-        let settled = settle_on_scene(&carried_square(), &scene, 0.05, &params).expect("settles");
+        let settled = settled_before_wall(3.0, &carried_square()).expect("settles");
         let p = settled.points[0];
-        let gained = camera.depth_of(settled.poses[7].apply(p)) - 1.0;
-        assert!((gained - params.max_shift).abs() < 1e-6, "{gained}");
+        let gained = camera().depth_of(settled.poses[7].apply(p)) - 1.0;
+        let cap = SettleParams::default().max_shift;
+        assert!((gained - cap).abs() < 1e-6, "{gained}");
     }
 }
