@@ -76,7 +76,7 @@ pub struct ImproveSpec {
     pub first_seed: u64,
     pub max_steps: Option<u32>,
     /// New plans from the current frame allowed when a collecting episode stalls (the
-    /// paper's replanning): more successes on the tasks a first plan rarely solves.
+    /// paper's replanning), for more verified successes per round.
     pub replans: usize,
     pub threads: usize,
 }

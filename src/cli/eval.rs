@@ -257,7 +257,7 @@ pub struct ImproveArgs {
     #[arg(long)]
     pub max_steps: Option<u32>,
     /// New plans from the current frame allowed when a collecting episode stalls (the
-    /// paper's replanning; 0: none): more verified successes on the hard tasks.
+    /// paper's replanning; 0: none), for more verified successes per round.
     #[arg(long, default_value_t = 0)]
     pub collect_replans: usize,
     /// auto, cpu, cuda or metal.
