@@ -9,6 +9,8 @@
 # `tar -xf X.tar -C DIR`), train logs, quality JSON. Expects runs/gpu/videoagent.xz (CUDA build).
 #
 # INIT picks the folder the CPU default starts from; GPU_MODEL=0 trains only the CPU default.
+# Side by side worked on the H200 of an earlier stop; at stop 8 three trainings started together
+# on one failed with CUDA_ERROR_OUT_OF_MEMORY (see gpu-worlds.sh): GPU_MODEL=0 if that recurs.
 #
 #   TRAIN_SECONDS=390 bash scripts/gpu-train.sh
 set -euo pipefail
