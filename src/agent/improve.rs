@@ -78,6 +78,9 @@ pub struct ImproveSpec {
     /// New plans from the current frame allowed when a collecting episode stalls (the
     /// paper's replanning), for more verified successes per round.
     pub replans: usize,
+    /// Each collected clip is drawn this many times as often as an expert episode in
+    /// fine-tuning (1: the same), so a few new clips are not lost among many demonstrations.
+    pub collected_weight: usize,
     pub threads: usize,
 }
 
@@ -423,11 +426,15 @@ pub fn improve(
             },
         )?;
         // Everything verified so far, then the expert clips.
-        let mut items = Vec::new();
+        let mut collected = Vec::new();
         for r in 1..=round {
-            items.extend(read_round_data(&round_dir(out, r).join("data"))?);
+            collected.extend(read_round_data(&round_dir(out, r).join("data"))?);
         }
-        let collected_clips = items.len();
+        let collected_clips = collected.len();
+        // Drawing is uniform over items: a clip listed k times is drawn k times as often.
+        let mut items: Vec<_> = std::iter::repeat_n(collected, spec.collected_weight.max(1))
+            .flatten()
+            .collect();
         items.extend(data.expert.iter().cloned());
         let model_dir = dir.join("model");
         let (model_out, final_loss) = if items.is_empty() {
@@ -602,6 +609,7 @@ mod tests {
             first_seed: IMPROVE_SEED,
             max_steps: Some(100),
             replans: 1,
+            collected_weight: 2,
             threads: 2,
         };
         let dir = tempfile::tempdir().expect("tempdir");

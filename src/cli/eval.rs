@@ -260,6 +260,11 @@ pub struct ImproveArgs {
     /// paper's replanning; 0: none), for more verified successes per round.
     #[arg(long, default_value_t = 0)]
     pub collect_replans: usize,
+    /// Each collected clip is drawn this many times as often as an expert episode when
+    /// fine-tuning (1: the same), so a round's few new clips are not lost among the
+    /// demonstrations.
+    #[arg(long, default_value_t = 1)]
+    pub collected_weight: usize,
     /// auto, cpu, cuda or metal.
     #[arg(long, default_value = "auto")]
     pub device: String,
@@ -318,6 +323,7 @@ pub(super) fn improve_cmd(args: &ImproveArgs) -> Result<()> {
         first_seed: IMPROVE_SEED,
         max_steps: args.max_steps,
         replans: args.collect_replans,
+        collected_weight: args.collected_weight,
     };
     let base = args.model.clone().unwrap_or_else(default_model_dir);
     let (device, note) = select_device(&args.device)?;
