@@ -9,7 +9,7 @@
 #      (runs/gpu/mw128.tar.xz): a short run, a checkpoint, `--resume`, and a plan sampled from the
 #      saved model, which shows that the reference network trains with `train --device cuda` and
 #      loads back; its steps/s is the number the README's MetaWorld estimate needs.
-# One at a time: on the H200 (stop 8), of three trainings started together all but one failed
+# One at a time: on the H200 (stop 8), of three trainings started together all or all but one failed
 # with CUDA_ERROR_OUT_OF_MEMORY in their first convolution's allocation, with 143 GB free before
 # they started, while each alone runs (the cause is not known; the running one's memory pool
 # holding what it freed is the likely one).
