@@ -11,7 +11,7 @@
 //! MetaWorld counterpart and needs what only MetaWorld gives: depth and a full camera model.
 
 use super::execute::Replanner;
-use super::motion3d::{Motion3dParams, Track3d, track_object_3d};
+use super::motion3d::{Motion3dParams, Track3d, distance, mean_point, track_object_3d};
 use super::settle::{SceneDepth, SettleParams, settle_on_scene};
 use crate::env::metaworld::{MetaWorld, tasks};
 use crate::env::{Action, Rgb8Image, World, WorldError};
@@ -119,6 +119,9 @@ pub struct LiftedObject {
     /// The points of the part the hand goes to (3D), where the task names one
     /// ([`tasks::MetaTask::part`]); empty: the whole object.
     pub part: Vec<[f64; 3]>,
+    /// The frame's depth image the points were lifted with (metres along the optical axis,
+    /// the world's frame size): what a carry settles against ([`super::settle`]).
+    pub depth: Vec<f32>,
 }
 
 /// Up to `max_points` points of the task object's mask in the world's current frame (the
@@ -162,6 +165,7 @@ pub fn lift_object(
         pixels,
         points,
         part,
+        depth,
     })
 }
 
@@ -238,7 +242,6 @@ fn plan_to_waypoints(
 ) -> Result<Result<Vec<Waypoint>, String>, Execute3dError> {
     let plan_size = plan.first().map_or(0, |f| f.width);
     let object = lift_object(world, task, plan_size, config.max_points)?;
-    let depth = world.depth()?;
     let camera = world.camera().ok_or(WorldError::NotReset)?.clone();
     let track = match track_object_3d(
         plan,
@@ -252,7 +255,7 @@ fn plan_to_waypoints(
     };
     rollout.track_error_px.clone_from(&track.error_px);
     let scene = SceneDepth {
-        depth: &depth,
+        depth: &object.depth,
         size: camera.width,
         camera: &camera,
     };
@@ -343,20 +346,12 @@ fn plan_path(
     scene: &SceneDepth<'_>,
     config: &Execute3dConfig,
 ) -> (Contact, [f64; 3], Vec<[f64; 3]>) {
-    let mean_of = |points: &[[f64; 3]]| {
-        let n = points.len() as f64;
-        points.iter().fold([0.0; 3], |a, p| {
-            [a[0] + p[0] / n, a[1] + p[1] / n, a[2] + p[2] / n]
-        })
-    };
-    let dist =
-        |p: &[f64; 3], q: &[f64; 3]| (0..3).map(|i| (p[i] - q[i]).powi(2)).sum::<f64>().sqrt();
-    let mean = mean_of(&track.points);
+    let mean = mean_point(&track.points);
     let candidates = if part.is_empty() { &track.points } else { part };
-    let part_mean = mean_of(candidates);
+    let part_mean = mean_point(candidates);
     let surface = *candidates
         .iter()
-        .min_by(|a, b| dist(a, &part_mean).total_cmp(&dist(b, &part_mean)))
+        .min_by(|a, b| distance(a, &part_mean).total_cmp(&distance(b, &part_mean)))
         .unwrap_or(&mean);
     // The rise of the whole object (its mean point), steadier than one point's: a small
     // rotation error swings a point far from the centre up or down.
@@ -389,15 +384,13 @@ fn waypoints(
     path: &[[f64; 3]],
     config: &Execute3dConfig,
 ) -> Vec<Waypoint> {
-    let dist =
-        |p: &[f64; 3], q: &[f64; 3]| (0..3).map(|i| (p[i] - q[i]).powi(2)).sum::<f64>().sqrt();
     let (grip, start) = match contact {
         Contact::Grasp => (-1.0, point),
         Contact::Push => {
             // Behind the contact, against the direction the object first moves.
-            let ahead = path.iter().find(|p| dist(p, &point) > 0.01).copied();
+            let ahead = path.iter().find(|p| distance(p, &point) > 0.01).copied();
             let back = ahead.map_or([0.0; 3], |a| {
-                let d = dist(&a, &point);
+                let d = distance(&a, &point);
                 [
                     (point[0] - a[0]) / d * config.push_backoff,
                     (point[1] - a[1]) / d * config.push_backoff,

@@ -186,10 +186,7 @@ pub fn track_object_3d(
     };
     let reference: Vec<[u8; 3]> = pixels.iter().map(|&p| colour(first, p)).collect();
     let mut tracked: Vec<[f64; 2]> = pixels.to_vec();
-    let n = points.len() as f64;
-    let centre = points.iter().fold([0.0; 3], |a, p| {
-        [a[0] + p[0] / n, a[1] + p[1] / n, a[2] + p[2] / n]
-    });
+    let centre = mean_point(points);
     let mut covered = false;
     let mut track = Track3d {
         points: points.to_vec(),
@@ -263,8 +260,16 @@ pub fn track_object_3d(
     Ok(track)
 }
 
-fn distance(a: &[f64; 3], b: &[f64; 3]) -> f64 {
+pub(crate) fn distance(a: &[f64; 3], b: &[f64; 3]) -> f64 {
     (0..3).map(|i| (a[i] - b[i]).powi(2)).sum::<f64>().sqrt()
+}
+
+/// The mean of `points` (the origin for none).
+pub(crate) fn mean_point(points: &[[f64; 3]]) -> [f64; 3] {
+    let n = points.len().max(1) as f64;
+    points.iter().fold([0.0; 3], |a, p| {
+        [a[0] + p[0] / n, a[1] + p[1] / n, a[2] + p[2] / n]
+    })
 }
 
 /// `previous` moved parallel to the image plane, at the object's depth, by the median

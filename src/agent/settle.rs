@@ -7,7 +7,7 @@
 //! far side meets that surface, and the correction is spread over the carry in proportion to
 //! the distance travelled.
 
-use super::motion3d::{Pose3, Track3d};
+use super::motion3d::{Pose3, Track3d, distance, mean_point};
 use crate::env::metaworld::CameraModel;
 
 /// The first frame's depth image (metres along the optical axis) and its camera.
@@ -80,18 +80,11 @@ pub fn settle_on_scene(
     if gap < params.min_shift {
         return None;
     }
-    let n = track.points.len() as f64;
-    let mean = track.points.iter().fold([0.0; 3], |a, p| {
-        [a[0] + p[0] / n, a[1] + p[1] / n, a[2] + p[2] / n]
-    });
-    let centres = track.trajectory(mean);
+    let centres = track.trajectory(mean_point(&track.points));
     let travelled: Vec<f64> = centres
         .windows(2)
         .scan(0.0, |sum, w| {
-            *sum += (0..3)
-                .map(|i| (w[1][i] - w[0][i]).powi(2))
-                .sum::<f64>()
-                .sqrt();
+            *sum += distance(&w[0], &w[1]);
             Some(*sum)
         })
         .collect();
