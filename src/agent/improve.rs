@@ -81,6 +81,10 @@ pub struct ImproveSpec {
     /// Each collected clip is drawn this many times as often as an expert episode in
     /// fine-tuning (1: the same), so a few new clips are not lost among many demonstrations.
     pub collected_weight: usize,
+    /// A task stops collecting once this many of its attempts are verified successes (the
+    /// attempts stay capped by `episodes_per_task`): hard tasks then get as many clips as easy
+    /// ones instead of the few their success rate yields. `None`: every attempt is made.
+    pub successes_per_task: Option<usize>,
     pub threads: usize,
 }
 
@@ -289,21 +293,30 @@ pub fn collect_round(
     on_episode: &(dyn Fn(usize, usize, usize) + Sync),
 ) -> Result<(usize, Vec<CollectedEpisode>), ImproveError> {
     let index = data_dir.join("episodes.json");
+    let attempts_file = data_dir.join(ATTEMPTS_JSON);
     if index.exists() {
         let kept: Vec<CollectedEpisode> = read_json(&index)?;
-        let attempted = spec.tasks.len() * spec.episodes_per_task;
+        // Folders from before the count was recorded made every attempt.
+        let attempted = if attempts_file.exists() {
+            read_json(&attempts_file)?
+        } else {
+            spec.tasks.len() * spec.episodes_per_task
+        };
         return Ok((attempted, kept));
     }
     std::fs::create_dir_all(data_dir)
         .map_err(atomic::io_error("cannot create data folder", data_dir))?;
     let mut starts = Vec::new();
-    for task in &spec.tasks {
+    for (t, task) in spec.tasks.iter().enumerate() {
         for i in 0..spec.episodes_per_task {
             let view = spec.views[i % spec.views.len().max(1)];
             let seed = spec.first_seed + round as u64 * 100_000 + i as u64;
-            starts.push((task.clone(), view, seed));
+            starts.push((t, task.clone(), view, seed));
         }
     }
+    let target = spec.successes_per_task.unwrap_or(usize::MAX);
+    let kept_per_task: Vec<AtomicUsize> = spec.tasks.iter().map(|_| AtomicUsize::new(0)).collect();
+    let attempted = AtomicUsize::new(0);
     let sample = SampleConfig::ddim(spec.sampler_steps.max(1));
     let next = AtomicUsize::new(0);
     let finished = AtomicUsize::new(0);
@@ -329,17 +342,24 @@ pub fn collect_round(
                         return;
                     }
                     let i = next.fetch_add(1, Ordering::SeqCst);
-                    let Some((task, view, seed)) = starts.get(i) else {
+                    let Some((t, task, view, seed)) = starts.get(i) else {
                         return;
                     };
-                    let episode =
-                        attempt(world.as_mut(), spec, model, &sample, (task, *view, *seed));
+                    // Starts are handed out in order, so a task that has its successes here
+                    // has them among starts before this one, which all run to the end.
+                    let episode = if kept_per_task[*t].load(Ordering::SeqCst) >= target {
+                        Ok(None)
+                    } else {
+                        attempted.fetch_add(1, Ordering::SeqCst);
+                        attempt(world.as_mut(), spec, model, &sample, (task, *view, *seed))
+                    };
                     match episode {
                         Ok(Some(Verified {
                             clip,
                             instructions,
                             steps,
                         })) => {
+                            kept_per_task[*t].fetch_add(1, Ordering::SeqCst);
                             kept_count.fetch_add(1, Ordering::SeqCst);
                             kept.lock().unwrap_or_else(|p| p.into_inner()).push((
                                 i,
@@ -371,6 +391,14 @@ pub fn collect_round(
     }
     let mut kept = kept.into_inner().unwrap_or_else(|p| p.into_inner());
     kept.sort_by_key(|k| k.0);
+    // Attempts already running when their task reached its target may add more: the first
+    // ones in start order are kept, the same set whatever the threads' timing.
+    let kept = first_per_task(kept, |k| k.2.task.clone(), target);
+    let attempted = attempted.load(Ordering::SeqCst);
+    atomic::write_json(&attempts_file, &attempted).map_err(atomic::io_error(
+        "cannot write the attempt count",
+        &attempts_file,
+    ))?;
     let mut index_rows = Vec::new();
     for (n, (_, clip, mut meta)) in kept.into_iter().enumerate() {
         meta.file = format!("{n:03}.png");
@@ -382,7 +410,23 @@ pub fn collect_round(
     // The index is written last: it marks the data as complete.
     atomic::write_json(&index, &index_rows)
         .map_err(atomic::io_error("cannot write the data index", &index))?;
-    Ok((starts.len(), index_rows))
+    Ok((attempted, index_rows))
+}
+
+/// The attempts a collection made (`attempts.json`, beside `episodes.json`).
+const ATTEMPTS_JSON: &str = "attempts.json";
+
+/// The first `limit` items of each key, in their order.
+fn first_per_task<T>(items: Vec<T>, key: impl Fn(&T) -> String, limit: usize) -> Vec<T> {
+    let mut seen = std::collections::HashMap::<String, usize>::new();
+    items
+        .into_iter()
+        .filter(|item| {
+            let n = seen.entry(key(item)).or_default();
+            *n += 1;
+            *n <= limit
+        })
+        .collect()
 }
 
 /// Runs (or resumes) `spec.rounds` rounds from `base_model` into `out`; `data` is added to
@@ -557,6 +601,29 @@ mod tests {
     use super::*;
     use crate::agent::eval::Mode;
 
+    #[test]
+    fn each_task_keeps_its_first_successes_in_start_order() {
+        let kept = first_per_task(
+            vec![
+                ("push", 1),
+                ("hammer", 2),
+                ("push", 3),
+                ("push", 4),
+                ("hammer", 5),
+            ],
+            |k| k.0.to_owned(),
+            2,
+        );
+        assert_eq!(
+            kept,
+            vec![("push", 1), ("hammer", 2), ("push", 3), ("hammer", 5)]
+        );
+        assert_eq!(
+            first_per_task(vec![("push", 1)], |k| k.0.to_owned(), 0),
+            vec![]
+        );
+    }
+
     /// One tiny round on the CPU: collection, fine-tuning from the shipped model (with one
     /// expert clip, so there is always data), evaluation; a rerun skips the finished round.
     #[test]
@@ -610,6 +677,7 @@ mod tests {
             max_steps: Some(100),
             replans: 1,
             collected_weight: 2,
+            successes_per_task: None,
             threads: 2,
         };
         let dir = tempfile::tempdir().expect("tempdir");

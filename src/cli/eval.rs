@@ -265,6 +265,11 @@ pub struct ImproveArgs {
     /// demonstrations.
     #[arg(long, default_value_t = 1)]
     pub collected_weight: usize,
+    /// A task stops collecting once it has this many verified successes in the round
+    /// (attempts still capped by --episodes-per-task): with a large cap, the hard tasks get
+    /// as many new clips as the easy ones (default: every attempt is made).
+    #[arg(long)]
+    pub successes_per_task: Option<usize>,
     /// auto, cpu, cuda or metal.
     #[arg(long, default_value = "auto")]
     pub device: String,
@@ -296,6 +301,9 @@ pub(super) fn improve_cmd(args: &ImproveArgs) -> Result<()> {
     if args.batch == 0 || args.steps_per_round == 0 {
         bail!("--batch and --steps-per-round must be at least 1");
     }
+    if args.successes_per_task == Some(0) {
+        bail!("--successes-per-task must be at least 1 (leave it out to make every attempt)");
+    }
     if !(0.0..=1.0).contains(&args.plain_share) {
         bail!("--plain-share must be between 0 and 1");
     }
@@ -324,6 +332,7 @@ pub(super) fn improve_cmd(args: &ImproveArgs) -> Result<()> {
         max_steps: args.max_steps,
         replans: args.collect_replans,
         collected_weight: args.collected_weight,
+        successes_per_task: args.successes_per_task,
     };
     let base = args.model.clone().unwrap_or_else(default_model_dir);
     let (device, note) = select_device(&args.device)?;
