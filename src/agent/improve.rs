@@ -7,6 +7,7 @@
 //! ```text
 //! <out>/round-k/data/episodes.json   the verified successes of round k (CollectedEpisode)
 //! <out>/round-k/data/NNN.png         each one as a strip of 8 frames
+//! <out>/round-k/data/attempts.json   how many episodes the collection ran
 //! <out>/round-k/model/               the fine-tuned model (a training run folder)
 //! <out>/round-k/eval.{json,jsonl,png,md}  its evaluation
 //! <out>/round-k/round.json           RoundSummary, written last: the round is done

@@ -546,7 +546,9 @@ pub fn refine_plan(
         match p {
             RefineProgress::Step { .. } => bar.inc(1),
             RefineProgress::Iteration(it) => {
-                bar.set_message(format!("plan {}", it.index + 1));
+                if it.index < args.refine {
+                    bar.set_message(format!("plan {}", it.index + 1));
+                }
                 bar.println(format!(
                     "plan {}: {} ({:.0} ms sampling, {:.0} ms critique) {}",
                     it.index,
