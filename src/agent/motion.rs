@@ -343,9 +343,12 @@ pub struct RelocateParams {
     pub search_pixels: f32,
     /// Larger corrections are not trusted (another thing of the same colour), plan pixels.
     pub max_shift_pixels: f32,
-    /// The object's colour mass found in the last frame must be within this factor of its
-    /// mass in frame 0 (less: it is covered; more: something like it is near).
-    pub mass_ratio: f32,
+    /// The object's colour mass found in the last frame must be at least this share of its
+    /// mass in frame 0 (less: it is all but covered). The share can be small: an object under
+    /// the gripper shows its rim around it, whose centre is the object's.
+    pub min_mass_share: f32,
+    /// ... and at most this multiple of it (more: something of its colour is near).
+    pub max_mass_ratio: f32,
     /// Objects whose frame-0 pixels spread more than this (RGB, root mean square) from their
     /// mean colour have no one colour to look for (a hammer's handle and head): left alone.
     pub max_colour_spread: f32,
@@ -357,21 +360,23 @@ impl Default for RelocateParams {
             colour_tolerance: 80.0,
             search_pixels: 2.0,
             max_shift_pixels: 3.0,
-            mass_ratio: 1.6,
+            min_mass_share: 0.1,
+            max_mass_ratio: 1.6,
             max_colour_spread: 40.0,
         }
     }
 }
 
 /// Moves the end of `track` to where the object shows in the last frame. Chaining seven
-/// per-step fits drifts: at 32 px the tracked end of a pushed block lies a median 0.066 table
-/// units from where the expert's video leaves it, about the push's tolerance (0.07), while
-/// the weighted centre of the pixels of the block's colour near that end is 0.028 off (24
+/// per-step fits drifts, and a carried object's drawing lands where the gripper put it, not
+/// where the carrier's flow takes it: at 32 px the tracked end of a pushed block lies a median
+/// 0.066 table units from where the expert's video leaves it, about the push's tolerance (0.07),
+/// while the weighted centre of the pixels of the block's colour near that end is 0.022 off (24
 /// expert videos; `agent::execute`'s test `relocating_the_end_halves_the_pushed_blocks_error`).
-/// The correction is spread over the frames in
-/// proportion to the distance travelled. Returns it (table units), or `None` where the last
-/// frame cannot be trusted: the object is not one distinct colour, is covered or crowded
-/// (its colour mass differs from frame 0's), does not travel, or the correction is too big.
+/// The correction is spread over the frames in proportion to the distance travelled. Returns
+/// it (table units), or `None` where the last frame cannot be trusted: the object is not one
+/// distinct colour, is all but covered or crowded (its colour mass against frame 0's), does
+/// not travel, or the correction is too big.
 pub fn relocate_end(
     track: &mut ObjectTrack,
     frames: &[Rgb8Image],
@@ -424,8 +429,8 @@ pub fn relocate_end(
     let end = camera.to_pixel(end_table)?;
     let (found, mass) = weigh(last, end)?;
     let shift_pixels = (found[0] - end[0]).hypot(found[1] - end[1]);
-    if mass < mass0 / params.mass_ratio
-        || mass > mass0 * params.mass_ratio
+    if mass < mass0 * params.min_mass_share
+        || mass > mass0 * params.max_mass_ratio
         || shift_pixels > params.max_shift_pixels
     {
         return None;
