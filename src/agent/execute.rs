@@ -175,11 +175,9 @@ pub fn plan_subgoals(
     let interaction = Interaction::for_task(task);
     let carried = matches!(interaction, Interaction::Carry { .. });
     let mut track = track_object(plan, &mask, &camera, params, carried)?;
-    let slides_or_is_placed = matches!(
-        interaction,
-        Interaction::Push | Interaction::Carry { release: true }
-    );
-    if let Some(relocate) = params.relocate.filter(|_| slides_or_is_placed) {
+    // Only slid objects: a generated plan draws a carried ring in its carrier's colours, and
+    // relocating placed rings took pick-place with replanning from 4/6 to 0/6 (README).
+    if let Some(relocate) = params.relocate.filter(|_| interaction == Interaction::Push) {
         relocate_end(&mut track, plan, &mask, &camera, &relocate);
     }
     Ok(subgoals(&track, interaction))

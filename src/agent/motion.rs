@@ -64,8 +64,8 @@ pub struct MotionParams {
     /// A point is visible when its colour is within this RGB distance of its colour in
     /// frame 0 (otherwise something, usually the gripper, hides it).
     pub colour_tolerance: f32,
-    /// Correct the end of a slid or placed object's track by where its colour shows in the
-    /// last frame ([`relocate_end`]); `None`: the chained fits alone.
+    /// Correct the end of a slid object's track by where its colour shows in the last frame
+    /// ([`relocate_end`]); `None`: the chained fits alone.
     pub relocate: Option<RelocateParams>,
 }
 
@@ -368,8 +368,7 @@ impl Default for RelocateParams {
 }
 
 /// Moves the end of `track` to where the object shows in the last frame. Chaining seven
-/// per-step fits drifts, and a carried object's drawing lands where the gripper put it, not
-/// where the carrier's flow takes it: at 32 px the tracked end of a pushed block lies a median
+/// per-step fits drifts: at 32 px the tracked end of a pushed block lies a median
 /// 0.066 table units from where the expert's video leaves it, about the push's tolerance (0.07),
 /// while the weighted centre of the pixels of the block's colour near that end is 0.022 off (24
 /// expert videos; `agent::execute`'s test `relocating_the_end_halves_the_pushed_blocks_error`).
