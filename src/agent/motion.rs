@@ -437,23 +437,30 @@ pub fn relocate_end(
     let found_table = camera.to_table(found)?;
     let shift = [found_table[0] - end_table[0], found_table[1] - end_table[1]];
     let path = track.trajectory(track.mask_centroid);
-    let travelled: Vec<f32> = path
-        .windows(2)
-        .scan(0.0, |sum, w| {
-            *sum += (w[1][0] - w[0][0]).hypot(w[1][1] - w[0][1]);
-            Some(*sum)
-        })
-        .collect();
-    let total = *travelled.last()?;
-    if total < 1e-6 {
-        return None;
-    }
-    for (pose, done) in track.chained[1..].iter_mut().zip(&travelled) {
-        let s = done / total;
+    let shares = travelled_shares(&path, |a, b| f64::from((b[0] - a[0]).hypot(b[1] - a[1])))?;
+    for (pose, share) in track.chained[1..].iter_mut().zip(shares) {
+        let s = share as f32;
         pose.translation[0] += shift[0] * s;
         pose.translation[1] += shift[1] * s;
     }
     Some(shift)
+}
+
+/// For frames 1.. of `path`, the share of its whole length travelled by then; `None` when it
+/// does not move. A correction of a track's end is spread over the track by these.
+pub(crate) fn travelled_shares<P>(
+    path: &[P],
+    distance: impl Fn(&P, &P) -> f64,
+) -> Option<Vec<f64>> {
+    let travelled: Vec<f64> = path
+        .windows(2)
+        .scan(0.0, |sum, w| {
+            *sum += distance(&w[0], &w[1]);
+            Some(*sum)
+        })
+        .collect();
+    let total = *travelled.last()?;
+    (total >= 1e-6).then(|| travelled.iter().map(|t| t / total).collect())
 }
 
 fn mean3(colours: &[[f32; 3]]) -> [f32; 3] {

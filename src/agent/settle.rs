@@ -81,33 +81,20 @@ pub fn settle_on_scene(
         return None;
     }
     let centres = track.trajectory(mean_point(&track.points));
-    let travelled: Vec<f64> = centres
-        .windows(2)
-        .scan(0.0, |sum, w| {
-            *sum += distance(&w[0], &w[1]);
-            Some(*sum)
-        })
-        .collect();
-    let total = *travelled.last()?;
-    if total < 1e-6 {
-        return None;
-    }
+    let shares = super::motion::travelled_shares(&centres, distance)?;
     let end = *centres.last()?;
     let pixel = scene.camera.project(end, scene.size)?;
     let depth = scene.camera.depth_of(end) + gap.min(params.max_shift);
     let moved = scene.camera.lift(pixel, depth, scene.size);
     let shift = [moved[0] - end[0], moved[1] - end[1], moved[2] - end[2]];
     let poses = std::iter::once(track.poses[0])
-        .chain(track.poses[1..].iter().zip(&travelled).map(|(pose, done)| {
-            let s = done / total;
-            Pose3 {
-                r: pose.r,
-                t: [
-                    pose.t[0] + shift[0] * s,
-                    pose.t[1] + shift[1] * s,
-                    pose.t[2] + shift[2] * s,
-                ],
-            }
+        .chain(track.poses[1..].iter().zip(shares).map(|(pose, s)| Pose3 {
+            r: pose.r,
+            t: [
+                pose.t[0] + shift[0] * s,
+                pose.t[1] + shift[1] * s,
+                pose.t[2] + shift[2] * s,
+            ],
         }))
         .collect();
     Some(Track3d {
