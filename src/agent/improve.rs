@@ -394,7 +394,7 @@ pub fn collect_round(
     kept.sort_by_key(|k| k.0);
     // Attempts already running when their task reached its target may add more: the first
     // ones in start order are kept, the same set whatever the threads' timing.
-    let kept = first_per_task(kept, |k| k.2.task.clone(), target);
+    let kept = first_per_key(kept, |k| starts[k.0].0, target);
     let attempted = attempted.load(Ordering::SeqCst);
     atomic::write_json(&attempts_file, &attempted).map_err(atomic::io_error(
         "cannot write the attempt count",
@@ -418,8 +418,12 @@ pub fn collect_round(
 const ATTEMPTS_JSON: &str = "attempts.json";
 
 /// The first `limit` items of each key, in their order.
-fn first_per_task<T>(items: Vec<T>, key: impl Fn(&T) -> String, limit: usize) -> Vec<T> {
-    let mut seen = std::collections::HashMap::<String, usize>::new();
+fn first_per_key<T, K: std::hash::Hash + Eq>(
+    items: Vec<T>,
+    key: impl Fn(&T) -> K,
+    limit: usize,
+) -> Vec<T> {
+    let mut seen = std::collections::HashMap::<K, usize>::new();
     items
         .into_iter()
         .filter(|item| {
@@ -604,7 +608,7 @@ mod tests {
 
     #[test]
     fn each_task_keeps_its_first_successes_in_start_order() {
-        let kept = first_per_task(
+        let kept = first_per_key(
             vec![
                 ("push", 1),
                 ("hammer", 2),
@@ -612,17 +616,14 @@ mod tests {
                 ("push", 4),
                 ("hammer", 5),
             ],
-            |k| k.0.to_owned(),
+            |k| k.0,
             2,
         );
         assert_eq!(
             kept,
             vec![("push", 1), ("hammer", 2), ("push", 3), ("hammer", 5)]
         );
-        assert_eq!(
-            first_per_task(vec![("push", 1)], |k| k.0.to_owned(), 0),
-            vec![]
-        );
+        assert_eq!(first_per_key(vec![("push", 1)], |k| k.0, 0), vec![]);
     }
 
     /// One tiny round on the CPU: collection, fine-tuning from the shipped model (with one

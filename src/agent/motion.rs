@@ -195,10 +195,9 @@ pub fn track_object(
         let b = camera.to_table([1.0, 0.0]).ok_or(MotionError::NoCamera)?;
         (a[0] - b[0]).hypot(a[1] - b[1])
     };
-    let tol2 = params.colour_tolerance * params.colour_tolerance;
     let mask_centroid = mean(&table);
     let mask_points = table.clone();
-    let far = |a: [f32; 3], b: [f32; 3]| (0..3).map(|k| (a[k] - b[k]).powi(2)).sum::<f32>() > tol2;
+    let far = |a: [f32; 3], b: [f32; 3]| rgb_distance(a, b) > params.colour_tolerance;
     // Points coloured like the table cannot tell whether they are seen: drop them (unless
     // that leaves too few).
     let background = median_colour(&frames[0]);
@@ -216,7 +215,7 @@ pub fn track_object(
             .zip(&reference)
             .map(|(p, r)| {
                 let c = colour_at(frame, *p);
-                (0..3).map(|k| (c[k] - r[k]).powi(2)).sum::<f32>() <= tol2
+                rgb_distance(c, *r) <= params.colour_tolerance
             })
             .collect()
     };
@@ -386,8 +385,6 @@ pub fn relocate_end(
     let (first, last) = (frames.first()?, frames.last()?);
     let colours: Vec<[f32; 3]> = mask.iter().map(|p| colour_at(first, *p)).collect();
     let object = mean3(&colours);
-    let rgb_distance =
-        |a: [f32; 3], b: [f32; 3]| (0..3).map(|k| (a[k] - b[k]).powi(2)).sum::<f32>().sqrt();
     let spread = (colours
         .iter()
         .map(|c| rgb_distance(*c, object).powi(2))
@@ -408,8 +405,13 @@ pub fn relocate_end(
     // The colour mass around `at` and its weighted centre.
     let weigh = |frame: &Rgb8Image, at: [f32; 2]| {
         let (mut sx, mut sy, mut mass) = (0.0f32, 0.0f32, 0.0f32);
-        for y in 0..frame.height {
-            for x in 0..frame.width {
+        // The pixels whose centres can lie within `reach` of `at` (checked exactly below).
+        let span = |c: f32, size: u32| {
+            let lo = (c - reach - 0.5).floor().max(0.0) as u32;
+            lo.min(size)..((c + reach).ceil().max(0.0) as u32).min(size)
+        };
+        for y in span(at[1], frame.height) {
+            for x in span(at[0], frame.width) {
                 let p = [x as f32 + 0.5, y as f32 + 0.5];
                 if (p[0] - at[0]).abs() > reach || (p[1] - at[1]).abs() > reach {
                     continue;
@@ -461,6 +463,11 @@ pub(crate) fn travelled_shares<P>(
         .collect();
     let total = *travelled.last()?;
     (total >= 1e-6).then(|| travelled.iter().map(|t| t / total).collect())
+}
+
+/// Euclidean distance of two RGB colours.
+fn rgb_distance(a: [f32; 3], b: [f32; 3]) -> f32 {
+    (0..3).map(|k| (a[k] - b[k]).powi(2)).sum::<f32>().sqrt()
 }
 
 fn mean3(colours: &[[f32; 3]]) -> [f32; 3] {
