@@ -288,6 +288,24 @@ pub fn score_refinement(
     Ok(scores)
 }
 
+/// What the refinement loop would hand over after `iteration` refinements, per start: the
+/// first accepted plan up to that iteration, else that iteration's plan (the loop stops at
+/// an accept; `score_refinement` does not, so both views come from one run). Starts keep the
+/// order of `scores`.
+pub fn held_by_loop(scores: &[IterationScore], iteration: usize) -> Vec<&IterationScore> {
+    let mut held: Vec<&IterationScore> = Vec::new();
+    for s in scores.iter().filter(|s| s.iteration <= iteration) {
+        let same_start =
+            |h: &&IterationScore| (&h.task, h.view, h.seed) == (&s.task, s.view, s.seed);
+        match held.iter().position(same_start) {
+            None => held.push(s),
+            Some(i) if !held[i].accepted && s.iteration > held[i].iteration => held[i] = s,
+            Some(_) => {}
+        }
+    }
+    held
+}
+
 /// Centroid and pixel count of the pixels labelled `id` in a `size` x `size` label map.
 fn mask_centroid(seg: &[u8], size: usize, id: u8) -> Option<([f32; 2], usize)> {
     let pts: Vec<usize> = seg
@@ -351,6 +369,34 @@ pub fn summarise(plans: &[PlanScore]) -> Vec<TaskQuality> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_loop_keeps_the_first_accepted_plan_of_each_start() {
+        let score = |seed: u64, iteration: usize, accepted: bool| IterationScore {
+            task: "push".to_owned(),
+            view: 0,
+            seed,
+            iteration,
+            psnr: (seed * 10 + iteration as u64) as f64,
+            ssim: 0.0,
+            final_position_error: None,
+            accepted,
+            findings: 0,
+        };
+        // Start 1 is accepted at iteration 1, start 2 never.
+        let scores = [
+            score(1, 0, false),
+            score(2, 0, false),
+            score(1, 1, true),
+            score(2, 1, false),
+            score(1, 2, false),
+            score(2, 2, false),
+        ];
+        let psnrs = |k| -> Vec<f64> { held_by_loop(&scores, k).iter().map(|s| s.psnr).collect() };
+        assert_eq!(psnrs(0), [10.0, 20.0]);
+        assert_eq!(psnrs(1), [11.0, 21.0]);
+        assert_eq!(psnrs(2), [11.0, 22.0], "the accepted plan stays");
+    }
 
     #[test]
     fn a_model_compared_with_itself_scores_the_same_and_can_be_stopped() {

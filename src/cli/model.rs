@@ -135,7 +135,8 @@ pub struct QualityArgs {
     #[arg(long)]
     pub figure: Option<PathBuf>,
     /// Instead: run K refinements per start with the perception critic (never stopping at an
-    /// accept) and print the mean scores per iteration 0..K.
+    /// accept) and print the mean scores per iteration 0..K, of every iteration and of what
+    /// the loop returns (the first accepted plan, else the latest).
     #[arg(long, default_value_t = 0)]
     pub refine: usize,
 }
@@ -533,7 +534,7 @@ fn quality_per_iteration(
     views: &[usize],
     sample: &videoagent::model::SampleConfig,
 ) -> Result<()> {
-    use videoagent::agent::model_eval::{HELD_OUT_SEED, score_refinement};
+    use videoagent::agent::model_eval::{HELD_OUT_SEED, held_by_loop, score_refinement};
     use videoagent::critic::PerceptionCritic;
 
     let critic = PerceptionCritic::default();
@@ -558,11 +559,28 @@ fn quality_per_iteration(
         args.steps,
         all.iter().filter(|s| s.iteration == 0).count()
     );
+    println!("every iteration (refined whatever the critic says):");
+    print_iteration_table(args.refine, |i| {
+        all.iter().filter(|s| s.iteration == i).collect()
+    });
+    println!("what the loop returns after k refinements (it stops at the first accept):");
+    print_iteration_table(args.refine, |i| held_by_loop(&all, i));
+    if let Some(path) = &args.json {
+        super::write_json(path, &all)?;
+    }
+    Ok(())
+}
+
+/// One row per iteration 0..=`refinements` of the plans `rows(i)` picks: mean scores.
+fn print_iteration_table<'a>(
+    refinements: usize,
+    rows: impl Fn(usize) -> Vec<&'a videoagent::agent::model_eval::IterationScore>,
+) {
     println!(
         "| iteration | PSNR | SSIM | accepted | findings per plan | task object found | its final error (px) |\n|---|---|---|---|---|---|---|"
     );
-    for i in 0..=args.refine {
-        let it: Vec<_> = all.iter().filter(|s| s.iteration == i).collect();
+    for i in 0..=refinements {
+        let it = rows(i);
         let n = it.len().max(1) as f64;
         let errors: Vec<f64> = it.iter().filter_map(|s| s.final_position_error).collect();
         println!(
@@ -575,10 +593,6 @@ fn quality_per_iteration(
             errors.iter().sum::<f64>() / errors.len().max(1) as f64,
         );
     }
-    if let Some(path) = &args.json {
-        super::write_json(path, &all)?;
-    }
-    Ok(())
 }
 
 pub(super) fn quality(args: &QualityArgs) -> Result<()> {
