@@ -27,7 +27,7 @@ use tracing_subscriber::EnvFilter;
 ///
 /// A third makes sampling ~15% faster: after each parallel op candle's worker thread spins
 /// 25,000 pauses (about a millisecond) before it sleeps, taking a core from the matrix product
-/// that usually follows; 2,000 spins still catch the next op of a chain.
+/// that usually follows; 500, 2,000 and 5,000 measured alike.
 #[allow(unsafe_code)] // FFI and env calls, each with its SAFETY note
 fn init_process() {
     // SAFETY: restores the default disposition of one signal before any thread exists.
@@ -48,8 +48,8 @@ fn init_process() {
     }
 }
 
-/// candle's knob for how long its idle worker spins before parking (`bench model`: forward
-/// 108 -> 88 ms, DDIM-20 plan 2.2 -> 1.85 s on 2 cores; training unchanged).
+/// candle's knob for how long its idle worker spins before parking (`bench model` on 2 cores:
+/// forward ~109 -> ~90 ms, DDIM-20 plan ~2.2 -> ~1.86 s; training unchanged).
 const BARRIER_SPIN_LIMIT_VAR: &str = "CANDLE_BARRIER_POOL_SPIN_LIMIT";
 const BARRIER_SPIN_LIMIT: u32 = 2_000;
 
