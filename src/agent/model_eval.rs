@@ -231,9 +231,19 @@ pub struct IterationScore {
     pub findings: usize,
 }
 
+/// How the iterations after the first plan are made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Revision {
+    /// From the previous plan and its critique (VideoAgent's refinement).
+    Refine,
+    /// A fresh plan from the start frame with the next seed: what a refinement has to beat.
+    Resample,
+}
+
 /// Runs the refinement loop for `refinements` refinements on one held-out start without
 /// stopping at an accept (every iteration is planned from the previous plan and its critique,
-/// as `agent::refine` does) and scores every iteration against the expert's video.
+/// as `agent::refine` does, or resampled) and scores every iteration against the expert's
+/// video.
 #[allow(clippy::too_many_arguments)]
 pub fn score_refinement(
     model: &VideoModel,
@@ -244,6 +254,7 @@ pub fn score_refinement(
     seed: u64,
     sample: &SampleConfig,
     refinements: usize,
+    revision: Revision,
 ) -> Result<Vec<IterationScore>, Box<dyn std::error::Error + Send + Sync>> {
     let expert = ExpertReference::record(world, task, view, seed, model.config.frame_size())?;
     let first = world.reset(task, view, seed)?;
@@ -251,13 +262,14 @@ pub fn score_refinement(
     let mut scores = Vec::new();
     let mut previous: Option<(Vec<Rgb8Image>, String)> = None;
     for iteration in 0..=refinements {
-        let prompt = match &previous {
+        let conditioning = previous.as_ref().filter(|_| revision == Revision::Refine);
+        let prompt = match conditioning {
             None => instruction.to_owned(),
             Some((_, feedback)) => super::refine::refinement_prompt(instruction, feedback),
         };
         let Some(plan) = model.plan(
             &first.rgb,
-            previous.as_ref().map(|p| p.0.as_slice()),
+            conditioning.map(|p| p.0.as_slice()),
             &prompt,
             sample,
             seed.wrapping_add(iteration as u64),

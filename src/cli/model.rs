@@ -72,6 +72,12 @@ pub struct TrainArgs {
     /// Default 1 (added as is; the public reference trainer omits the term).
     #[arg(long, default_value_t = videoagent::model::refine_train::DEFAULT_CONSISTENCY_WEIGHT)]
     pub consistency_weight: f64,
+    /// Give the network the real start frame in three more input channels beside the
+    /// conditioning, so that a refinement sees it and not only the previous plan made from it.
+    /// With --init from a model without them, the conditioning's stem weights are halved and
+    /// copied to the new channels: plain generation is exactly the initial model's.
+    #[arg(long)]
+    pub start_frame_input: bool,
     /// Share of each refinement batch that is plain generation (start frame conditioning,
     /// instruction text), so one model both generates and refines.
     #[arg(long, default_value_t = videoagent::model::refine_train::DEFAULT_PLAIN_SHARE)]
@@ -139,6 +145,10 @@ pub struct QualityArgs {
     /// the loop returns (the first accepted plan, else the latest).
     #[arg(long, default_value_t = 0)]
     pub refine: usize,
+    /// With --refine K: make every later iteration a fresh plan from the start frame with the
+    /// next seed instead of a refinement (the control a refinement has to beat).
+    #[arg(long)]
+    pub resample: bool,
 }
 
 #[derive(Debug, Args)]
@@ -208,6 +218,9 @@ pub(super) fn train(args: &TrainArgs) -> Result<()> {
                 bail!("--image-size {size} must be a multiple of 4 between 8 and 512");
             }
             unet.image_size = (size, size);
+        }
+        if args.start_frame_input {
+            unet.in_channels = unet.out_channels + 6;
         }
         let cfg = TrainConfig {
             steps: args.steps,
@@ -534,19 +547,33 @@ fn quality_per_iteration(
     views: &[usize],
     sample: &videoagent::model::SampleConfig,
 ) -> Result<()> {
-    use videoagent::agent::model_eval::{HELD_OUT_SEED, held_by_loop, score_refinement};
+    use videoagent::agent::model_eval::{HELD_OUT_SEED, Revision, held_by_loop, score_refinement};
     use videoagent::critic::PerceptionCritic;
 
     let critic = PerceptionCritic::default();
+    let (revision, made) = if args.resample {
+        (Revision::Resample, "resampled")
+    } else {
+        (Revision::Refine, "refined")
+    };
     let bar = progress((tasks.len() * views.len()) as u64 * args.seeds, "starts");
     let mut all = Vec::new();
     for task in tasks {
         for &view in views {
             for s in 0..args.seeds {
                 let seed = HELD_OUT_SEED + s * 3 + view as u64;
-                let scores =
-                    score_refinement(model, &critic, world, task, view, seed, sample, args.refine)
-                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                let scores = score_refinement(
+                    model,
+                    &critic,
+                    world,
+                    task,
+                    view,
+                    seed,
+                    sample,
+                    args.refine,
+                    revision,
+                )
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
                 all.extend(scores);
                 bar.inc(1);
             }
@@ -559,7 +586,7 @@ fn quality_per_iteration(
         args.steps,
         all.iter().filter(|s| s.iteration == 0).count()
     );
-    println!("every iteration (refined whatever the critic says):");
+    println!("every iteration ({made} whatever the critic says):");
     print_iteration_table(args.refine, |i| {
         all.iter().filter(|s| s.iteration == i).collect()
     });
@@ -613,6 +640,9 @@ pub(super) fn quality(args: &QualityArgs) -> Result<()> {
         guidance_weight: args.guidance,
         ..SampleConfig::ddim(args.steps)
     };
+    if args.resample && args.refine == 0 {
+        bail!("--resample needs --refine K (the iterations to resample)");
+    }
     if args.refine > 0 {
         return quality_per_iteration(args, &model, world.as_mut(), &tasks, &views, &sample);
     }

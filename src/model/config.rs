@@ -15,7 +15,8 @@ pub const DEFAULT_FRAMES: usize = 7;
 pub struct UNetConfig {
     /// (height, width) of each frame.
     pub image_size: (usize, usize),
-    /// Input channels per frame: noisy frame (3) + conditioning frame (3).
+    /// Input channels per frame: noisy frame (3) + conditioning frame (3) as the reference, or
+    /// 9 with the real start frame as well (see [`super::video::unet_input`]).
     pub in_channels: usize,
     /// Output channels per frame.
     pub out_channels: usize,

@@ -5,7 +5,7 @@
 use candle_core::{Device, Result, Tensor};
 
 use super::unet::UNet;
-use super::video::{Conditioning, unet_input};
+use super::video::Conditioning;
 
 /// Diffusion steps used for training.
 pub const TIMESTEPS: usize = 100;
@@ -247,7 +247,7 @@ impl Diffusion {
     ) -> Result<Loss> {
         let noisy = self.q_sample(x_start, t, noise)?;
         let t_tensor = timestep_tensor(t, x_start.device())?;
-        let out = unet.forward(&unet_input(&noisy, cond)?, &t_tensor, task_embed)?;
+        let out = unet.forward(&unet.input(&noisy, cond)?, &t_tensor, task_embed)?;
         self.weighted_loss(&out, &self.predict_v(x_start, t, noise)?, t)
     }
 }

@@ -101,6 +101,12 @@ impl ModelConfig {
         if let Some((name, v, max)) = bounded.iter().find(|(_, v, max)| v > max) {
             return Err(format!("{name} is {v}, more than {max}"));
         }
+        if ![u.out_channels + 3, u.out_channels + 6].contains(&u.in_channels) {
+            return Err(format!(
+                "in_channels {} must be out_channels + 3 (noisy frames and conditioning) or + 6 (and the start frame)",
+                u.in_channels
+            ));
+        }
         if !(1..=8).contains(&levels) || u.channel_mult.iter().any(|&m| !(1..=64).contains(&m)) {
             return Err(format!(
                 "channel_mult {:?} must have 1 to 8 levels of 1 to 64",
@@ -223,7 +229,7 @@ impl VideoModel {
     }
 
     /// Generates the 7 frames that follow `first` under `instruction` (refinement passes the
-    /// previous plan as `previous`). Same seed, same plan. `None` if `on_step` cancelled.
+    /// previous plan made from `first` as `previous`). Same seed, same plan. `None` if `on_step` cancelled.
     pub fn plan(
         &self,
         first: &Rgb8Image,
@@ -239,7 +245,10 @@ impl VideoModel {
             Some(prev) => {
                 let refs: Vec<&Rgb8Image> = prev.iter().collect();
                 let video = self.frames_to_tensor(&refs)?; // (f, 3, h, w)
-                Conditioning::Video(video.permute((1, 0, 2, 3))?.unsqueeze(0)?.contiguous()?)
+                Conditioning::Refinement {
+                    previous: video.permute((1, 0, 2, 3))?.unsqueeze(0)?.contiguous()?,
+                    start: self.frames_to_tensor(&[first])?,
+                }
             }
         };
         let prompt = Prompt {

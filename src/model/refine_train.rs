@@ -2,8 +2,9 @@
 //! to refine its own plans. A refinement sample is a start of the demonstration set with
 //! plans the model generated for it earlier and the critic's review of each
 //! (`store::refine_data`); the network is conditioned on one earlier plan as a frame-aligned
-//! video ([`Conditioning::Video`]) with the text `"instruction. critique"` of that plan, and
-//! must produce the expert's clip.
+//! video ([`Conditioning::Refinement`]; networks with start-frame channels also see the real
+//! start frame) with the text `"instruction. critique"` of that plan, and must produce the
+//! expert's clip.
 //!
 //! The loss of a batch is
 //!
@@ -42,7 +43,6 @@ use super::train::{
     TrainConfig, TrainData, TrainError, TrainSet, draw_batch, encode_texts, push_channels_first,
     shifted,
 };
-use super::video::unet_input;
 use super::{Conditioning, NoiseSource};
 use crate::env::Rgb8Image;
 use crate::store::dataset::CLIP_FRAMES;
@@ -194,11 +194,13 @@ impl RefineTrainData {
 
         let mut x_start = Vec::with_capacity(config.batch);
         let mut cond = Vec::with_capacity(config.batch);
+        let mut start_frames = Vec::with_capacity(config.batch);
         let mut texts: Vec<Option<String>> = Vec::with_capacity(config.batch);
         if n_plain > 0 {
             let plain = draw_batch(&self.plain, config, n_plain, step, &device)?;
             x_start.push(plain.x_start);
-            cond.push(Conditioning::Image(plain.first).video(frames)?);
+            cond.push(Conditioning::Image(plain.first.clone()).video(frames)?);
+            start_frames.push(plain.first);
             texts.extend(plain.texts);
         }
         // The refinement part: its own RNG, keyed by (seed, step) like everything else.
@@ -206,6 +208,7 @@ impl RefineTrainData {
             config.seed.wrapping_add(2) ^ step.wrapping_mul(0xBF58_476D_1CE4_E5B9),
         );
         let mut target = Vec::new();
+        let mut refine_starts = Vec::new();
         let mut cond_a = Vec::new();
         let mut cond_b = Vec::new();
         let mut texts_b: Vec<Option<String>> = Vec::new();
@@ -228,6 +231,7 @@ impl RefineTrainData {
                 out
             };
             push_channels_first(&clip(&start.truth[1..]), frames, size, true, &mut target);
+            refine_starts.extend(clip(&start.truth[..1]));
             let (gen_a, text_a) = &start.generations[a];
             push_channels_first(&clip(gen_a), frames, size, false, &mut cond_a);
             texts.push((!dropped).then(|| text_a.clone()));
@@ -242,9 +246,18 @@ impl RefineTrainData {
             let shape = (n_refine, 3, frames, size, size);
             x_start.push(Tensor::from_vec(target, shape, &device)?);
             cond.push(Tensor::from_vec(cond_a, shape, &device)?);
+            start_frames.push(Tensor::from_vec(
+                refine_starts,
+                (n_refine, 3, size, size),
+                &device,
+            )?);
         }
         let x_start = Tensor::cat(&x_start, 0)?;
-        let cond = Conditioning::Video(Tensor::cat(&cond, 0)?);
+        let start_frames = Tensor::cat(&start_frames, 0)?;
+        let cond = Conditioning::Refinement {
+            previous: Tensor::cat(&cond, 0)?,
+            start: start_frames.clone(),
+        };
         let tokens = encode_texts(model, &texts)?;
 
         let mut noise = NoiseSource::new(
@@ -256,7 +269,7 @@ impl RefineTrainData {
         let noisy = diffusion.q_sample(&x_start, &t, &eps)?;
         let v_target = diffusion.predict_v(&x_start, &t, &eps)?;
         let out_a = model.unet.forward(
-            &unet_input(&noisy, &cond)?,
+            &model.unet.input(&noisy, &cond)?,
             &timestep_tensor(&t, &device)?,
             &tokens,
         )?;
@@ -271,13 +284,12 @@ impl RefineTrainData {
         let p = paired.len();
         let idx = Tensor::from_vec(paired.clone(), p, &device)?;
         let t_p: Vec<usize> = paired.iter().map(|&i| t[i as usize]).collect();
-        let cond_b = Conditioning::Video(Tensor::from_vec(
-            cond_b,
-            (p, 3, frames, size, size),
-            &device,
-        )?);
+        let cond_b = Conditioning::Refinement {
+            previous: Tensor::from_vec(cond_b, (p, 3, frames, size, size), &device)?,
+            start: start_frames.index_select(&idx, 0)?,
+        };
         let out_b = model.unet.forward(
-            &unet_input(&noisy.index_select(&idx, 0)?, &cond_b)?,
+            &model.unet.input(&noisy.index_select(&idx, 0)?, &cond_b)?,
             &timestep_tensor(&t_p, &device)?,
             &encode_texts(model, &texts_b)?,
         )?;

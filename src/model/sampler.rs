@@ -8,7 +8,7 @@ use candle_core::{Result, Tensor};
 use super::diffusion::{Diffusion, ddim_time_pairs, timestep_tensor};
 use super::noise::NoiseSource;
 use super::unet::UNet;
-use super::video::{Conditioning, unet_input};
+use super::video::Conditioning;
 
 /// Which reverse process to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,7 +91,7 @@ impl Diffusion {
     ) -> Result<(Tensor, Tensor)> {
         let batch = x.dim(0)?;
         let t = vec![time; batch];
-        let input = unet_input(x, &prompt.cond)?;
+        let input = unet.input(x, &prompt.cond)?;
         let task_embed = &prompt.task_embed;
         let guided = config.guidance_weight != 0.0;
         // Both passes in one batch: results are per-sample, so this equals two calls.

@@ -17,6 +17,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::adam::{Adam, AdamConfig, Ema};
+use super::config::UNetConfig;
 use super::pipeline::{self, ModelConfig, VideoModel};
 use super::{Conditioning, ModelError, NoiseSource};
 use crate::env::Rgb8Image;
@@ -25,6 +26,8 @@ use crate::store::dataset::{Dataset, DatasetError, clip_indices};
 
 pub const STATE_FILE: &str = "train_state.safetensors";
 pub const STATE_JSON: &str = "train_state.json";
+/// The stem's spatial convolution, the one weight whose shape the input channels change.
+const STEM_WEIGHT: &str = "unet.input_blocks.0.0.spatial_conv.weight";
 pub const LOSS_CSV: &str = "loss.csv";
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -337,6 +340,17 @@ struct StateJson {
     model: ModelConfig,
 }
 
+/// The stem weights `(o, noisy + 3, k, k)` of a reference-layout network, widened for the start
+/// frame: `(o, noisy + 6, k, k)` with the conditioning's weights halved and copied to the start
+/// channels. Plain generation conditions on the start frame in both, so the widened network
+/// generates exactly as before; a refinement first sees the mean of the previous plan and the
+/// start frame, and learns from there how much of each to use.
+fn split_conditioning_weights(stem: &Tensor) -> candle_core::Result<Tensor> {
+    let noisy = stem.dim(1)? - 3;
+    let half = (stem.narrow(1, noisy, 3)? * 0.5)?;
+    Tensor::cat(&[&stem.narrow(1, 0, noisy)?, &half, &half], 1)
+}
+
 /// A training run living in `out_dir`.
 pub struct Trainer {
     pub config: TrainConfig,
@@ -352,7 +366,8 @@ pub struct Trainer {
 
 impl Trainer {
     /// A fresh run (weights initialised as upstream), or fine-tuning from `init` (a model
-    /// folder whose config matches).
+    /// folder whose config matches, or differs only by the start-frame input channels that
+    /// `model_cfg` adds).
     pub fn new(
         model_cfg: ModelConfig,
         config: TrainConfig,
@@ -367,7 +382,12 @@ impl Trainer {
         let vars = sorted_vars(&varmap)?;
         if let Some(dir) = init {
             let base = VideoModel::load(dir, device)?;
-            if base.config.unet != model.config.unet
+            let widened = UNetConfig {
+                in_channels: model.config.unet.in_channels,
+                ..base.config.unet.clone()
+            };
+            let widens = base.config.unet.in_channels < widened.in_channels;
+            if (base.config.unet != model.config.unet && !(widens && widened == model.config.unet))
                 || base.config.text != model.config.text
                 || base.config.text_encoder != model.config.text_encoder
             {
@@ -388,7 +408,11 @@ impl Trainer {
                     problem: format!("initial weights lack {name}"),
                     path: dir.to_owned(),
                 })?;
-                var.set(t)?;
+                if widens && name == STEM_WEIGHT {
+                    var.set(&split_conditioning_weights(t)?)?;
+                } else {
+                    var.set(t)?;
+                }
             }
         }
         let adam = Adam::new(vars.clone(), config.adam)?;
@@ -628,7 +652,6 @@ pub fn read_loss_log(path: &Path) -> Vec<(u64, f32, f64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::UNetConfig;
     use crate::model::clip_text::tests::write_tiny_clip;
     use crate::model::text::TextEncoderKind;
 
@@ -677,6 +700,85 @@ mod tests {
         let loaded = VideoModel::load(out.path(), &Device::Cpu).expect("the run folder loads");
         assert_eq!(loaded.config.text_encoder, kind);
         assert_eq!(loaded.text.dim(), 16);
+    }
+
+    #[test]
+    fn a_model_widened_for_the_start_frame_generates_as_before_and_refines_with_it() {
+        let device = Device::Cpu;
+        let config = TrainConfig {
+            steps: 0,
+            batch: 1,
+            ..TrainConfig::default()
+        };
+        let base_dir = tempfile::tempdir().expect("temp dir");
+        let base_cfg = ModelConfig::new(UNetConfig::tiny(), "tabletop");
+        let mut base = Trainer::new(
+            base_cfg.clone(),
+            config.clone(),
+            base_dir.path(),
+            None,
+            &device,
+        )
+        .expect("base trainer");
+        // Upstream zero-initialises the output convolutions: random weights everywhere make
+        // every input channel matter.
+        for (_, var) in &base.vars {
+            let random = Tensor::randn(0f32, 0.2, var.shape(), &device).expect("weights");
+            var.set(&random).expect("set");
+        }
+        base.ema = Ema::new(&base.vars, config.ema_decay).expect("EMA of the random weights");
+        base.save().expect("base model saved");
+        let base = VideoModel::load(base_dir.path(), &device).expect("base loads");
+
+        let mut wide_cfg = base_cfg.clone();
+        wide_cfg.unet.in_channels = 9;
+        let out = tempfile::tempdir().expect("temp dir");
+        let wide = Trainer::new(
+            wide_cfg,
+            config.clone(),
+            out.path(),
+            Some(base_dir.path()),
+            &device,
+        )
+        .expect("widened from the base");
+
+        let (h, w) = UNetConfig::tiny().image_size;
+        let frames = UNetConfig::tiny().frames;
+        let noisy = Tensor::randn(0f32, 1.0, (1, 3, frames, h, w), &device).expect("noise");
+        let start = Tensor::rand(0f32, 1.0, (1, 3, h, w), &device).expect("start");
+        let previous = Tensor::rand(0f32, 1.0, (1, 3, frames, h, w), &device).expect("plan");
+        let t = Tensor::new(&[40f32], &device).expect("t");
+        let tokens = base
+            .text
+            .encode(&["push the block"], &device)
+            .expect("tokens");
+        let run = |model: &VideoModel, cond: &Conditioning| {
+            let input = model.unet.input(&noisy, cond).expect("input");
+            model.unet.forward(&input, &t, &tokens).expect("forward")
+        };
+        let max_diff = |a: &Tensor, b: &Tensor| {
+            (a - b)
+                .and_then(|d| d.abs()?.max_all()?.to_scalar::<f32>())
+                .expect("difference")
+        };
+        let plain = Conditioning::Image(start.clone());
+        let generated = max_diff(&run(&base, &plain), &run(&wide.model, &plain));
+        assert!(generated < 1e-5, "plain generation changed by {generated}");
+        let refined_base = run(&base, &Conditioning::Video(previous.clone()));
+        let refined_wide = run(&wide.model, &Conditioning::Refinement { previous, start });
+        assert!(
+            max_diff(&refined_base, &refined_wide) > 1e-3,
+            "the widened network's refinement sees the start frame"
+        );
+
+        let mut other = base_cfg;
+        other.unet.in_channels = 9;
+        other.unet.model_channels *= 2;
+        let out = tempfile::tempdir().expect("temp dir");
+        assert!(
+            Trainer::new(other, config, out.path(), Some(base_dir.path()), &device).is_err(),
+            "only the input channels may differ from the initial model"
+        );
     }
 
     #[test]

@@ -10,11 +10,13 @@ use super::config::UNetConfig;
 use super::conv::FactorizedConv;
 use super::layers::{GroupNorm, linear};
 use super::perceiver::PerceiverResampler;
+use super::video::{Conditioning, unet_input};
 
 #[derive(Debug, Clone)]
 pub struct UNet {
     /// Of the weights and activations (f32, or bf16 for `Precision::Bf16`).
     dtype: DType,
+    in_channels: usize,
     model_channels: usize,
     levels: usize,
     time_embed_in: Linear,
@@ -101,6 +103,7 @@ impl UNet {
 
         Ok(Self {
             dtype: vb.dtype(),
+            in_channels: cfg.in_channels,
             model_channels: mc,
             levels: cfg.channel_mult.len(),
             time_embed_in: linear(mc, emb_dim, true, vb.pp("time_embed.0"))?,
@@ -123,6 +126,11 @@ impl UNet {
             out_norm: GroupNorm::new(ch, vb.pp("out.0"))?,
             out_conv: FactorizedConv::new(input_ch, cfg.out_channels, 3, 1, vb.pp("out.2"))?,
         })
+    }
+
+    /// The input [`Self::forward`] takes for `noisy` frames under `cond` (see [`unet_input`]).
+    pub fn input(&self, noisy: &Tensor, cond: &Conditioning) -> Result<Tensor> {
+        unet_input(noisy, cond, self.in_channels)
     }
 
     /// `time_embed(timestep_embedding(t, model_channels))`: `t` `(b,)` -> `(b, 4 model_channels)`.
@@ -221,7 +229,6 @@ mod tests {
 
     use super::*;
     use crate::model::diffusion::Diffusion;
-    use crate::model::video::Conditioning;
 
     #[test]
     fn gradients_reach_every_parameter_of_a_varmap_network() -> Result<()> {

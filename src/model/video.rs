@@ -33,20 +33,29 @@ pub enum Conditioning {
     Image(Tensor),
     /// A frame-aligned video `(b, 3, f, h, w)`, e.g. the previous plan (refinement).
     Video(Tensor),
+    /// A previous plan `(b, 3, f, h, w)` and the real start frame `(b, 3, h, w)` it was made
+    /// from (refinement). Networks with start-frame channels see both; the reference layout
+    /// sees the plan only, as [`Self::Video`].
+    Refinement { previous: Tensor, start: Tensor },
+}
+
+fn repeated(image: &Tensor, frames: usize) -> Result<Tensor> {
+    let (b, c, h, w) = image.dims4()?;
+    image
+        .unsqueeze(2)?
+        .broadcast_as((b, c, frames, h, w))?
+        .contiguous()
 }
 
 impl Conditioning {
     /// The conditioning as a `(b, 3, frames, h, w)` video.
     pub fn video(&self, frames: usize) -> Result<Tensor> {
         match self {
-            Self::Image(image) => {
-                let (b, c, h, w) = image.dims4()?;
-                image
-                    .unsqueeze(2)?
-                    .broadcast_as((b, c, frames, h, w))?
-                    .contiguous()
-            }
-            Self::Video(video) => {
+            Self::Image(image) => repeated(image, frames),
+            Self::Video(video)
+            | Self::Refinement {
+                previous: video, ..
+            } => {
                 let found = video.dim(2)?;
                 if found != frames {
                     candle_core::bail!("conditioning video has {found} frames, expected {frames}");
@@ -56,17 +65,85 @@ impl Conditioning {
         }
     }
 
+    /// The real start frame repeated as a `(b, 3, frames, h, w)` video (for networks with
+    /// start-frame channels).
+    pub fn start_video(&self, frames: usize) -> Result<Tensor> {
+        match self {
+            Self::Image(start) | Self::Refinement { start, .. } => repeated(start, frames),
+            Self::Video(_) => {
+                candle_core::bail!(
+                    "this network also takes the start frame: condition on Refinement, not Video"
+                )
+            }
+        }
+    }
+
     /// The batch size.
     pub fn batch_size(&self) -> Result<usize> {
         match self {
-            Self::Image(t) | Self::Video(t) => t.dim(0),
+            Self::Image(t) | Self::Video(t) | Self::Refinement { previous: t, .. } => t.dim(0),
         }
     }
 }
 
-/// The U-Net input `[noisy, cond]` on channels, `(b, 6, f, h, w)` (the order used at inference;
-/// the public VideoAgent trainer's swapped order is a known quirk not copied here).
-pub fn unet_input(noisy: &Tensor, cond: &Conditioning) -> Result<Tensor> {
+/// The U-Net input on channels: `[noisy, cond]` (`in_channels` 6, the reference layout, in the
+/// order used at inference; the public VideoAgent trainer's swapped order is a known quirk not
+/// copied here), or `[noisy, cond, start frame]` (`in_channels` 9: refinement also sees the
+/// real start frame, not only the previous plan made from it).
+pub fn unet_input(noisy: &Tensor, cond: &Conditioning, in_channels: usize) -> Result<Tensor> {
     let frames = noisy.dim(2)?;
-    Tensor::cat(&[noisy, &cond.video(frames)?], 1)
+    let cond_video = cond.video(frames)?;
+    let base = noisy.dim(1)? + cond_video.dim(1)?;
+    match in_channels.checked_sub(base) {
+        Some(0) => Tensor::cat(&[noisy, &cond_video], 1),
+        Some(3) => Tensor::cat(&[noisy, &cond_video, &cond.start_video(frames)?], 1),
+        _ => candle_core::bail!(
+            "a network of {in_channels} input channels takes [noisy, conditioning] ({base}) or also the start frame ({})",
+            base + 3
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::Device;
+
+    use super::*;
+
+    fn values(t: &Tensor) -> Vec<f32> {
+        t.flatten_all()
+            .and_then(|t| t.to_vec1::<f32>())
+            .expect("values")
+    }
+
+    #[test]
+    fn the_input_holds_noisy_then_conditioning_then_the_start_frame_if_asked() -> Result<()> {
+        let device = Device::Cpu;
+        let (frames, side) = (2, 2);
+        let noisy = Tensor::full(-1f32, (1, 3, frames, side, side), &device)?;
+        let previous = Tensor::full(0.25f32, (1, 3, frames, side, side), &device)?;
+        let start = Tensor::full(0.75f32, (1, 3, side, side), &device)?;
+        let refinement = Conditioning::Refinement {
+            previous: previous.clone(),
+            start: start.clone(),
+        };
+        let channel = |x: &Tensor, c: usize| x.narrow(1, c, 1).map(|t| values(&t));
+        let reference = unet_input(&noisy, &refinement, 6)?;
+        assert_eq!(reference.dims(), &[1, 6, frames, side, side]);
+        assert!(channel(&reference, 3)?.iter().all(|&v| v == 0.25));
+
+        let wide = unet_input(&noisy, &refinement, 9)?;
+        assert_eq!(wide.dims(), &[1, 9, frames, side, side]);
+        assert!(channel(&wide, 0)?.iter().all(|&v| v == -1.0));
+        assert!(channel(&wide, 5)?.iter().all(|&v| v == 0.25));
+        assert!(channel(&wide, 8)?.iter().all(|&v| v == 0.75));
+
+        let first_plan = unet_input(&noisy, &Conditioning::Image(start), 9)?;
+        assert!(channel(&first_plan, 4)?.iter().all(|&v| v == 0.75));
+        assert!(channel(&first_plan, 7)?.iter().all(|&v| v == 0.75));
+
+        assert!(unet_input(&noisy, &Conditioning::Video(previous.clone()), 9).is_err());
+        assert!(unet_input(&noisy, &Conditioning::Video(previous), 7).is_err());
+        Ok(())
+    }
 }
