@@ -7,7 +7,8 @@
 //! perception critic), `refine_env` (the same loop judged by executing each plan in a copy of
 //! the world: the paper's environment feedback, i.e. refinement with a perfect critic),
 //! `resample_env` (its ablation: fresh plans from new seeds instead of refinements, judged the
-//! same way; what refinement adds over trying again), `replan` (baseline plus new plans when
+//! same way; what refinement adds over trying again), `resample` (the same ablation of
+//! `refine`: fresh plans until the perception critic accepts one), `replan` (baseline plus new plans when
 //! the gripper stalls) and `expert` (the expert's own video as the plan: a sanity row that
 //! needs no model).
 //!
@@ -46,7 +47,7 @@ pub enum EvalError {
     #[error("mode '{mode}' needs a video model")]
     NeedsModel { mode: Mode },
     #[error(
-        "unknown mode '{name}' (valid: expert, baseline, refine, refine_env, resample_env, replan)"
+        "unknown mode '{name}' (valid: expert, baseline, refine, refine_env, resample_env, resample, replan)"
     )]
     UnknownMode { name: String },
     #[error("nothing to evaluate: {what}")]
@@ -75,15 +76,18 @@ pub enum Mode {
     /// Ablation of `RefineEnv`: as many fresh plans (new seeds, start frame and instruction
     /// only) until the execution critic accepts one.
     ResampleEnv,
+    /// Ablation of `Refine`: fresh plans until the perception critic accepts one.
+    Resample,
 }
 
 impl Mode {
-    pub const ALL: [Mode; 6] = [
+    pub const ALL: [Mode; 7] = [
         Mode::Expert,
         Mode::Baseline,
         Mode::Refine,
         Mode::RefineEnv,
         Mode::ResampleEnv,
+        Mode::Resample,
         Mode::Replan,
     ];
 
@@ -94,6 +98,7 @@ impl Mode {
             Mode::Refine => "refine",
             Mode::RefineEnv => "refine_env",
             Mode::ResampleEnv => "resample_env",
+            Mode::Resample => "resample",
             Mode::Replan => "replan",
         }
     }
@@ -228,11 +233,16 @@ impl EvalSpec {
                     "execution".to_owned()
                 }
             ),
-            Mode::ResampleEnv => format!(
-                "{} ddim{} attempts={} critic=execution steps={steps}",
+            Mode::ResampleEnv | Mode::Resample => format!(
+                "{} ddim{} attempts={} critic={} steps={steps}",
                 self.model_label,
                 self.sampler_steps,
-                self.refinements + 1
+                self.refinements + 1,
+                if mode == Mode::Resample {
+                    self.perception_label()
+                } else {
+                    "execution".to_owned()
+                }
             ),
             Mode::Replan => format!(
                 "{} ddim{} replans={} steps={steps}",
@@ -536,8 +546,8 @@ fn episode_into(
         Mode::Baseline | Mode::Replan => {
             model_plan(needs_model()?, &first.rgb, &instruction, &sample, key.seed)?
         }
-        Mode::Refine | Mode::RefineEnv | Mode::ResampleEnv => {
-            let critic: Box<dyn Critic> = if key.mode == Mode::Refine {
+        Mode::Refine | Mode::RefineEnv | Mode::ResampleEnv | Mode::Resample => {
+            let critic: Box<dyn Critic> = if matches!(key.mode, Mode::Refine | Mode::Resample) {
                 Box::new(PerceptionCritic {
                     rejects_on: spec.rejects_on.clone(),
                     ..PerceptionCritic::default()
@@ -554,7 +564,7 @@ fn episode_into(
                 instruction: &instruction,
             };
             let model = needs_model()?;
-            let r = if key.mode == Mode::ResampleEnv {
+            let r = if matches!(key.mode, Mode::ResampleEnv | Mode::Resample) {
                 let attempts = spec.refinements + 1;
                 resampled_plan(model, critic.as_ref(), &input, &sample, attempts, key.seed)?
             } else {
@@ -811,14 +821,15 @@ impl EvalTable {
 }
 
 /// Bar colours by [`Mode`] (its discriminant): expert grey, baseline blue, refine orange,
-/// replan green, refine_env purple, resample_env brown.
-pub const MODE_COLOURS: [[u8; 3]; 6] = [
+/// replan green, refine_env purple, resample_env brown, resample gold.
+pub const MODE_COLOURS: [[u8; 3]; 7] = [
     [150, 150, 150],
     [66, 110, 200],
     [240, 140, 40],
     [60, 170, 90],
     [150, 90, 190],
     [150, 110, 70],
+    [215, 185, 50],
 ];
 
 /// The JSON report of `videoagent eval`.
@@ -1072,6 +1083,40 @@ mod tests {
                 assert_eq!(
                     (a.success, a.plans_generated),
                     (b.success, b.plans_generated)
+                );
+            }
+        }
+    }
+
+    /// `resample` is `refine`'s ablation: the same perception critic and the same first plan,
+    /// then fresh plans instead of refinements; a loop without an accept used every attempt.
+    #[test]
+    fn resampling_shares_the_critic_and_the_first_plan_with_refinement() {
+        let model_dir = crate::model::pipeline::default_model_dir();
+        let model = VideoModel::load(&model_dir, &candle_core::Device::Cpu).expect("model");
+        let mut s = spec(vec![Mode::Refine, Mode::Resample], 2);
+        s.sampler_steps = 2;
+        s.refinements = 1;
+        let mut world = open_world(&s.world, s.world_size).expect("world");
+        let results: Vec<EpisodeResult> = s
+            .episodes()
+            .iter()
+            .map(|key| run_episode(world.as_mut(), Some(&model), &s, key))
+            .collect();
+        for r in &results {
+            assert!(r.setting.contains("critic=perception"), "{}", r.setting);
+            if r.accepted == Some(false) {
+                assert_eq!(r.plans_generated, 2, "{r:?}");
+            }
+        }
+        let (refine, resample) = results.split_at(results.len() / 2);
+        for (a, b) in refine.iter().zip(resample) {
+            assert_eq!((a.key.mode, b.key.mode), (Mode::Refine, Mode::Resample));
+            assert_eq!(a.key.seed, b.key.seed);
+            if a.plans_generated == 1 || b.plans_generated == 1 {
+                assert_eq!(
+                    (a.accepted, a.plans_generated),
+                    (b.accepted, b.plans_generated)
                 );
             }
         }

@@ -26,7 +26,8 @@ pub struct EvalArgs {
     pub seeds: u64,
     /// Methods, comma-separated: expert, baseline, refine, refine_env (refinement judged by
     /// executing each plan in a copy of the world: a perfect critic), resample_env (fresh
-    /// plans instead of refinements, judged the same way), replan.
+    /// plans instead of refinements, judged the same way), resample (fresh plans instead of
+    /// refinements, judged by the perception critic as refine is), replan.
     #[arg(long, default_value = "baseline,refine,replan")]
     pub modes: String,
     /// Report (JSON); the episode log goes beside it (.jsonl) and the chart (.png).
@@ -70,7 +71,7 @@ fn eval_spec_from(
     let modes = Mode::parse_list(modes)?;
     if modes.is_empty() {
         bail!(
-            "--modes is empty (valid: expert, baseline, refine, refine_env, resample_env, replan)"
+            "--modes is empty (valid: expert, baseline, refine, refine_env, resample_env, resample, replan)"
         );
     }
     if seeds == 0 {

@@ -590,7 +590,7 @@ fn quality_per_iteration(
     print_iteration_table(args.refine, |i| {
         all.iter().filter(|s| s.iteration == i).collect()
     });
-    println!("what the loop returns after k refinements (it stops at the first accept):");
+    println!("what the loop returns after k more plans (it stops at the first accept):");
     print_iteration_table(args.refine, |i| held_by_loop(&all, i));
     if let Some(path) = &args.json {
         super::write_json(path, &all)?;
