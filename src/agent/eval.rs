@@ -1051,23 +1051,28 @@ mod tests {
         assert_eq!((fourth.ran, fourth.reused), (1, 0));
     }
 
+    /// Episodes of two loop methods (2 sampler steps, one refinement) on the same starts,
+    /// `first`'s then `second`'s, with the shipped model.
+    fn two_loops(first: Mode, second: Mode) -> Vec<EpisodeResult> {
+        let model_dir = crate::model::pipeline::default_model_dir();
+        let model = VideoModel::load(&model_dir, &candle_core::Device::Cpu).expect("model");
+        let mut s = spec(vec![first, second], 2);
+        s.sampler_steps = 2;
+        s.refinements = 1;
+        let mut world = open_world(&s.world, s.world_size).expect("world");
+        s.episodes()
+            .iter()
+            .map(|key| run_episode(world.as_mut(), Some(&model), &s, key))
+            .collect()
+    }
+
     /// Environment feedback judges a plan by executing it from the same start, so an
     /// episode succeeds exactly when its loop found a plan the critic accepted, and a loop
     /// with no accept used every attempt. Both loops make their first plan from the same
     /// seed, so when either stopped there they agree.
     #[test]
     fn environment_feedback_agrees_with_the_executed_episode() {
-        let model_dir = crate::model::pipeline::default_model_dir();
-        let model = VideoModel::load(&model_dir, &candle_core::Device::Cpu).expect("model");
-        let mut s = spec(vec![Mode::RefineEnv, Mode::ResampleEnv], 2);
-        s.sampler_steps = 2;
-        s.refinements = 1;
-        let mut world = open_world(&s.world, s.world_size).expect("world");
-        let results: Vec<EpisodeResult> = s
-            .episodes()
-            .iter()
-            .map(|key| run_episode(world.as_mut(), Some(&model), &s, key))
-            .collect();
+        let results = two_loops(Mode::RefineEnv, Mode::ResampleEnv);
         for r in &results {
             assert_eq!(r.failure.is_none(), r.success, "{r:?}");
             assert_eq!(r.accepted, Some(r.success), "{r:?}");
@@ -1092,17 +1097,7 @@ mod tests {
     /// then fresh plans instead of refinements; a loop without an accept used every attempt.
     #[test]
     fn resampling_shares_the_critic_and_the_first_plan_with_refinement() {
-        let model_dir = crate::model::pipeline::default_model_dir();
-        let model = VideoModel::load(&model_dir, &candle_core::Device::Cpu).expect("model");
-        let mut s = spec(vec![Mode::Refine, Mode::Resample], 2);
-        s.sampler_steps = 2;
-        s.refinements = 1;
-        let mut world = open_world(&s.world, s.world_size).expect("world");
-        let results: Vec<EpisodeResult> = s
-            .episodes()
-            .iter()
-            .map(|key| run_episode(world.as_mut(), Some(&model), &s, key))
-            .collect();
+        let results = two_loops(Mode::Refine, Mode::Resample);
         for r in &results {
             assert!(r.setting.contains("critic=perception"), "{}", r.setting);
             if r.accepted == Some(false) {
