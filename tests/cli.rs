@@ -80,11 +80,12 @@ fn bad_input_exits_non_zero_with_one_clear_line() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("d");
     let out = out.to_str().expect("utf-8");
-    let cases: [(&[&str], &str); 16] = [
+    let cases: [(&[&str], &str); 17] = [
         (
             &["dataset", "--tasks", "fly", "--out", out],
             "unknown task 'fly'",
         ),
+        (&["quality", "--resample"], "--resample needs --refine K"),
         (
             &["improve", "--successes-per-task", "0", "--out", out],
             "--successes-per-task must be at least 1",

@@ -628,6 +628,9 @@ pub(super) fn quality(args: &QualityArgs) -> Result<()> {
         SampleConfig, VideoModel, device::select_device, pipeline::default_model_dir,
     };
 
+    if args.resample && args.refine == 0 {
+        bail!("--resample needs --refine K (the iterations to resample)");
+    }
     let model_dir = args.model.clone().unwrap_or_else(default_model_dir);
     let (device, note) = select_device(&args.device)?;
     tracing::info!("{note}");
@@ -640,9 +643,6 @@ pub(super) fn quality(args: &QualityArgs) -> Result<()> {
         guidance_weight: args.guidance,
         ..SampleConfig::ddim(args.steps)
     };
-    if args.resample && args.refine == 0 {
-        bail!("--resample needs --refine K (the iterations to resample)");
-    }
     if args.refine > 0 {
         return quality_per_iteration(args, &model, world.as_mut(), &tasks, &views, &sample);
     }
