@@ -8,9 +8,9 @@
 //! the world: the paper's environment feedback, i.e. refinement with a perfect critic),
 //! `resample_env` (its ablation: fresh plans from new seeds instead of refinements, judged the
 //! same way; what refinement adds over trying again), `resample` (the same ablation of
-//! `refine`: fresh plans until the perception critic accepts one), `replan` (baseline plus new plans when
-//! the gripper stalls) and `expert` (the expert's own video as the plan: a sanity row that
-//! needs no model).
+//! `refine`: fresh plans until the perception critic accepts one), `replan` (baseline plus new
+//! plans when the gripper stalls) and `expert` (the expert's own video as the plan: a sanity
+//! row that needs no model).
 //!
 //! Episodes run in parallel on worker threads (one world each, one shared model). Every
 //! finished episode is appended to a JSON-lines log and synced at once ([`ResultLog`]), so an

@@ -229,7 +229,8 @@ impl VideoModel {
     }
 
     /// Generates the 7 frames that follow `first` under `instruction` (refinement passes the
-    /// previous plan made from `first` as `previous`). Same seed, same plan. `None` if `on_step` cancelled.
+    /// previous plan made from `first` as `previous`). Same seed, same plan. `None` if
+    /// `on_step` cancelled.
     pub fn plan(
         &self,
         first: &Rgb8Image,
