@@ -103,6 +103,11 @@ impl Mode {
         }
     }
 
+    /// Loop methods whose critic executes each plan in a copy of the world.
+    fn judged_by_execution(self) -> bool {
+        matches!(self, Mode::RefineEnv | Mode::ResampleEnv)
+    }
+
     pub fn needs_model(self) -> bool {
         self != Mode::Expert
     }
@@ -203,6 +208,15 @@ impl EvalSpec {
         keys
     }
 
+    /// The critic of a loop method: `execution`, or the perception critic's label.
+    fn critic_label(&self, mode: Mode) -> String {
+        if mode.judged_by_execution() {
+            "execution".to_owned()
+        } else {
+            self.perception_label()
+        }
+    }
+
     /// `perception`, with the rejecting kinds when they are not all of them.
     fn perception_label(&self) -> String {
         if FindingKind::ALL.iter().all(|k| self.rejects_on.contains(k)) {
@@ -227,22 +241,14 @@ impl EvalSpec {
                 self.model_label,
                 self.sampler_steps,
                 self.refinements,
-                if mode == Mode::Refine {
-                    self.perception_label()
-                } else {
-                    "execution".to_owned()
-                }
+                self.critic_label(mode)
             ),
             Mode::ResampleEnv | Mode::Resample => format!(
                 "{} ddim{} attempts={} critic={} steps={steps}",
                 self.model_label,
                 self.sampler_steps,
                 self.refinements + 1,
-                if mode == Mode::Resample {
-                    self.perception_label()
-                } else {
-                    "execution".to_owned()
-                }
+                self.critic_label(mode)
             ),
             Mode::Replan => format!(
                 "{} ddim{} replans={} steps={steps}",
@@ -547,16 +553,16 @@ fn episode_into(
             model_plan(needs_model()?, &first.rgb, &instruction, &sample, key.seed)?
         }
         Mode::Refine | Mode::RefineEnv | Mode::ResampleEnv | Mode::Resample => {
-            let critic: Box<dyn Critic> = if matches!(key.mode, Mode::Refine | Mode::Resample) {
-                Box::new(PerceptionCritic {
-                    rejects_on: spec.rejects_on.clone(),
-                    ..PerceptionCritic::default()
-                })
-            } else {
+            let critic: Box<dyn Critic> = if key.mode.judged_by_execution() {
                 Box::new(
                     ExecutionCritic::new(&spec.world, spec.world_size, key.view, key.seed)
                         .map_err(|e| format!("execution critic: {e}"))?,
                 )
+            } else {
+                Box::new(PerceptionCritic {
+                    rejects_on: spec.rejects_on.clone(),
+                    ..PerceptionCritic::default()
+                })
             };
             let input = RefineInput {
                 first: &first,

@@ -382,12 +382,14 @@ impl Trainer {
         let vars = sorted_vars(&varmap)?;
         if let Some(dir) = init {
             let base = VideoModel::load(dir, device)?;
+            // The same network, or the same with the start-frame channels added.
+            let widens = base.config.unet.in_channels < model.config.unet.in_channels;
             let widened = UNetConfig {
                 in_channels: model.config.unet.in_channels,
                 ..base.config.unet.clone()
             };
-            let widens = base.config.unet.in_channels < widened.in_channels;
-            if (base.config.unet != model.config.unet && !(widens && widened == model.config.unet))
+            if widened != model.config.unet
+                || base.config.unet.in_channels > model.config.unet.in_channels
                 || base.config.text != model.config.text
                 || base.config.text_encoder != model.config.text_encoder
             {
