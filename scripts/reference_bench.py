@@ -1,11 +1,15 @@
-"""Times the reference PyTorch video U-Net (Video-as-Agent/VideoAgent, AVDC lineage) on a GPU,
-for the same configs and measurements as `videoagent bench model`: forward pass (batch 1,
-7 frames) in fp32 / TF32 / bf16 autocast, one DDIM-25 plan (fp32, TF32) and one training
-step (batch 8, Adam, fp32). The reference code is not part of this repository: pass the
-folder that holds its `guided_diffusion` package with --ref (and pure-Python deps with
---site if the machine lacks einops / einops_exts / tqdm).
+"""Times the reference PyTorch video U-Net (Video-as-Agent/VideoAgent, AVDC lineage) for the
+same configs and measurements as `videoagent bench model`: forward pass (batch 1, 7 frames),
+one DDIM plan (--plan-steps denoising steps, default 25) and one training step (batch 8, Adam,
+fp32). On a GPU (--device cuda, the default) the forward pass and the plan are timed in fp32,
+TF32 and bf16 autocast; on the CPU (--device cpu, --threads N) in fp32 only, and the TF32 and
+bf16 entries are null. The reference code is not part of this repository: pass the folder that
+holds its `guided_diffusion` package with --ref (and pure-Python deps with --site if the
+machine lacks einops / einops_exts / tqdm).
 
     python3 scripts/reference_bench.py --ref REF --site SITE --json out.json
+    python3 scripts/reference_bench.py --ref REF --device cpu --threads 2 --configs default \
+        --reps 3 --train-reps 3 --plan-steps 20 --json out.json
 """
 import argparse
 import json
@@ -18,9 +22,22 @@ def main():
     ap.add_argument("--ref", required=True)
     ap.add_argument("--site")
     ap.add_argument("--json")
-    ap.add_argument("--reps", type=int, default=10)
+    ap.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
+    ap.add_argument("--threads", type=int, help="torch.set_num_threads (CPU only)")
+    ap.add_argument("--reps", type=int, default=10, help="timed forward passes")
+    ap.add_argument("--plan-reps", type=int, default=2, help="timed DDIM plans")
+    ap.add_argument("--train-reps", type=int, default=3, help="timed training steps")
+    ap.add_argument("--plan-steps", type=int, default=25)
     ap.add_argument("--configs", default="default,ithor,metaworld")
+    ap.add_argument("--unet-json", help="time this one config instead of --configs: a JSON "
+                    "object with the fields of videoagent's UNetConfig (how `videoagent bench "
+                    "model --reference` passes the config it measured)")
+    ap.add_argument("--name", default="custom", help="the --unet-json config's name")
     args = ap.parse_args()
+    if args.threads is not None and args.device != "cpu":
+        ap.error("--threads applies to --device cpu only")
+    if not 1 <= args.plan_steps <= 100:
+        ap.error("--plan-steps must be in 1..=100 (the timesteps span 100)")
     if args.site:
         sys.path.insert(0, args.site)
     sys.path.insert(0, args.ref)
@@ -35,30 +52,55 @@ def main():
         "metaworld": dict(image_size=(128, 128), model_channels=128, num_res_blocks=2,
                           attention_resolutions=(8, 16), channel_mult=(1, 2, 3, 4, 5), task_token_channels=512),
     }
-    dev = torch.device("cuda")
-    report = {"gpu": torch.cuda.get_device_name(0), "torch": torch.__version__, "configs": []}
+    cuda = args.device == "cuda"
+    dev = torch.device(args.device)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    report = {"device": args.device, "gpu": torch.cuda.get_device_name(0) if cuda else None,
+              "torch": torch.__version__, "threads": None if cuda else torch.get_num_threads(),
+              "plan_steps": args.plan_steps, "configs": []}
+    print(json.dumps({k: v for k, v in report.items() if k != "configs"}), flush=True)
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
 
     def timed(fn, reps):
         fn()
-        torch.cuda.synchronize()
+        sync()
         times = []
         for _ in range(reps):
             t = time.perf_counter()
             fn()
-            torch.cuda.synchronize()
+            sync()
             times.append(time.perf_counter() - t)
         times.sort()
         return times[len(times) // 2] * 1e3
 
-    for name in args.configs.split(","):
-        p = presets[name]
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
-        model = UNetModel(in_channels=6, out_channels=3, dropout=0, conv_resample=True, dims=3,
-                          num_classes=None, task_tokens=True, use_checkpoint=False, use_fp16=False,
-                          num_head_channels=32, **p).to(dev)
+    def set_tf32(on):
+        if cuda:
+            torch.backends.cuda.matmul.allow_tf32 = on
+            torch.backends.cudnn.allow_tf32 = on
+
+    if args.unet_json:
+        c = json.loads(args.unet_json)
+        keys = ("model_channels", "num_res_blocks", "task_token_channels", "num_head_channels")
+        p = {k: c[k] for k in keys}
+        for k in ("image_size", "attention_resolutions", "channel_mult"):
+            p[k] = tuple(c[k])
+        configs = [(args.name, p, c["in_channels"], c["frames"])]
+    else:
+        configs = [(name, dict(presets[name], num_head_channels=32), 6, 7)
+                   for name in args.configs.split(",")]
+    plan_key = f"plan_ddim{args.plan_steps}"
+    stride = 100 // args.plan_steps
+    for name, p, in_ch, frames in configs:
+        set_tf32(False)
+        model = UNetModel(in_channels=in_ch, out_channels=3, dropout=0, conv_resample=True,
+                          dims=3, num_classes=None, task_tokens=True, use_checkpoint=False,
+                          use_fp16=False, **p).to(dev)
         h, w = p["image_size"]
-        x = torch.randn(1, 6, 7, h, w, device=dev)
+        x = torch.randn(1, in_ch, frames, h, w, device=dev)
         t = torch.tensor([50], device=dev)
         tok = torch.randn(1, 12, p["task_token_channels"], device=dev)
         row = {"config": name, "params": sum(q.numel() for q in model.parameters())}
@@ -67,26 +109,28 @@ def main():
             row["fwd_fp32_ms"] = timed(lambda: model(x, t, tok), args.reps)
 
             def plan():
-                v = torch.randn(1, 3, 7, h, w, device=dev)
+                v = torch.randn(1, 3, frames, h, w, device=dev)
                 cond = x[:, 3:]
-                for step in range(25):
-                    out = model(torch.cat([v, cond], 1), torch.tensor([99 - 4 * step], device=dev), tok)
-                    v = v - 0.01 * out
+                for step in range(args.plan_steps):
+                    ts = torch.tensor([99 - stride * step], device=dev)
+                    v = v - 0.01 * model(torch.cat([v, cond], 1), ts, tok)
                 return v
 
-            row["plan_ddim25_fp32_ms"] = timed(plan, 2)
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
-            row["fwd_tf32_ms"] = timed(lambda: model(x, t, tok), args.reps)
-            row["plan_ddim25_tf32_ms"] = timed(plan, 2)
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                row["fwd_bf16_ms"] = timed(lambda: model(x, t, tok), args.reps)
-                row["plan_ddim25_bf16_ms"] = timed(plan, 2)
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
+            row[f"{plan_key}_fp32_ms"] = timed(plan, args.plan_reps)
+            if cuda:
+                set_tf32(True)
+                row["fwd_tf32_ms"] = timed(lambda: model(x, t, tok), args.reps)
+                row[f"{plan_key}_tf32_ms"] = timed(plan, args.plan_reps)
+                with torch.autocast("cuda", dtype=torch.bfloat16):
+                    row["fwd_bf16_ms"] = timed(lambda: model(x, t, tok), args.reps)
+                    row[f"{plan_key}_bf16_ms"] = timed(plan, args.plan_reps)
+            else:
+                for key in ("fwd_tf32_ms", f"{plan_key}_tf32_ms", "fwd_bf16_ms", f"{plan_key}_bf16_ms"):
+                    row[key] = None
+        set_tf32(False)
         model.train()
         opt = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.99))
-        xb = torch.randn(8, 6, 7, h, w, device=dev)
+        xb = torch.randn(8, in_ch, frames, h, w, device=dev)
         tb = torch.randint(0, 100, (8,), device=dev)
         tokb = torch.randn(8, 12, p["task_token_channels"], device=dev)
 
@@ -97,11 +141,12 @@ def main():
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
 
-        row["train_step_b8_fp32_ms"] = timed(train_step, 3)
+        row["train_step_b8_fp32_ms"] = timed(train_step, args.train_reps)
         report["configs"].append(row)
         print(json.dumps(row), flush=True)
         del model, opt
-        torch.cuda.empty_cache()
+        if cuda:
+            torch.cuda.empty_cache()
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)

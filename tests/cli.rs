@@ -602,3 +602,62 @@ fn a_new_run_records_the_world_of_its_demonstrations() {
     std::fs::write(&manifest, serde_json::to_vec(&json).expect("json")).expect("write");
     assert_eq!(world_of_a_run_on("run-2"), "metaworld");
 }
+
+#[test]
+fn bench_model_times_the_shipped_config_and_names_a_missing_reference() {
+    let dir = std::env::temp_dir().join(format!("videoagent-bench-model-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let json = dir.join("bench.json");
+    let json_arg = json.to_str().expect("a UTF-8 temp path");
+    let args = [
+        "bench",
+        "model",
+        "--configs",
+        "default",
+        "--train-steps",
+        "1",
+        "--reps",
+        "1",
+        "--plan-steps",
+        "1",
+        "--json",
+        json_arg,
+    ];
+    let out = videoagent(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("bench.json")).expect("JSON");
+    let row = &report["configs"][0];
+    assert_eq!(row["config"], "default");
+    assert!(
+        row["forward_ms"].as_f64().expect("forward_ms") > 0.0,
+        "{row}"
+    );
+    assert!(
+        row["train_steps_per_sec"]
+            .as_f64()
+            .expect("train_steps_per_sec")
+            > 0.0,
+        "{row}"
+    );
+    assert!(row["reference"].is_null());
+
+    let missing = dir.join("no-reference-here");
+    let out = videoagent(&[
+        "bench",
+        "model",
+        "--configs",
+        "default",
+        "--train-steps",
+        "0",
+        "--reference",
+        missing.to_str().expect("a UTF-8 temp path"),
+    ]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("guided_diffusion") && err.contains("no-reference-here"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).expect("temp dir");
+}

@@ -4,6 +4,7 @@
 pub mod crash;
 pub mod crash_train;
 pub mod model;
+pub mod reference;
 pub mod ui;
 pub mod world;
 

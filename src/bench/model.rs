@@ -8,6 +8,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use serde::Serialize;
 
+use super::reference::{ReferenceError, ReferenceReps, ReferenceSetup, ReferenceTimes};
 use crate::model::flops::forward_flops;
 use crate::model::train::{TrainConfig, TrainData, Trainer};
 use crate::model::{ModelConfig, ModelError, SampleConfig, UNetConfig, VideoModel};
@@ -28,6 +29,8 @@ pub struct ConfigBench {
     pub plan_ms: Option<f64>,
     pub train_batch: usize,
     pub train_steps_per_sec: Option<f64>,
+    /// The reference PyTorch implementation on the same config, timed right after ours.
+    pub reference: Option<ReferenceTimes>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -70,6 +73,14 @@ fn matmul_peak(device: &Device) -> candle_core::Result<f64> {
     Ok(2.0 * (n * n * n) as f64 / median(times) / 1e9)
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    #[error("reference implementation: {0}")]
+    Reference(#[from] ReferenceError),
+}
+
 fn bench_config(plan: &BenchPlan, device: &Device) -> Result<ConfigBench, ModelError> {
     let side = plan.unet.image_size.0;
     let cfg = ModelConfig::new(plan.unet.clone(), "tabletop");
@@ -94,7 +105,12 @@ fn bench_config(plan: &BenchPlan, device: &Device) -> Result<ConfigBench, ModelE
         device,
     )?;
     let frames = plan.unet.frames;
-    let x = Tensor::randn(0f32, 1.0, (1, 6, frames, side, side), device)?;
+    let x = Tensor::randn(
+        0f32,
+        1.0,
+        (1, plan.unet.in_channels, frames, side, side),
+        device,
+    )?;
     let t = Tensor::new(&[50f32], device)?;
     let tokens = model.text.encode(&["push the block"], device)?;
     let run = || -> candle_core::Result<f64> {
@@ -150,6 +166,7 @@ fn bench_config(plan: &BenchPlan, device: &Device) -> Result<ConfigBench, ModelE
         plan_ms,
         train_batch,
         train_steps_per_sec,
+        reference: None,
     })
 }
 
@@ -188,15 +205,31 @@ fn train_speed(cfg: ModelConfig, steps: u64, device: &Device) -> Result<f64, Mod
     Ok(steps as f64 / elapsed)
 }
 
-/// Runs every plan on `device`.
-pub fn run(plans: &[BenchPlan], device: &Device) -> Result<ModelBenchReport, ModelError> {
+/// Runs every plan on `device`, each followed by the reference implementation's run of the
+/// same config where `reference` is given (CPU only).
+pub fn run(
+    plans: &[BenchPlan],
+    device: &Device,
+    reference: Option<&ReferenceSetup>,
+) -> Result<ModelBenchReport, BenchError> {
     Ok(ModelBenchReport {
         device: crate::model::device::device_label(device).to_owned(),
         threads: super::available_threads(),
-        matmul_gflops_per_sec: matmul_peak(device)?,
+        matmul_gflops_per_sec: matmul_peak(device).map_err(ModelError::from)?,
         configs: plans
             .iter()
-            .map(|p| bench_config(p, device))
+            .map(|plan| {
+                let mut ours = bench_config(plan, device)?;
+                let reps = ReferenceReps {
+                    forward: plan.forward_reps,
+                    plan_steps: plan.plan_steps,
+                    train_steps: plan.train_steps,
+                };
+                ours.reference = reference
+                    .map(|r| r.time(&plan.name, &plan.unet, super::available_threads(), reps))
+                    .transpose()?;
+                Ok::<_, BenchError>(ours)
+            })
             .collect::<Result<_, _>>()?,
     })
 }

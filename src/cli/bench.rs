@@ -37,6 +37,14 @@ pub struct BenchModelArgs {
     /// matrix products on tensor cores).
     #[arg(long, default_value = "f32")]
     pub precision: String,
+    /// Also time the reference PyTorch U-Net on each config, right after ours, on the CPU
+    /// (`scripts/reference_bench.py`): the folder holding its `guided_diffusion` package (the
+    /// `flowdiffusion` folder of github.com/Video-as-Agent/VideoAgent).
+    #[arg(long, value_name = "DIR")]
+    pub reference: Option<PathBuf>,
+    /// The Python (with PyTorch, einops, einops_exts) that runs --reference.
+    #[arg(long, default_value = "python3", requires = "reference")]
+    pub python: PathBuf,
     /// Also write the report as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -114,6 +122,7 @@ pub(super) fn bench_ui(args: &BenchUiArgs) -> Result<()> {
 
 pub(super) fn bench_model(args: &BenchModelArgs) -> Result<()> {
     use videoagent::bench::model::{BenchPlan, run};
+    use videoagent::bench::reference::ReferenceSetup;
     use videoagent::model::{
         ModelConfig, UNetConfig, device::select_device, pipeline::default_model_dir,
     };
@@ -145,7 +154,23 @@ pub(super) fn bench_model(args: &BenchModelArgs) -> Result<()> {
             precision,
         });
     }
-    let report = run(&plans, &device)?;
+    let reference = match &args.reference {
+        Some(_) if !device.is_cpu() => {
+            anyhow::bail!("--reference times the reference on the CPU; use --device cpu")
+        }
+        Some(code) => {
+            let setup = ReferenceSetup {
+                python: args.python.clone(),
+                code: code.clone(),
+                script: PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                    .join("scripts/reference_bench.py"),
+            };
+            setup.check()?;
+            Some(setup)
+        }
+        None => None,
+    };
+    let report = run(&plans, &device, reference.as_ref())?;
     println!(
         "device {}, {} threads, matmul peak {:.1} GFLOP/s, precision {}",
         report.device,
@@ -174,8 +199,53 @@ pub(super) fn bench_model(args: &BenchModelArgs) -> Result<()> {
                 .map_or("-".to_owned(), |v| format!("{v:.3} (b{})", c.train_batch)),
         );
     }
+    print_reference_comparison(&report.configs);
     if let Some(path) = &args.json {
         super::write_json(path, &report)?;
     }
     Ok(())
+}
+
+/// The reference's times next to ours, as speed ratios (above 1: ours is faster).
+fn print_reference_comparison(configs: &[videoagent::bench::model::ConfigBench]) {
+    let ratio = |ours: Option<f64>, theirs: Option<f64>| match (ours, theirs) {
+        (Some(a), Some(b)) => format!("{:.2}x", b / a),
+        _ => "-".to_owned(),
+    };
+    let mut header = true;
+    for c in configs {
+        let Some(r) = &c.reference else { continue };
+        if header {
+            println!(
+                "reference PyTorch {} on the CPU, {} threads, same run; ours vs reference as speed ratios (above 1: ours faster)",
+                r.torch,
+                r.threads.map_or("?".to_owned(), |t| t.to_string())
+            );
+            println!(
+                "  {:<10} {:>11} {:>11} {:>12} {:>14} {:>8} {:>8} {:>8}",
+                "config",
+                "params",
+                "forward ms",
+                "plan ms",
+                "train steps/s",
+                "forward",
+                "plan",
+                "train"
+            );
+            header = false;
+        }
+        println!(
+            "  {:<10} {:>11} {:>11.1} {:>12} {:>14} {:>8} {:>8} {:>8}",
+            c.config,
+            r.parameters,
+            r.forward_ms,
+            r.plan_ms.map_or("-".to_owned(), |v| format!("{v:.0}")),
+            r.train_steps_per_sec
+                .map_or("-".to_owned(), |v| format!("{v:.3}")),
+            ratio(Some(c.forward_ms), Some(r.forward_ms)),
+            ratio(c.plan_ms, r.plan_ms),
+            // Rates, not times: ours / theirs.
+            ratio(r.train_steps_per_sec, c.train_steps_per_sec),
+        );
+    }
 }

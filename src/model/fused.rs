@@ -6,7 +6,7 @@
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, D, Layout, Result, Shape, Tensor};
 
-use super::parallel::for_each_chunk_mut;
+use super::parallel::{collect_chunks, for_each_chunk_mut};
 
 fn contiguous<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
     let CpuStorage::F32(data) = storage else {
@@ -126,8 +126,7 @@ impl CustomOp3 for GroupNormAffine {
         let g = self.geometry(x_layout.shape())?;
         let stats = g.stats(x, self.eps);
         let (hw, len) = (g.hw, g.clip_len());
-        let mut out = vec![0f32; x.len()];
-        for_each_chunk_mut(&mut out, len, |clip, out| {
+        let out = collect_chunks(x.len(), len, |clip, out| {
             let x = &x[clip * len..(clip + 1) * len];
             g.for_each_run_in_clip(|group, ch, o| {
                 let (mean, rstd) = stats[clip * g.groups + group];
@@ -337,10 +336,9 @@ impl CustomOp1 for SoftmaxLastDim {
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = contiguous(storage, layout, self.name())?;
         let len = layout.shape().dims().last().copied().unwrap_or(1).max(1);
-        let mut out = vec![0f32; x.len()];
         // Blocks of rows, so each parallel task has some work.
         let rows_per_block = (4096 / len).max(1);
-        for_each_chunk_mut(&mut out, rows_per_block * len, |block, out| {
+        let out = collect_chunks(x.len(), rows_per_block * len, |block, out| {
             let x = &x[block * rows_per_block * len..];
             for (o, row) in out.chunks_mut(len).zip(x.chunks(len)) {
                 let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -399,9 +397,8 @@ impl CustomOp2 for AddBias {
         let x = contiguous(x, x_layout, self.name())?;
         let bias = contiguous(bias, b_layout, self.name())?;
         let [_, nb, c, d] = self.dims;
-        let mut out = vec![0f32; x.len()];
         // One chunk per (a, b): its c runs of d.
-        for_each_chunk_mut(&mut out, c * d, |ab, out| {
+        let out = collect_chunks(x.len(), c * d, |ab, out| {
             let bias = &bias[ab / nb * c..][..c];
             let x = &x[ab * c * d..][..c * d];
             for ((out, x), &v) in out.chunks_mut(d).zip(x.chunks(d)).zip(bias) {

@@ -7,10 +7,11 @@
 //! are both gradients, and the bias and weight gradients need no reduction over a broadcast
 //! batch axis (candle's strided sum is slow).
 
-use candle_core::backend::BackendStorage;
+use candle_core::backend::{BackendDevice, BackendStorage};
+use candle_core::cpu_backend::CpuDevice;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, WithDType};
 
-use super::parallel::for_each_chunk_mut;
+use super::parallel::collect_chunks;
 
 /// Geometry shared by both directions: input `(n, c, h, w)`, square kernel, stride, padding.
 #[derive(Debug, Clone, Copy)]
@@ -89,9 +90,8 @@ fn contiguous<'a, T: WithDType>(data: &'a [T], layout: &Layout) -> Result<&'a [T
 /// Im2col, one input channel's `k k` column rows at a time (contiguous in the columns) on
 /// candle's CPU threads.
 fn unfold<T: WithDType>(image: &[T], g: &Geometry) -> Vec<T> {
-    let mut cols = vec![T::zero(); g.rows() * g.positions()];
     let (plane, rows_of_channel) = (g.h * g.w, g.kernel * g.kernel * g.positions());
-    for_each_chunk_mut(&mut cols, rows_of_channel, |ci, cols| {
+    collect_chunks(g.rows() * g.positions(), rows_of_channel, |ci, cols| {
         let base = ci * rows_of_channel;
         for b in 0..g.n {
             let image = &image[(b * g.c + ci) * plane..][..plane];
@@ -99,22 +99,19 @@ fn unfold<T: WithDType>(image: &[T], g: &Geometry) -> Vec<T> {
                 cols[dst - base..dst - base + len].copy_from_slice(&image[src..src + len]);
             });
         }
-    });
-    cols
+    })
 }
 
 /// Col2im, one input plane at a time (planes take disjoint sums) on candle's CPU threads.
 fn fold<T: WithDType>(cols: &[T], g: &Geometry) -> Vec<T> {
-    let mut image = vec![T::zero(); g.image_shape().elem_count()];
-    for_each_chunk_mut(&mut image, g.h * g.w, |plane, image| {
+    collect_chunks(g.image_shape().elem_count(), g.h * g.w, |plane, image| {
         let (b, ci) = (plane / g.c, plane % g.c);
         g.for_each_run_of_plane(b, ci, |dst, src, len| {
             for (acc, &v) in image[dst..dst + len].iter_mut().zip(&cols[src..src + len]) {
                 *acc += v;
             }
         });
-    });
-    image
+    })
 }
 
 /// `(n, c, h, w)` -> `(c k k, n out_h out_w)` columns (rows ordered like an OIHW kernel's
@@ -235,11 +232,20 @@ impl CustomOp2 for Conv2dGradWeight {
         let (rows, positions) = (g.rows(), g.positions());
         let c_out = dy_layout.dims()[0];
         let cols = unfold_storage(x, x_layout, g)?;
-        let dw = dy.matmul(
-            &cols,
-            (1, c_out, rows, positions),
-            &Layout::contiguous_with_offset((c_out, positions), dy_layout.start_offset()),
-            &Layout::contiguous((rows, positions)).transpose(0, 1)?,
+        // `dw^T = cols dy^T`, not `dy cols^T`: the GEMM then packs `dy` (`c_out` rows) instead
+        // of the nine-times larger columns, which cost more than the multiply itself.
+        let dw_t = cols.matmul(
+            dy,
+            (1, rows, c_out, positions),
+            &Layout::contiguous((rows, positions)),
+            &Layout::contiguous_with_offset((c_out, positions), dy_layout.start_offset())
+                .transpose(0, 1)?,
+        )?;
+        let mut dw = CpuDevice.zeros_impl(&(c_out, rows).into(), dw_t.dtype())?;
+        dw_t.copy_strided_src(
+            &mut dw,
+            0,
+            &Layout::contiguous((rows, c_out)).transpose(0, 1)?,
         )?;
         Ok((dw, (c_out, rows).into()))
     }

@@ -3,7 +3,10 @@
 //! element after another (a step used 1.1 of 2 cores); these run them on candle's persistent
 //! barrier pool (the main thread takes part), split into independent output chunks.
 
+use std::mem::{ManuallyDrop, MaybeUninit};
 use std::sync::Mutex;
+
+use candle_core::WithDType;
 
 /// Calls `f(index, chunk)` for each `len`-element chunk of `out` (the last may be shorter),
 /// spread over candle's CPU threads. Chunks are disjoint, so no two calls share an output.
@@ -24,6 +27,32 @@ pub(crate) fn for_each_chunk_mut<T: Send>(
     });
 }
 
+/// A new `len`-element vector filled by `f(index, chunk)` chunk by chunk as in
+/// [`for_each_chunk_mut`]; each chunk is zeroed first by the thread that fills it. A
+/// `vec![0; len]` instead zeroed every output on the main thread alone (the allocator's memset,
+/// 4% of a training step's CPU time while the other core waited).
+#[allow(unsafe_code)] // uninitialised allocation, zeroed chunk by chunk
+pub(crate) fn collect_chunks<T: WithDType>(
+    len: usize,
+    chunk_len: usize,
+    f: impl Fn(usize, &mut [T]) + Sync,
+) -> Vec<T> {
+    let mut out: Vec<MaybeUninit<T>> = Vec::with_capacity(len);
+    // SAFETY: `MaybeUninit` elements need no initialisation and the capacity is `len`.
+    unsafe { out.set_len(len) };
+    for_each_chunk_mut(&mut out, chunk_len, |i, chunk| {
+        chunk.fill(MaybeUninit::new(T::zero()));
+        // SAFETY: every element of `chunk` was written just above; `MaybeUninit<T>` has the
+        // layout of `T`.
+        let chunk = unsafe { &mut *(std::ptr::from_mut(chunk) as *mut [T]) };
+        f(i, chunk);
+    });
+    let mut out = ManuallyDrop::new(out);
+    // SAFETY: the chunks cover all `len` elements, each initialised above; the pointer,
+    // length and capacity come from a `Vec` of a type with `T`'s layout, which is not dropped.
+    unsafe { Vec::from_raw_parts(out.as_mut_ptr().cast::<T>(), len, out.capacity()) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -41,5 +70,23 @@ mod tests {
         }
         let mut empty: Vec<f32> = Vec::new();
         for_each_chunk_mut(&mut empty, 4, |_, _| panic!("no chunks"));
+    }
+
+    #[test]
+    fn collected_chunks_start_at_zero_and_keep_what_was_written() {
+        let out: Vec<f32> = collect_chunks(1003, 10, |i, chunk| {
+            assert!(chunk.iter().all(|&v| v == 0.0), "chunk {i} not zeroed");
+            chunk[0] = i as f32 + 1.0;
+        });
+        assert_eq!(out.len(), 1003);
+        for (k, &v) in out.iter().enumerate() {
+            let want = if k % 10 == 0 {
+                (k / 10 + 1) as f32
+            } else {
+                0.0
+            };
+            assert_eq!(v, want, "element {k}");
+        }
+        assert!(collect_chunks::<f64>(0, 4, |_, _| panic!("no chunks")).is_empty());
     }
 }
