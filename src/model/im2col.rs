@@ -124,6 +124,33 @@ fn unfold_storage(storage: &CpuStorage, layout: &Layout, g: &Geometry) -> Result
     })
 }
 
+/// A contiguous `(rows, cols)` matrix transposed to `(cols, rows)`, blocks of output rows on
+/// candle's CPU threads.
+fn transpose<T: WithDType>(m: &[T], rows: usize, cols: usize) -> Vec<T> {
+    const BLOCK: usize = 256;
+    collect_chunks(rows * cols, BLOCK * rows, |block, out| {
+        for (i, out_row) in out.chunks_mut(rows).enumerate() {
+            let col = block * BLOCK + i;
+            for (r, o) in out_row.iter_mut().enumerate() {
+                *o = m[r * cols + col];
+            }
+        }
+    })
+}
+
+fn transpose_storage(
+    storage: &CpuStorage,
+    layout: &Layout,
+    rows: usize,
+    cols: usize,
+) -> Result<CpuStorage> {
+    Ok(match storage {
+        CpuStorage::F32(data) => CpuStorage::F32(transpose(contiguous(data, layout)?, rows, cols)),
+        CpuStorage::F64(data) => CpuStorage::F64(transpose(contiguous(data, layout)?, rows, cols)),
+        other => candle_core::bail!("conv2d: unsupported dtype {:?}", other.dtype()),
+    })
+}
+
 /// The adjoint of [`unfold_storage`]: columns back to `(n, c, h, w)`, summing overlaps.
 fn fold_storage(cols: &CpuStorage, g: &Geometry) -> Result<CpuStorage> {
     Ok(match cols {
@@ -232,14 +259,16 @@ impl CustomOp2 for Conv2dGradWeight {
         let (rows, positions) = (g.rows(), g.positions());
         let c_out = dy_layout.dims()[0];
         let cols = unfold_storage(x, x_layout, g)?;
-        // `dw^T = cols dy^T`, not `dy cols^T`: the GEMM then packs `dy` (`c_out` rows) instead
-        // of the nine-times larger columns, which cost more than the multiply itself.
+        // `dw^T = cols dy^T`, not `dy cols^T`: the GEMM packs its left operand unless it is
+        // column-major, and the columns are nine times larger than `dy` (packing them cost more
+        // than the multiply). `dy` is transposed here, on all threads, so nothing is packed on
+        // the main thread alone either.
+        let dy_t = transpose_storage(dy, dy_layout, c_out, positions)?;
         let dw_t = cols.matmul(
-            dy,
+            &dy_t,
             (1, rows, c_out, positions),
             &Layout::contiguous((rows, positions)),
-            &Layout::contiguous_with_offset((c_out, positions), dy_layout.start_offset())
-                .transpose(0, 1)?,
+            &Layout::contiguous((positions, c_out)),
         )?;
         let mut dw = CpuDevice.zeros_impl(&(c_out, rows).into(), dw_t.dtype())?;
         dw_t.copy_strided_src(
@@ -493,9 +522,13 @@ mod tests {
     fn matches_candle_conv2d_and_its_gradients() -> candle_core::Result<()> {
         let device = Device::Cpu;
         for unfolded in [false, true] {
-            for (kernel, stride, padding, size) in
-                [(3, 1, 1, 7), (3, 2, 1, 8), (3, 2, 1, 7), (1, 1, 0, 5)]
-            {
+            for (kernel, stride, padding, size) in [
+                (3, 1, 1, 7),
+                (3, 2, 1, 8),
+                (3, 2, 1, 7),
+                (1, 1, 0, 5),
+                (3, 1, 1, 13),
+            ] {
                 let x = Var::randn(0f64, 1.0, (2, 3, size, size), &device)?;
                 let w = Var::randn(0f64, 1.0, (4, 3, kernel, kernel), &device)?;
                 let b = Var::randn(0f64, 1.0, 4, &device)?;
