@@ -25,8 +25,8 @@ def main():
     ap.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     ap.add_argument("--threads", type=int, help="torch.set_num_threads (CPU only)")
     ap.add_argument("--reps", type=int, default=10, help="timed forward passes")
-    ap.add_argument("--plan-reps", type=int, default=2, help="timed DDIM plans")
-    ap.add_argument("--train-reps", type=int, default=3, help="timed training steps")
+    ap.add_argument("--plan-reps", type=int, default=2, help="timed DDIM plans (0: none)")
+    ap.add_argument("--train-reps", type=int, default=3, help="timed training steps (0: none)")
     ap.add_argument("--plan-steps", type=int, default=25)
     ap.add_argument("--configs", default="default,ithor,metaworld")
     ap.add_argument("--unet-json", help="time this one config instead of --configs: a JSON "
@@ -116,7 +116,7 @@ def main():
                     v = v - 0.01 * model(torch.cat([v, cond], 1), ts, tok)
                 return v
 
-            row[f"{plan_key}_fp32_ms"] = timed(plan, args.plan_reps)
+            row[f"{plan_key}_fp32_ms"] = timed(plan, args.plan_reps) if args.plan_reps else None
             if cuda:
                 set_tf32(True)
                 row["fwd_tf32_ms"] = timed(lambda: model(x, t, tok), args.reps)
@@ -128,23 +128,26 @@ def main():
                 for key in ("fwd_tf32_ms", f"{plan_key}_tf32_ms", "fwd_bf16_ms", f"{plan_key}_bf16_ms"):
                     row[key] = None
         set_tf32(False)
-        model.train()
-        opt = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.99))
-        xb = torch.randn(8, in_ch, frames, h, w, device=dev)
-        tb = torch.randint(0, 100, (8,), device=dev)
-        tokb = torch.randn(8, 12, p["task_token_channels"], device=dev)
+        row["train_step_b8_fp32_ms"] = None
+        if args.train_reps:
+            model.train()
+            opt = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.99))
+            xb = torch.randn(8, in_ch, frames, h, w, device=dev)
+            tb = torch.randint(0, 100, (8,), device=dev)
+            tokb = torch.randn(8, 12, p["task_token_channels"], device=dev)
 
-        def train_step():
-            opt.zero_grad(set_to_none=True)
-            loss = (model(xb, tb, tokb) - xb[:, :3]).pow(2).mean()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
+            def train_step():
+                opt.zero_grad(set_to_none=True)
+                loss = (model(xb, tb, tokb) - xb[:, :3]).pow(2).mean()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                opt.step()
 
-        row["train_step_b8_fp32_ms"] = timed(train_step, args.train_reps)
+            row["train_step_b8_fp32_ms"] = timed(train_step, args.train_reps)
+            del opt
         report["configs"].append(row)
         print(json.dumps(row), flush=True)
-        del model, opt
+        del model
         if cuda:
             torch.cuda.empty_cache()
     if args.json:

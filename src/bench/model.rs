@@ -77,7 +77,7 @@ fn matmul_peak(device: &Device) -> candle_core::Result<f64> {
 pub enum BenchError {
     #[error(transparent)]
     Model(#[from] ModelError),
-    #[error("reference implementation: {0}")]
+    #[error(transparent)]
     Reference(#[from] ReferenceError),
 }
 

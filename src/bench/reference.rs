@@ -99,9 +99,12 @@ impl ReferenceSetup {
             .arg(&self.code)
             .args(["--unet-json", &unet_json, "--name", name])
             .args(["--reps", &reps.forward.max(1).to_string()])
-            .args(["--plan-reps", "1"])
+            .args([
+                "--plan-reps",
+                if reps.plan_steps.is_some() { "1" } else { "0" },
+            ])
             .args(["--plan-steps", &reps.plan_steps.unwrap_or(1).to_string()])
-            .args(["--train-reps", &reps.train_steps.unwrap_or(1).to_string()])
+            .args(["--train-reps", &reps.train_steps.unwrap_or(0).to_string()])
             .arg("--json")
             .arg(&out)
             .output()
@@ -112,9 +115,14 @@ impl ReferenceSetup {
         if !output.status.success() {
             let stderr = String::from_utf8_lossy(&output.stderr);
             let tail: Vec<&str> = stderr.lines().rev().take(3).collect();
+            let tail = tail.into_iter().rev().collect::<Vec<_>>().join(" | ");
             return Err(ReferenceError::Failed {
                 status: output.status.to_string(),
-                stderr_tail: tail.into_iter().rev().collect::<Vec<_>>().join(" | "),
+                stderr_tail: if tail.is_empty() {
+                    "no output (killed for memory?)".to_owned()
+                } else {
+                    tail
+                },
             });
         }
         let parsed = parse_report(&out, reps);
