@@ -8,6 +8,7 @@ use std::ops::ControlFlow;
 use serde::Serialize;
 
 use super::execute::{ExecuteConfig, execute_plan};
+use super::model_eval::expert_position_error;
 use crate::critic::{Critic, CriticInput, FindingKind, Verdict};
 use crate::env::World;
 use crate::model::pipeline::resize;
@@ -28,6 +29,76 @@ pub struct JudgedPlan {
     pub findings: Vec<Vec<FindingKind>>,
     /// Milliseconds each critic took, same order.
     pub latency_ms: Vec<f64>,
+    /// How far the plan's task object ends from where the expert's does from the same start,
+    /// plan pixels (`None`: not found in the plan's last frame): what an oracle critic that
+    /// compared with the expert would judge by.
+    pub expert_position_error: Option<f64>,
+}
+
+/// One critic's verdicts against execution within one task.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TaskAgreement {
+    pub task: String,
+    pub accepted_succeeded: usize,
+    pub accepted_failed: usize,
+    pub rejected_succeeded: usize,
+    pub rejected_failed: usize,
+}
+
+/// Critic `index`'s verdicts per task, tasks in first-seen order. Success depends mostly on the
+/// task; a critic helps a refinement loop only by telling plans apart within a task.
+pub fn within_task(plans: &[JudgedPlan], index: usize) -> Vec<TaskAgreement> {
+    let mut rows: Vec<TaskAgreement> = Vec::new();
+    for p in plans {
+        let Some(accepted) = p.verdicts.get(index).and_then(|v| v.1) else {
+            continue;
+        };
+        let row = match rows.iter().position(|r| r.task == p.task) {
+            Some(i) => &mut rows[i],
+            None => {
+                rows.push(TaskAgreement {
+                    task: p.task.clone(),
+                    accepted_succeeded: 0,
+                    accepted_failed: 0,
+                    rejected_succeeded: 0,
+                    rejected_failed: 0,
+                });
+                let last = rows.len() - 1;
+                &mut rows[last]
+            }
+        };
+        *match (accepted, p.success) {
+            (true, true) => &mut row.accepted_succeeded,
+            (true, false) => &mut row.accepted_failed,
+            (false, true) => &mut row.rejected_succeeded,
+            (false, false) => &mut row.rejected_failed,
+        } += 1;
+    }
+    rows
+}
+
+/// How well the expert-position oracle separates success from failure within tasks: the
+/// probability that, of two plans of the same task where the object was found, the one that
+/// succeeded ended nearer the expert's object position than the one that failed (ties count
+/// half); with the number of such pairs. Pairs across tasks are left out, since success depends
+/// mostly on the task. `None` when no task has both outcomes.
+pub fn expert_position_auc(plans: &[JudgedPlan]) -> Option<(f64, usize)> {
+    let found: Vec<(&str, bool, f64)> = plans
+        .iter()
+        .filter_map(|p| Some((p.task.as_str(), p.success, p.expert_position_error?)))
+        .collect();
+    let (mut wins, mut pairs) = (0.0, 0usize);
+    for &(task, _, good) in found.iter().filter(|f| f.1) {
+        for &(_, _, bad) in found.iter().filter(|f| !f.1 && f.0 == task) {
+            pairs += 1;
+            wins += match good.total_cmp(&bad) {
+                std::cmp::Ordering::Less => 1.0,
+                std::cmp::Ordering::Equal => 0.5,
+                std::cmp::Ordering::Greater => 0.0,
+            };
+        }
+    }
+    (pairs > 0).then(|| (wins / pairs as f64, pairs))
 }
 
 /// One critic's agreement with execution.
@@ -153,6 +224,7 @@ pub fn judge_against_execution(
             .collect();
         world.reset(task, *view, *seed)?;
         let rollout = execute_plan(world, task, &frames, &ExecuteConfig::default(), None)?;
+        let expert_position_error = expert_position_error(world, task, *view, *seed, &plan)?;
         let input = CriticInput {
             first: &first,
             plan: &plan,
@@ -192,6 +264,7 @@ pub fn judge_against_execution(
                         .collect()
                 })
                 .collect(),
+            expert_position_error,
         };
         let stop = on_plan(&judged).is_break();
         plans.push(judged);
@@ -218,7 +291,65 @@ mod tests {
                 Some(false) => vec![FindingKind::GoalNotReached],
                 _ => Vec::new(),
             }],
+            expert_position_error: None,
         }
+    }
+
+    fn in_task(
+        task: &str,
+        success: bool,
+        accepted: Option<bool>,
+        error: Option<f64>,
+    ) -> JudgedPlan {
+        JudgedPlan {
+            task: task.into(),
+            expert_position_error: error,
+            ..plan(success, accepted)
+        }
+    }
+
+    #[test]
+    fn verdicts_are_counted_per_task_in_first_seen_order() {
+        let plans = [
+            in_task("push", false, Some(false), None),
+            in_task("button-press", true, Some(false), None),
+            in_task("push", false, Some(true), None),
+            in_task("button-press", true, Some(true), None),
+            in_task("push", true, None, None),
+        ];
+        let rows = within_task(&plans, 0);
+        let counts: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                let n = [
+                    r.accepted_succeeded,
+                    r.accepted_failed,
+                    r.rejected_succeeded,
+                    r.rejected_failed,
+                ];
+                (r.task.as_str(), n)
+            })
+            .collect();
+        assert_eq!(
+            counts,
+            vec![("push", [0, 1, 0, 1]), ("button-press", [1, 0, 1, 0])]
+        );
+    }
+
+    #[test]
+    fn the_oracle_auc_ranks_successes_by_how_near_the_expert_they_end() {
+        let plans = [
+            in_task("push", true, None, Some(1.0)),
+            in_task("push", true, None, Some(4.0)),
+            in_task("push", false, None, Some(4.0)),
+            in_task("push", false, None, Some(9.0)),
+            in_task("push", false, None, None),
+            // Another task's failure is not compared with push's successes.
+            in_task("hammer", false, None, Some(0.5)),
+        ];
+        // Pairs (success, failure): 1<4, 1<9, 4=4 (half), 4<9 -> 3.5 of 4.
+        assert_eq!(expert_position_auc(&plans), Some((3.5 / 4.0, 4)));
+        assert_eq!(expert_position_auc(&plans[2..]), None);
     }
 
     fn found(success: bool, kinds: &[FindingKind]) -> JudgedPlan {

@@ -140,6 +140,21 @@ impl ExpertReference {
     }
 }
 
+/// How far the task object ends in `plan` from where it ends in the expert's video from the
+/// same start, in plan pixels (`None`: not found in the plan's last frame). Runs the expert.
+pub fn expert_position_error(
+    world: &mut dyn World,
+    task: &str,
+    view: usize,
+    seed: u64,
+    plan: &[Rgb8Image],
+) -> Result<Option<f64>, Box<dyn std::error::Error + Send + Sync>> {
+    let Some(size) = plan.first().map(|f| f.width as usize) else {
+        return Ok(None);
+    };
+    Ok(ExpertReference::record(world, task, view, seed, size)?.final_position_error(plan))
+}
+
 /// Scores one held-out start (`None` if sampling was cancelled).
 pub fn score_plan(
     model: &VideoModel,

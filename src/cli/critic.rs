@@ -298,7 +298,9 @@ pub fn calibrate_cmd(args: &CalibrateArgs) -> Result<()> {
 
 pub fn agreement_cmd(args: &AgreementArgs) -> Result<()> {
     use std::ops::ControlFlow;
-    use videoagent::agent::critic_agreement::{agreement, judge_against_execution};
+    use videoagent::agent::critic_agreement::{
+        agreement, expert_position_auc, judge_against_execution, within_task,
+    };
     use videoagent::model::{
         SampleConfig, VideoModel, device::select_device, pipeline::default_model_dir,
     };
@@ -376,6 +378,29 @@ pub fn agreement_cmd(args: &AgreementArgs) -> Result<()> {
             a.mean_latency_ms
         );
     }
+    for (i, a) in table.iter().enumerate() {
+        println!(
+            "  {} within tasks (accepted: succeeded / failed; rejected: succeeded / failed):",
+            a.critic
+        );
+        for r in within_task(&plans, i) {
+            println!(
+                "    {:<14} {:>3} / {:<3} {:>3} / {:<3}",
+                r.task,
+                r.accepted_succeeded,
+                r.accepted_failed,
+                r.rejected_succeeded,
+                r.rejected_failed
+            );
+        }
+    }
+    let oracle = expert_position_auc(&plans);
+    if let Some((auc, n)) = oracle {
+        println!(
+            "expert-position oracle (where the plan's task object ends against the expert's from the same \
+             start): AUC {auc:.2} for success within tasks ({n} pairs of a success and a failure)"
+        );
+    }
     let fits: Vec<_> = match args.fit {
         true => (0..critic_refs.len())
             .map(|i| fit_kinds(&plans, i, args.seed_base))
@@ -385,6 +410,8 @@ pub fn agreement_cmd(args: &AgreementArgs) -> Result<()> {
     if let Some(path) = &args.json {
         let json = serde_json::json!({
             "model": dir, "agreement": table, "fits": fits, "plans": plans,
+            "within_task": (0..critic_refs.len()).map(|i| within_task(&plans, i)).collect::<Vec<_>>(),
+            "expert_position_auc": oracle.map(|(auc, n)| serde_json::json!({"auc": auc, "plans": n})),
         });
         super::write_json(path, &json)?;
     }
