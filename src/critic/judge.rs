@@ -393,10 +393,18 @@ impl Judge<'_> {
                 Some(turn >= 0.6)
             }
             TaskKind::DrawerOpen | TaskKind::DrawerClose => {
-                // The drawer starts at one end of its slide, so any long move is the right one.
+                // The drawer must leave its cabinet (open) or go back into it (close) by most of
+                // its travel; a move the other way, which a plan can hallucinate, is no progress.
                 let (drawer0, _) = self.final_blob("drawer")?;
                 let drawer = last_seen("drawer")?;
-                Some(drawer.distance(&drawer0) >= 0.12 * unit)
+                let cabinet = self.fixture("cabinet")?;
+                let out = drawer.distance(&cabinet) - drawer0.distance(&cabinet);
+                let moved = if task == TaskKind::DrawerOpen {
+                    out
+                } else {
+                    -out
+                };
+                Some(moved >= 0.12 * unit)
             }
             TaskKind::Hammer => {
                 let nail = self.fixture("nail")?;

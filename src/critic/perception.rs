@@ -447,6 +447,25 @@ mod tests {
     }
 
     #[test]
+    fn a_drawer_is_judged_by_the_way_it_moves() {
+        let mut world = open_world("tabletop", 64).expect("world");
+        let case = expert_case(world.as_mut(), "drawer-open", 0, 1_000_000).expect("case");
+        let plan: Vec<Rgb8Image> = case.frames.iter().map(|f| resize(f, 32)).collect();
+        let goal_missed = |task: &str| {
+            let review = PerceptionCritic::default().review(&CriticInput {
+                first: &case.first,
+                plan: &plan,
+                task,
+                instruction: &case.instruction,
+            });
+            kinds(&review).contains(&FindingKind::GoalNotReached)
+        };
+        // The expert's opening opens the drawer; the same long move does not close it.
+        assert!(!goal_missed("drawer-open"));
+        assert!(goal_missed("drawer-close"));
+    }
+
+    #[test]
     fn a_frozen_plan_is_a_static_gripper_and_an_unreached_goal() {
         let mut world = open_world("tabletop", 64).expect("world");
         let case = expert_case(world.as_mut(), "drawer-open", 1, 1_000_000).expect("case");

@@ -7,8 +7,7 @@
 //! are both gradients, and the bias and weight gradients need no reduction over a broadcast
 //! batch axis (candle's strided sum is slow).
 
-use candle_core::backend::{BackendDevice, BackendStorage};
-use candle_core::cpu_backend::CpuDevice;
+use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, WithDType};
 
 use super::parallel::collect_chunks;
@@ -270,12 +269,7 @@ impl CustomOp2 for Conv2dGradWeight {
             &Layout::contiguous((rows, positions)),
             &Layout::contiguous((positions, c_out)),
         )?;
-        let mut dw = CpuDevice.zeros_impl(&(c_out, rows).into(), dw_t.dtype())?;
-        dw_t.copy_strided_src(
-            &mut dw,
-            0,
-            &Layout::contiguous((rows, c_out)).transpose(0, 1)?,
-        )?;
+        let dw = transpose_storage(&dw_t, &Layout::contiguous((rows, c_out)), rows, c_out)?;
         Ok((dw, (c_out, rows).into()))
     }
 }
