@@ -208,7 +208,8 @@ pub(super) fn bench_model(args: &BenchModelArgs) -> Result<()> {
 
 /// The reference's times next to ours, as speed ratios (above 1: ours is faster).
 fn print_reference_comparison(configs: &[videoagent::bench::model::ConfigBench]) {
-    let ratio = |ours: Option<f64>, theirs: Option<f64>| match (ours, theirs) {
+    // Their time over ours (or our rate over theirs).
+    let speed_ratio = |ours: Option<f64>, theirs: Option<f64>| match (ours, theirs) {
         (Some(a), Some(b)) => format!("{:.2}x", b / a),
         _ => "-".to_owned(),
     };
@@ -242,10 +243,10 @@ fn print_reference_comparison(configs: &[videoagent::bench::model::ConfigBench])
             r.plan_ms.map_or("-".to_owned(), |v| format!("{v:.0}")),
             r.train_steps_per_sec
                 .map_or("-".to_owned(), |v| format!("{v:.3}")),
-            ratio(Some(c.forward_ms), Some(r.forward_ms)),
-            ratio(c.plan_ms, r.plan_ms),
-            // Rates, not times: ours / theirs.
-            ratio(r.train_steps_per_sec, c.train_steps_per_sec),
+            speed_ratio(Some(c.forward_ms), Some(r.forward_ms)),
+            speed_ratio(c.plan_ms, r.plan_ms),
+            // Rates, not times: the arguments swap.
+            speed_ratio(r.train_steps_per_sec, c.train_steps_per_sec),
         );
     }
 }
