@@ -259,9 +259,10 @@ impl CustomOp2 for Conv2dGradWeight {
         let c_out = dy_layout.dims()[0];
         let cols = unfold_storage(x, x_layout, g)?;
         // `dw^T = cols dy^T`, not `dy cols^T`: the GEMM packs its left operand unless it is
-        // column-major, and the columns are nine times larger than `dy` (packing them cost more
-        // than the multiply). `dy` is transposed here, on all threads, so nothing is packed on
-        // the main thread alone either.
+        // column-major, and the columns are `k k c_in / c_out` times the size of `dy` (nine for
+        // a 3x3 kernel between equal widths; packing them took almost as long as the multiply).
+        // `dy` is transposed here, on all threads, so nothing is packed on the main thread
+        // alone either.
         let dy_t = transpose_storage(dy, dy_layout, c_out, positions)?;
         let dw_t = cols.matmul(
             &dy_t,
