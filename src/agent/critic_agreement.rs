@@ -36,7 +36,7 @@ pub struct JudgedPlan {
 }
 
 /// One critic's verdicts against execution within one task.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct TaskAgreement {
     pub task: String,
     pub accepted_succeeded: usize,
@@ -53,20 +53,17 @@ pub fn within_task(plans: &[JudgedPlan], index: usize) -> Vec<TaskAgreement> {
         let Some(accepted) = p.verdicts.get(index).and_then(|v| v.1) else {
             continue;
         };
-        let row = match rows.iter().position(|r| r.task == p.task) {
-            Some(i) => &mut rows[i],
+        let i = match rows.iter().position(|r| r.task == p.task) {
+            Some(i) => i,
             None => {
                 rows.push(TaskAgreement {
                     task: p.task.clone(),
-                    accepted_succeeded: 0,
-                    accepted_failed: 0,
-                    rejected_succeeded: 0,
-                    rejected_failed: 0,
+                    ..TaskAgreement::default()
                 });
-                let last = rows.len() - 1;
-                &mut rows[last]
+                rows.len() - 1
             }
         };
+        let row = &mut rows[i];
         *match (accepted, p.success) {
             (true, true) => &mut row.accepted_succeeded,
             (true, false) => &mut row.accepted_failed,

@@ -411,7 +411,7 @@ pub fn agreement_cmd(args: &AgreementArgs) -> Result<()> {
         let json = serde_json::json!({
             "model": dir, "agreement": table, "fits": fits, "plans": plans,
             "within_task": (0..critic_refs.len()).map(|i| within_task(&plans, i)).collect::<Vec<_>>(),
-            "expert_position_auc": oracle.map(|(auc, n)| serde_json::json!({"auc": auc, "plans": n})),
+            "expert_position_auc": oracle.map(|(auc, n)| serde_json::json!({"auc": auc, "pairs": n})),
         });
         super::write_json(path, &json)?;
     }
