@@ -18,8 +18,6 @@
 //!
 //! This module does not parse arguments or draw progress bars; the CLI does.
 
-use std::fs::OpenOptions;
-use std::io::Write;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -33,11 +31,12 @@ use super::execution::{ExecutionLimits, execute_in_world};
 use super::execution_critic::ExecutionCritic;
 use super::model_eval::HELD_OUT_SEED;
 use super::refine::{OnUnavailable, RefineInput, RefineSettings, refine};
-use crate::critic::{Critic, CriticInput, FindingKind, PerceptionCritic};
+use crate::critic::{Critic, CriticInput, FindingKind, FindingScope, PerceptionCritic};
 use crate::env::{Observation, Rgb8Image, World, WorldError, open_world};
 use crate::model::pipeline::resize;
 use crate::model::{SampleConfig, VideoModel};
 use crate::store::atomic;
+use crate::store::json_log::JsonLog;
 
 /// Errors that stop an evaluation (a failing episode is a result, not an error).
 #[derive(Debug, thiserror::Error)]
@@ -154,6 +153,8 @@ pub struct EvalSpec {
     pub refinements: usize,
     /// The kinds of finding that make the perception critic reject in `refine` mode.
     pub rejects_on: Vec<FindingKind>,
+    /// Whose glitches make the perception critic reject.
+    pub scope: FindingScope,
     /// New plans allowed in `replan` mode.
     pub max_replans: usize,
     /// Frame side of expert-video plans.
@@ -180,6 +181,7 @@ impl EvalSpec {
             sampler_steps: 10,
             refinements: 2,
             rejects_on: FindingKind::ALL.to_vec(),
+            scope: FindingScope::default(),
             max_replans: 3,
             expert_plan_size: 32,
             max_steps: None,
@@ -217,13 +219,24 @@ impl EvalSpec {
         }
     }
 
-    /// `perception`, with the rejecting kinds when they are not all of them.
+    /// The perception critic of the loop methods.
+    pub fn perception_critic(&self) -> PerceptionCritic {
+        PerceptionCritic {
+            rejects_on: self.rejects_on.clone(),
+            scope: self.scope,
+            ..PerceptionCritic::default()
+        }
+    }
+
+    /// The perception critic's name, with the rejecting kinds when they are not all of them.
     fn perception_label(&self) -> String {
+        let critic = self.perception_critic();
+        let name = critic.name();
         if FindingKind::ALL.iter().all(|k| self.rejects_on.contains(k)) {
-            return "perception".to_owned();
+            return name.to_owned();
         }
         let kinds: Vec<&str> = self.rejects_on.iter().map(|k| k.name()).collect();
-        format!("perception[{}]", kinds.join(","))
+        format!("{name}[{}]", kinds.join(","))
     }
 
     /// The settings an episode's result depends on, besides its key: a result logged under
@@ -290,86 +303,7 @@ pub struct EpisodeResult {
 }
 
 /// The append-only JSON-lines log of finished episodes.
-pub struct ResultLog {
-    path: PathBuf,
-    file: Mutex<std::fs::File>,
-    done: Vec<EpisodeResult>,
-}
-
-impl ResultLog {
-    /// Opens (or creates) the log at `path` and reads the results already there. A torn last
-    /// line (a crash mid-write) or a malformed line is dropped, and the file is rewritten
-    /// without it so that new lines start clean.
-    pub fn open(path: &Path) -> Result<Self, EvalError> {
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)
-                .map_err(atomic::io_error("cannot create folder", parent))?;
-        }
-        let text = match std::fs::read(path) {
-            Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-            Err(e) => return Err(atomic::io_error("cannot read results", path)(e).into()),
-        };
-        let mut done = Vec::new();
-        let mut dropped = 0;
-        for line in text.split_inclusive('\n') {
-            let parsed = line
-                .ends_with('\n')
-                .then(|| serde_json::from_str::<EpisodeResult>(line.trim()).ok())
-                .flatten();
-            match parsed {
-                Some(r) => done.push(r),
-                None if line.trim().is_empty() => {}
-                None => dropped += 1,
-            }
-        }
-        if dropped > 0 {
-            tracing::warn!(
-                "dropped {dropped} damaged line(s) of {} (they will be re-run)",
-                path.display()
-            );
-            let clean: String = done
-                .iter()
-                .filter_map(|r| serde_json::to_string(r).ok())
-                .map(|l| l + "\n")
-                .collect();
-            atomic::write_file(path, clean.as_bytes())
-                .map_err(atomic::io_error("cannot rewrite results", path))?;
-        }
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(atomic::io_error("cannot open results", path))?;
-        Ok(Self {
-            path: path.to_owned(),
-            file: Mutex::new(file),
-            done,
-        })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Results that were in the log when it was opened.
-    pub fn done(&self) -> &[EpisodeResult] {
-        &self.done
-    }
-
-    /// Appends one result as a line and syncs it to disk.
-    pub fn append(&self, result: &EpisodeResult) -> Result<(), EvalError> {
-        let mut line = serde_json::to_string(result).map_err(|e| {
-            atomic::io_error("cannot encode a result", &self.path)(std::io::Error::other(e))
-        })?;
-        line.push('\n');
-        let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
-        file.write_all(line.as_bytes())
-            .and_then(|()| file.sync_data())
-            .map_err(atomic::io_error("cannot append a result", &self.path))?;
-        Ok(())
-    }
-}
+pub type ResultLog = JsonLog<EpisodeResult>;
 
 /// The log next to an output file: `eval.json` -> `eval.jsonl`.
 pub fn log_path(out: &Path) -> PathBuf {
@@ -559,10 +493,7 @@ fn episode_into(
                         .map_err(|e| format!("execution critic: {e}"))?,
                 )
             } else {
-                Box::new(PerceptionCritic {
-                    rejects_on: spec.rejects_on.clone(),
-                    ..PerceptionCritic::default()
-                })
+                Box::new(spec.perception_critic())
             };
             let input = RefineInput {
                 first: &first,
@@ -668,7 +599,7 @@ pub fn run_eval(
                         first_error
                             .lock()
                             .unwrap_or_else(|e| e.into_inner())
-                            .get_or_insert(e);
+                            .get_or_insert(e.into());
                         control.stop.store(true, Ordering::SeqCst);
                         return;
                     }

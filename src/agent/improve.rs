@@ -37,6 +37,7 @@ use crate::model::train::{Progress, TrainConfig, TrainData, TrainError, TrainSet
 use crate::model::{ModelError, SampleConfig, VideoModel};
 use crate::store::atomic;
 use crate::store::dataset::clip_indices;
+use crate::store::json_log::JsonLog;
 
 /// First seed of the starts the rounds collect on (training data uses small seeds and the
 /// evaluation starts at 1,000,000: these are neither).
@@ -190,7 +191,7 @@ fn attempt(
     };
     let plan = match refined_plan(
         model,
-        &crate::critic::PerceptionCritic::default(),
+        &spec.eval.perception_critic(),
         &input,
         sample,
         spec.refinements,
@@ -283,8 +284,24 @@ pub fn read_round_data(data_dir: &Path) -> Result<Vec<TrainItem>, ImproveError> 
         .collect()
 }
 
+/// One finished start of a collection (a line of [`COLLECTION_LOG`]): a rerun skips the starts
+/// logged there, so a killed collection loses only the attempts that were running.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct CollectionLine {
+    /// Index into the round's starts.
+    start: usize,
+    /// Whether an episode ran (`false`: its task already had its successes).
+    attempted: bool,
+    /// The verified success, its clip already written to `file`.
+    kept: Option<CollectedEpisode>,
+}
+
+/// The log of finished starts, beside the clips.
+const COLLECTION_LOG: &str = "collection.jsonl";
+
 /// Runs refined plans with `model` on fresh starts and keeps the verified successes in
-/// `data_dir` (skipped if it already has `episodes.json`). Returns (attempted, kept).
+/// `data_dir` (skipped if it already has `episodes.json`; a collection that was stopped
+/// continues where it stopped). Returns (attempted, kept).
 pub fn collect_round(
     spec: &ImproveSpec,
     round: usize,
@@ -315,14 +332,38 @@ pub fn collect_round(
             starts.push((t, task.clone(), view, seed));
         }
     }
+    let log = JsonLog::<CollectionLine>::open(&data_dir.join(COLLECTION_LOG))?;
+    let mut logged = vec![false; starts.len()];
     let target = spec.successes_per_task.unwrap_or(usize::MAX);
     let kept_per_task: Vec<AtomicUsize> = spec.tasks.iter().map(|_| AtomicUsize::new(0)).collect();
     let attempted = AtomicUsize::new(0);
-    let sample = SampleConfig::ddim(spec.sampler_steps.max(1));
-    let next = AtomicUsize::new(0);
     let finished = AtomicUsize::new(0);
     let kept_count = AtomicUsize::new(0);
-    let kept: Mutex<Vec<(usize, Vec<Rgb8Image>, CollectedEpisode)>> = Mutex::new(Vec::new());
+    let mut restored = Vec::new();
+    for line in log.done() {
+        let Some(seen) = logged.get_mut(line.start).filter(|seen| !**seen) else {
+            continue;
+        };
+        *seen = true;
+        finished.fetch_add(1, Ordering::SeqCst);
+        attempted.fetch_add(usize::from(line.attempted), Ordering::SeqCst);
+        if let Some(episode) = &line.kept {
+            kept_per_task[starts[line.start].0].fetch_add(1, Ordering::SeqCst);
+            kept_count.fetch_add(1, Ordering::SeqCst);
+            restored.push((line.start, episode.clone()));
+        }
+    }
+    if !restored.is_empty() || finished.load(Ordering::SeqCst) > 0 {
+        tracing::info!(
+            "round {round}: continuing the collection after {} finished starts ({} kept)",
+            finished.load(Ordering::SeqCst),
+            restored.len()
+        );
+    }
+    let todo: Vec<usize> = (0..starts.len()).filter(|&i| !logged[i]).collect();
+    let sample = SampleConfig::ddim(spec.sampler_steps.max(1));
+    let next = AtomicUsize::new(0);
+    let kept: Mutex<Vec<(usize, CollectedEpisode)>> = Mutex::new(restored);
     let error: Mutex<Option<ImproveError>> = Mutex::new(None);
     let fail = |e: ImproveError| {
         error
@@ -332,7 +373,7 @@ pub fn collect_round(
         stop.store(true, Ordering::SeqCst);
     };
     std::thread::scope(|scope| {
-        for _ in 0..spec.threads.clamp(1, starts.len().max(1)) {
+        for _ in 0..spec.threads.clamp(1, todo.len().max(1)) {
             scope.spawn(|| {
                 let mut world = match open_world(&spec.eval.world, spec.eval.world_size) {
                     Ok(w) => w,
@@ -342,41 +383,61 @@ pub fn collect_round(
                     if stop.load(Ordering::SeqCst) {
                         return;
                     }
-                    let i = next.fetch_add(1, Ordering::SeqCst);
-                    let Some((t, task, view, seed)) = starts.get(i) else {
+                    let Some(&i) = todo.get(next.fetch_add(1, Ordering::SeqCst)) else {
                         return;
                     };
+                    let (t, task, view, seed) = &starts[i];
                     // Starts are handed out in order, so a task that has its successes here
                     // has them among starts before this one, which all run to the end.
-                    let episode = if kept_per_task[*t].load(Ordering::SeqCst) >= target {
+                    let skip = kept_per_task[*t].load(Ordering::SeqCst) >= target;
+                    let episode = if skip {
                         Ok(None)
                     } else {
                         attempted.fetch_add(1, Ordering::SeqCst);
                         attempt(world.as_mut(), spec, model, &sample, (task, *view, *seed))
                     };
-                    match episode {
+                    let kept_episode = match episode {
                         Ok(Some(Verified {
                             clip,
                             instructions,
                             steps,
                         })) => {
-                            kept_per_task[*t].fetch_add(1, Ordering::SeqCst);
-                            kept_count.fetch_add(1, Ordering::SeqCst);
-                            kept.lock().unwrap_or_else(|p| p.into_inner()).push((
-                                i,
-                                clip,
-                                CollectedEpisode {
-                                    task: task.clone(),
-                                    view: *view,
-                                    seed: *seed,
-                                    instructions,
-                                    file: String::new(),
-                                    steps,
-                                },
-                            ));
+                            let file = format!("clip-{i:05}.png");
+                            let path = data_dir.join(&file);
+                            if let Err(e) = crate::viz::write_png(
+                                &path,
+                                &crate::viz::grid(&[clip], 0, [0, 0, 0]),
+                            ) {
+                                return fail(
+                                    atomic::io_error("cannot write a clip", &path)(e).into(),
+                                );
+                            }
+                            Some(CollectedEpisode {
+                                task: task.clone(),
+                                view: *view,
+                                seed: *seed,
+                                instructions,
+                                file,
+                                steps,
+                            })
                         }
-                        Ok(None) => {}
+                        Ok(None) => None,
                         Err(e) => return fail(e),
+                    };
+                    let line = CollectionLine {
+                        start: i,
+                        attempted: !skip,
+                        kept: kept_episode,
+                    };
+                    if let Err(e) = log.append(&line) {
+                        return fail(e.into());
+                    }
+                    if let Some(episode) = line.kept {
+                        kept_per_task[*t].fetch_add(1, Ordering::SeqCst);
+                        kept_count.fetch_add(1, Ordering::SeqCst);
+                        kept.lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push((i, episode));
                     }
                     let done = finished.fetch_add(1, Ordering::SeqCst) + 1;
                     on_episode(done, starts.len(), kept_count.load(Ordering::SeqCst));
@@ -400,14 +461,7 @@ pub fn collect_round(
         "cannot write the attempt count",
         &attempts_file,
     ))?;
-    let mut index_rows = Vec::new();
-    for (n, (_, clip, mut meta)) in kept.into_iter().enumerate() {
-        meta.file = format!("{n:03}.png");
-        let path = data_dir.join(&meta.file);
-        crate::viz::write_png(&path, &crate::viz::grid(&[clip], 0, [0, 0, 0]))
-            .map_err(atomic::io_error("cannot write a clip", &path))?;
-        index_rows.push(meta);
-    }
+    let index_rows: Vec<CollectedEpisode> = kept.into_iter().map(|(_, e)| e).collect();
     // The index is written last: it marks the data as complete.
     atomic::write_json(&index, &index_rows)
         .map_err(atomic::io_error("cannot write the data index", &index))?;
@@ -434,6 +488,26 @@ fn first_per_key<T, K: std::hash::Hash + Eq>(
         .collect()
 }
 
+/// Where a round's work runs. A machine with many cores and one GPU plans on the cores (each
+/// worker thread its own episodes) and fine-tunes on the GPU.
+#[derive(Clone, Debug)]
+pub struct ImproveDevices {
+    /// Collection and evaluation.
+    pub plan: Device,
+    /// Fine-tuning.
+    pub train: Device,
+}
+
+impl ImproveDevices {
+    /// Everything on `device`.
+    pub fn one(device: &Device) -> Self {
+        Self {
+            plan: device.clone(),
+            train: device.clone(),
+        }
+    }
+}
+
 /// Runs (or resumes) `spec.rounds` rounds from `base_model` into `out`; `data` is added to
 /// every round's training data. Returns every round's summary.
 pub fn improve(
@@ -441,7 +515,7 @@ pub fn improve(
     base_model: &Path,
     data: ImproveData<'_>,
     out: &Path,
-    device: &Device,
+    devices: &ImproveDevices,
     stop: &AtomicBool,
     on_event: &(dyn Fn(ImproveEvent<'_>) + Sync),
 ) -> Result<Vec<RoundSummary>, ImproveError> {
@@ -458,7 +532,7 @@ pub fn improve(
             continue;
         }
         let t0 = Instant::now();
-        let model = VideoModel::load(&model_in, device)?;
+        let model = VideoModel::load(&model_in, &devices.plan)?;
         let (attempted, kept) = collect_round(
             spec,
             round,
@@ -506,14 +580,14 @@ pub fn improve(
             let config = model.config.clone();
             drop(model);
             let mut trainer = if model_dir.join(crate::model::train::STATE_JSON).exists() {
-                Trainer::resume(&model_dir, Some(spec.train.steps), device)?
+                Trainer::resume(&model_dir, Some(spec.train.steps), &devices.train)?
             } else {
                 Trainer::new(
                     config,
                     spec.train.clone(),
                     &model_dir,
                     Some(&model_in),
-                    device,
+                    &devices.train,
                 )?
             };
             let outcome = trainer.train(train_set.as_ref(), |p| {
@@ -534,7 +608,7 @@ pub fn improve(
         // Evaluate the round's model.
         let mut eval = spec.eval.clone();
         eval.model_label = model_out.display().to_string();
-        let model = VideoModel::load(&model_out, device)?;
+        let model = VideoModel::load(&model_out, &devices.plan)?;
         let eval_out = dir.join("eval.json");
         let log = ResultLog::open(&super::eval::log_path(&eval_out))?;
         let control = EvalControl::default();
@@ -626,6 +700,80 @@ mod tests {
         assert_eq!(first_per_key(vec![("push", 1)], |k| k.0, 0), vec![]);
     }
 
+    /// Two button-press attempts with short plans and episodes, two threads.
+    fn tiny_spec() -> ImproveSpec {
+        let mut eval = EvalSpec::new(
+            vec!["button-press".into()],
+            vec![0],
+            1,
+            vec![Mode::Baseline],
+        );
+        eval.threads = 2;
+        eval.max_steps = Some(100);
+        ImproveSpec {
+            tasks: vec!["button-press".into()],
+            views: vec![0, 1],
+            rounds: 1,
+            episodes_per_task: 2,
+            refinements: 1,
+            sampler_steps: 4,
+            train: TrainConfig {
+                steps: 2,
+                batch: 2,
+                checkpoint_every: 1000,
+                ..TrainConfig::default()
+            },
+            eval,
+            first_seed: IMPROVE_SEED,
+            max_steps: Some(100),
+            replans: 1,
+            collected_weight: 2,
+            successes_per_task: None,
+            threads: 2,
+        }
+    }
+
+    /// A collection stopped after its first finished start continues with the others: the
+    /// finished one is not run again and its result is kept.
+    #[test]
+    fn a_stopped_collection_continues_where_it_stopped() {
+        let spec = ImproveSpec {
+            episodes_per_task: 3,
+            threads: 1,
+            ..tiny_spec()
+        };
+        let model = VideoModel::load(&crate::model::pipeline::default_model_dir(), &Device::Cpu)
+            .expect("shipped model");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        let stop = AtomicBool::new(false);
+        let first = collect_round(&spec, 1, &model, &data, &stop, &|_, _, _| {
+            stop.store(true, Ordering::SeqCst)
+        });
+        assert!(
+            matches!(first, Err(ImproveError::Stopped { round: 1 })),
+            "{first:?}"
+        );
+        assert!(!data.join("episodes.json").exists());
+        let log = JsonLog::<CollectionLine>::open(&data.join(COLLECTION_LOG)).expect("log");
+        assert_eq!(log.done().len(), 1);
+        let kept_before = log.done()[0].kept.clone();
+        drop(log);
+
+        let stop = AtomicBool::new(false);
+        let runs = Mutex::new(Vec::new());
+        let (attempted, kept) = collect_round(&spec, 1, &model, &data, &stop, &|done, total, _| {
+            runs.lock().expect("lock").push((done, total))
+        })
+        .expect("continued");
+        assert_eq!(*runs.lock().expect("lock"), vec![(2, 3), (3, 3)]);
+        assert_eq!(attempted, 3);
+        if let Some(k) = kept_before {
+            assert_eq!(kept.first().map(|e| &e.file), Some(&k.file));
+        }
+        assert_eq!(read_round_data(&data).expect("data").len(), kept.len());
+    }
+
     /// One tiny round on the CPU: collection, fine-tuning from the shipped model (with one
     /// expert clip, so there is always data), evaluation; a rerun skips the finished round.
     #[test]
@@ -653,35 +801,7 @@ mod tests {
             expert: &expert,
             refinement: &refinement,
         };
-        let mut eval = EvalSpec::new(
-            vec!["button-press".into()],
-            vec![0],
-            1,
-            vec![Mode::Baseline],
-        );
-        eval.threads = 2;
-        eval.max_steps = Some(100);
-        let spec = ImproveSpec {
-            tasks: vec!["button-press".into()],
-            views: vec![0, 1],
-            rounds: 1,
-            episodes_per_task: 2,
-            refinements: 1,
-            sampler_steps: 4,
-            train: TrainConfig {
-                steps: 2,
-                batch: 2,
-                checkpoint_every: 1000,
-                ..TrainConfig::default()
-            },
-            eval,
-            first_seed: IMPROVE_SEED,
-            max_steps: Some(100),
-            replans: 1,
-            collected_weight: 2,
-            successes_per_task: None,
-            threads: 2,
-        };
+        let spec = tiny_spec();
         let dir = tempfile::tempdir().expect("tempdir");
         let stop = AtomicBool::new(false);
         let events = Mutex::new(Vec::new());
@@ -696,8 +816,16 @@ mod tests {
             events.lock().expect("lock").push(name);
         };
         let device = Device::Cpu;
-        let s =
-            improve(&spec, &base, data, dir.path(), &device, &stop, &on_event).expect("improve");
+        let s = improve(
+            &spec,
+            &base,
+            data,
+            dir.path(),
+            &ImproveDevices::one(&device),
+            &stop,
+            &on_event,
+        )
+        .expect("improve");
         assert_eq!(s.len(), 1);
         let r = &s[0];
         assert_eq!(r.attempted, 2);
@@ -732,8 +860,16 @@ mod tests {
 
         // A rerun skips the finished round: nothing is collected, trained or evaluated.
         events.lock().expect("lock").clear();
-        let again =
-            improve(&spec, &base, data, dir.path(), &device, &stop, &on_event).expect("rerun");
+        let again = improve(
+            &spec,
+            &base,
+            data,
+            dir.path(),
+            &ImproveDevices::one(&device),
+            &stop,
+            &on_event,
+        )
+        .expect("rerun");
         assert_eq!(again.len(), 1);
         assert_eq!(*events.lock().expect("lock"), vec!["skipped"]);
         assert_eq!(again[0].eval_table, r.eval_table);

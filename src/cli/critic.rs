@@ -12,8 +12,8 @@ use videoagent::critic::calibrate::{
     CalibrationSpec, Edit, PlanJudgement, calibrate, judge_model_plans,
 };
 use videoagent::critic::{
-    ChatClient, ChatSettings, Critic, LocalVlmCritic, NoCritic, PerceptionCritic, Verdict,
-    VlmCritic,
+    ChatClient, ChatSettings, Critic, FindingScope, LocalVlmCritic, NoCritic, PerceptionCritic,
+    Verdict, VlmCritic,
 };
 use videoagent::env::open_world;
 use videoagent::store::plan_record::{
@@ -95,9 +95,9 @@ pub struct CriticArgs {
     /// Refinements after the first plan (0: plan once).
     #[arg(long, default_value_t = 0)]
     pub refine: usize,
-    /// perception (offline, default), vlm (OpenAI-compatible API), local (Moondream2 in
-    /// process), execution (runs the plan in the world: the paper's environment feedback) or
-    /// none.
+    /// perception (offline, default), perception-task (the same, rejecting only for the task
+    /// object's glitches), vlm (OpenAI-compatible API), local (Moondream2 in process),
+    /// execution (runs the plan in the world: the paper's environment feedback) or none.
     #[arg(long, default_value = "perception")]
     pub critic: String,
     #[command(flatten)]
@@ -162,6 +162,16 @@ pub struct PlanStart<'a> {
 
 /// The critic named `name` (`None` for `none`) for plans from `start`, reached through
 /// `args`; a local VLM is loaded onto `device`.
+/// The perception critic's scope from its name: `perception` rejects for any thing's glitch,
+/// `perception-task` only for the task object's.
+pub(super) fn perception_scope(name: &str) -> Result<FindingScope> {
+    Ok(match name {
+        "perception" => FindingScope::Everything,
+        "perception-task" => FindingScope::TaskObject,
+        other => bail!("unknown perception critic '{other}' (valid: perception, perception-task)"),
+    })
+}
+
 pub fn make_critic(
     name: &str,
     args: &CriticAccess,
@@ -176,8 +186,9 @@ pub fn make_critic(
             start.view,
             start.seed,
         )?)),
-        "perception" => Some(Box::new(PerceptionCritic {
+        "perception" | "perception-task" => Some(Box::new(PerceptionCritic {
             rejects_on: rejecting_kinds(args.critic_rejects.as_deref())?,
+            scope: perception_scope(name)?,
             ..PerceptionCritic::default()
         })),
         "vlm" => {
@@ -206,7 +217,9 @@ pub fn make_critic(
                 .context("loading the local critic")?;
             Some(Box::new(critic))
         }
-        other => bail!("unknown critic '{other}' (valid: perception, vlm, local, execution, none)"),
+        other => bail!(
+            "unknown critic '{other}' (valid: perception, perception-task, vlm, local, execution, none)"
+        ),
     })
 }
 

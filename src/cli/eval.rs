@@ -46,6 +46,10 @@ pub struct EvalArgs {
     /// comma-separated (default: all; `critic-agreement --fit` says which predict failure).
     #[arg(long)]
     pub critic_rejects: Option<String>,
+    /// The critic of refine and resample: perception, or perception-task (only the task
+    /// object's glitches, an unmoved gripper and an unreached goal reject).
+    #[arg(long, default_value = "perception")]
+    pub critic: String,
     /// New plans allowed on a stall (replan mode).
     #[arg(long, default_value_t = 3)]
     pub replans: usize,
@@ -112,6 +116,7 @@ pub(super) fn eval_cmd(args: &EvalArgs) -> Result<()> {
     spec.sampler_steps = args.steps.max(1);
     spec.refinements = args.refine;
     spec.rejects_on = super::critic::rejecting_kinds(args.critic_rejects.as_deref())?;
+    spec.scope = super::critic::perception_scope(&args.critic)?;
     spec.max_replans = args.replans;
     spec.max_steps = args.max_steps;
     if let Some(t) = args.threads {
@@ -245,6 +250,11 @@ pub struct ImproveArgs {
     /// Refinements per plan when collecting (and in the refine evaluation).
     #[arg(long, default_value_t = 2)]
     pub refine: usize,
+    /// The critic of the refinement loop when collecting and evaluating: perception, or
+    /// perception-task (only the task object's glitches, an unmoved gripper and an unreached
+    /// goal reject).
+    #[arg(long, default_value = "perception")]
+    pub critic: String,
     /// DDIM steps per plan.
     #[arg(long, default_value_t = 10)]
     pub steps: usize,
@@ -271,15 +281,19 @@ pub struct ImproveArgs {
     /// as many new clips as the easy ones (default: every attempt is made).
     #[arg(long)]
     pub successes_per_task: Option<usize>,
-    /// auto, cpu, cuda or metal.
+    /// Where collection and evaluation plan: auto, cpu, cuda or metal.
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// Where fine-tuning runs (default: --device). `--device cpu --train-device cuda` plans on
+    /// every core and trains on the GPU.
+    #[arg(long)]
+    pub train_device: Option<String>,
 }
 
 pub(super) fn improve_cmd(args: &ImproveArgs) -> Result<()> {
     use std::sync::Mutex;
     use videoagent::agent::improve::{
-        IMPROVE_SEED, ImproveData, ImproveEvent, ImproveSpec, improve,
+        IMPROVE_SEED, ImproveData, ImproveDevices, ImproveEvent, ImproveSpec, improve,
     };
     use videoagent::model::device::select_device;
     use videoagent::model::pipeline::default_model_dir;
@@ -298,6 +312,7 @@ pub(super) fn improve_cmd(args: &ImproveArgs) -> Result<()> {
     }
     eval.sampler_steps = args.steps.max(1);
     eval.refinements = args.refine;
+    eval.scope = super::critic::perception_scope(&args.critic)?;
     eval.max_steps = args.max_steps;
     if args.batch == 0 || args.steps_per_round == 0 {
         bail!("--batch and --steps-per-round must be at least 1");
@@ -337,7 +352,18 @@ pub(super) fn improve_cmd(args: &ImproveArgs) -> Result<()> {
     };
     let base = args.model.clone().unwrap_or_else(default_model_dir);
     let (device, note) = select_device(&args.device)?;
-    tracing::info!("{note}");
+    tracing::info!("planning: {note}");
+    let devices = match &args.train_device {
+        None => ImproveDevices::one(&device),
+        Some(name) => {
+            let (train, note) = select_device(name)?;
+            tracing::info!("fine-tuning: {note}");
+            ImproveDevices {
+                plan: device,
+                train,
+            }
+        }
+    };
     let expert = match &args.data {
         None => Vec::new(),
         Some(dir) => {
@@ -431,7 +457,7 @@ pub(super) fn improve_cmd(args: &ImproveArgs) -> Result<()> {
         refinement: &refinement,
     };
     let rounds = improve(
-        &spec, &base, data, &args.out, &device, &interrupt, &on_event,
+        &spec, &base, data, &args.out, &devices, &interrupt, &on_event,
     )
     .with_context(|| format!("improving into {}", args.out.display()))?;
     if let Some(b) = bar.lock().unwrap_or_else(|p| p.into_inner()).take() {

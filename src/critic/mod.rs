@@ -34,7 +34,7 @@ pub use error::CriticError;
 pub use local::LocalVlmCritic;
 #[cfg(test)]
 pub(crate) use local::tests::write_tiny_moondream;
-pub use perception::{PerceptionCritic, PerceptionThresholds};
+pub use perception::{FindingScope, PerceptionCritic, PerceptionThresholds};
 pub use prompt::{feedback_sentence, judge_verdict};
 pub use vlm::VlmCritic;
 

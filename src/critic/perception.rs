@@ -102,12 +102,26 @@ impl Default for PerceptionThresholds {
     }
 }
 
+/// Whose glitches may make the critic reject.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FindingScope {
+    /// A glitch of any thing.
+    #[default]
+    Everything,
+    /// Only a glitch of the task's object, the thing whose motion the plan is executed by
+    /// (the gripper's and other things' are reported with an accept). The task-level findings,
+    /// a gripper that never moves and a goal not reached, always count.
+    TaskObject,
+}
+
 /// The default critic; see the module docs.
 #[derive(Clone, Debug)]
 pub struct PerceptionCritic {
     pub thresholds: PerceptionThresholds,
     /// The kinds of finding that make it reject; the others are reported with an accept.
     pub rejects_on: Vec<FindingKind>,
+    pub scope: FindingScope,
 }
 
 impl Default for PerceptionCritic {
@@ -115,6 +129,7 @@ impl Default for PerceptionCritic {
         Self {
             thresholds: PerceptionThresholds::default(),
             rejects_on: FindingKind::ALL.to_vec(),
+            scope: FindingScope::default(),
         }
     }
 }
@@ -368,9 +383,28 @@ fn tint_extras(frame: &Rgb8Image, seg: &[u8], labels: &[String]) -> Vec<(u8, [f3
     out
 }
 
+impl PerceptionCritic {
+    /// Whether `finding` is a reason to reject a plan of `task`.
+    fn rejects_for(&self, finding: &Finding, task: Option<TaskKind>) -> bool {
+        let in_scope = match self.scope {
+            FindingScope::Everything => true,
+            FindingScope::TaskObject => {
+                matches!(
+                    finding.kind,
+                    FindingKind::GripperStatic | FindingKind::GoalNotReached
+                ) || task.is_none_or(|t| finding.object == t.task_object())
+            }
+        };
+        in_scope && self.rejects_on.contains(&finding.kind)
+    }
+}
+
 impl Critic for PerceptionCritic {
     fn name(&self) -> &str {
-        "perception"
+        match self.scope {
+            FindingScope::Everything => "perception",
+            FindingScope::TaskObject => "perception-task",
+        }
     }
 
     fn review(&self, input: &CriticInput<'_>) -> Review {
@@ -379,17 +413,22 @@ impl Critic for PerceptionCritic {
             Err(reason) => Review::unavailable(reason, t0.elapsed()),
             Ok(findings) => {
                 let task = TaskKind::from_name(input.task);
-                let rejects = findings.iter().any(|f| self.rejects_on.contains(&f.kind));
+                // The sentence is about the reasons to reject, not the findings let pass.
+                let reasons: Vec<Finding> = findings
+                    .iter()
+                    .filter(|f| self.rejects_for(f, task))
+                    .cloned()
+                    .collect();
                 Review {
-                    verdict: if rejects {
-                        Verdict::Reject
-                    } else {
+                    verdict: if reasons.is_empty() {
                         Verdict::Accept
-                    },
-                    feedback: if rejects {
-                        feedback(&findings, task, input.instruction)
                     } else {
+                        Verdict::Reject
+                    },
+                    feedback: if reasons.is_empty() {
                         String::new()
+                    } else {
+                        feedback(&reasons, task, input.instruction)
                     },
                     findings,
                     latency: t0.elapsed(),
@@ -444,6 +483,47 @@ mod tests {
             assert!(!text.contains("gripper to it"), "{text}");
             assert!(text.split_whitespace().count() <= 20, "{text}");
         }
+    }
+
+    /// With the task-object scope, the gripper's and other things' glitches are reported but
+    /// let the plan pass; the task object's, an unmoved gripper and an unreached goal do not.
+    #[test]
+    fn the_task_object_scope_rejects_only_for_what_execution_follows() {
+        let finding = |object: &str, kind| Finding {
+            frame_idx: 3,
+            object: object.to_owned(),
+            kind,
+            region: crate::critic::PixelRect {
+                x: 0,
+                y: 0,
+                width: 1,
+                height: 1,
+            },
+        };
+        let everything = PerceptionCritic::default();
+        let task_object = PerceptionCritic {
+            scope: FindingScope::TaskObject,
+            ..PerceptionCritic::default()
+        };
+        let push = Some(TaskKind::Push);
+        let cases = [
+            (finding("gripper", FindingKind::Duplicated), false),
+            (finding("target", FindingKind::ColourDrift), false),
+            (finding("block", FindingKind::Vanished), true),
+            (finding("gripper", FindingKind::GripperStatic), true),
+            (finding("block", FindingKind::GoalNotReached), true),
+        ];
+        for (f, rejects) in &cases {
+            assert!(everything.rejects_for(f, push), "{}", f.label());
+            assert_eq!(task_object.rejects_for(f, push), *rejects, "{}", f.label());
+        }
+        assert_eq!(task_object.name(), "perception-task");
+        // Kinds left out of `rejects_on` never reject, whatever the scope.
+        let goal_only = PerceptionCritic {
+            rejects_on: vec![FindingKind::GoalNotReached],
+            ..task_object
+        };
+        assert!(!goal_only.rejects_for(&cases[2].0, push));
     }
 
     #[test]

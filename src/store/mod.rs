@@ -7,6 +7,7 @@ pub mod collect;
 pub mod dataset;
 pub mod db;
 pub mod export;
+pub mod json_log;
 pub mod lerobot;
 pub mod plan_record;
 pub mod refine_data;
