@@ -93,4 +93,23 @@ mod tests {
         assert_ne!(get(index - 1), 1000);
         assert_ne!(get(index + 1), 1000);
     }
+
+    /// Only commands that plan on several worker threads give up candle's pool: one plan or a
+    /// training run keeps it (it is faster there).
+    #[test]
+    fn only_parallel_planning_commands_give_up_candles_pool() {
+        use clap::Parser;
+        let many = |args: &[&str]| {
+            let mut argv = vec!["videoagent"];
+            argv.extend_from_slice(args);
+            super::cli::Cli::try_parse_from(argv)
+                .expect("parses")
+                .plans_on_many_threads()
+        };
+        assert!(many(&["eval", "--json", "e.json", "--threads", "2"]));
+        assert!(!many(&["eval", "--json", "e.json", "--threads", "1"]));
+        assert!(!many(&["plan", "--task", "push", "--out", "p"]));
+        assert!(!many(&["train", "--data", "d", "--out", "o"]));
+        assert!(!many(&[]));
+    }
 }

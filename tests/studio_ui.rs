@@ -347,6 +347,32 @@ fn the_perception_critic_rejects_only_on_the_checked_kinds() {
     );
 }
 
+/// "Only the task object's glitches" makes the perception critic the task-object one: the
+/// setting changes and the plan's critique names that critic.
+#[test]
+fn the_task_object_scope_is_one_click_away() {
+    use videoagent::critic::FindingScope;
+    let mut app = studio(None);
+    app.wait_for_model().expect("model");
+    app.settings.sampler_steps = 2;
+    app.settings.max_refinements = 0;
+    let mut h = harness(app);
+    h.run_steps(1);
+    h.get_by_role_and_label(
+        egui::accesskit::Role::CheckBox,
+        "only the task object's glitches",
+    )
+    .click();
+    h.run_steps(1);
+    assert_eq!(h.state().settings.scope, FindingScope::TaskObject);
+    h.get_by_label("Generate").click();
+    h.run_steps(1);
+    step_until(&mut h, Duration::from_secs(120), |a| !a.is_generating());
+    let plan = h.state().studio.selected_plan().expect("the plan").clone();
+    let critique = plan.iterations[0].critique.clone().expect("a critique");
+    assert_eq!(critique.critic, "perception-task");
+}
+
 /// The execution critic (the paper's environment feedback) judges each plan by running it in a
 /// copy of the world: refinement goes on until one works, and executing the chosen plan in the
 /// studio agrees with its verdict.

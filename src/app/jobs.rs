@@ -15,8 +15,8 @@ use crate::agent::refine::{
     OnUnavailable, RefineInput, RefineIteration, RefineProgress, RefineSettings, StopReason, refine,
 };
 use crate::critic::{
-    ChatClient, ChatSettings, Critic, FindingKind, LocalVlmCritic, NoCritic, PerceptionCritic,
-    VlmCritic,
+    ChatClient, ChatSettings, Critic, FindingKind, FindingScope, LocalVlmCritic, NoCritic,
+    PerceptionCritic, VlmCritic,
 };
 use crate::env::{self, Rgb8Image};
 use crate::model::{SampleConfig, VideoModel};
@@ -210,6 +210,8 @@ pub struct GenerateRequest {
     pub critic: CriticChoice,
     /// The kinds of finding that make the perception critic reject.
     pub rejects_on: Vec<FindingKind>,
+    /// Whose glitches make the perception critic reject.
+    pub scope: FindingScope,
     /// Where the VLM critic is served.
     pub vlm: VlmEndpoint,
     pub sampler_steps: usize,
@@ -291,6 +293,7 @@ impl CriticChoice {
         Ok(match self {
             CriticChoice::Perception => Arc::new(PerceptionCritic {
                 rejects_on: request.rejects_on.clone(),
+                scope: request.scope,
                 ..PerceptionCritic::default()
             }),
             CriticChoice::Vlm => {
@@ -736,6 +739,7 @@ mod tests {
             max_refinements: 1,
             critic: CriticChoice::Local,
             rejects_on: FindingKind::ALL.to_vec(),
+            scope: FindingScope::default(),
             vlm: VlmEndpoint::default(),
             sampler_steps: 2,
             guidance: 0.0,

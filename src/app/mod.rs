@@ -58,6 +58,8 @@ pub struct GenerateSettings {
     /// The kinds of finding that make the perception critic reject (all by default;
     /// `videoagent critic-agreement --fit` says which predict failure).
     pub rejects_on: Vec<crate::critic::FindingKind>,
+    /// Whose glitches make the perception critic reject.
+    pub scope: crate::critic::FindingScope,
     pub vlm: jobs::VlmEndpoint,
     pub sampler_steps: usize,
     pub guidance: f64,
@@ -76,6 +78,7 @@ impl Default for GenerateSettings {
             max_refinements: 2,
             critic: jobs::CriticChoice::Perception,
             rejects_on: crate::critic::FindingKind::ALL.to_vec(),
+            scope: crate::critic::FindingScope::default(),
             vlm: jobs::VlmEndpoint::default(),
             sampler_steps: 10,
             guidance: 0.0,
@@ -899,6 +902,7 @@ impl StudioApp {
             max_refinements: s.max_refinements,
             critic: s.critic,
             rejects_on: s.rejects_on.clone(),
+            scope: s.scope,
             vlm: s.vlm.clone(),
             sampler_steps: s.sampler_steps,
             guidance: s.guidance,

@@ -5,7 +5,7 @@ use crate::app::StudioApp;
 use crate::app::command::{Command, JobCommand};
 use crate::app::jobs::CriticChoice;
 use crate::app::state::{AgeFilter, CriticFilter, SortOrder, StatusFilter, Tag, Verdict};
-use crate::critic::FindingKind;
+use crate::critic::{FindingKind, FindingScope};
 
 pub fn browser(ui: &mut egui::Ui, app: &mut StudioApp, commands: &mut Vec<Command>) {
     egui::Panel::left("browser")
@@ -84,6 +84,7 @@ fn make_plan_ui(ui: &mut egui::Ui, app: &mut StudioApp, commands: &mut Vec<Comma
         choice_row(ui, "Critic", &mut s.critic, &critics);
         if s.critic == CriticChoice::Perception {
             rejects_on_row(ui, &mut s.rejects_on);
+            scope_row(ui, &mut s.scope);
         }
         if s.critic == CriticChoice::Vlm {
             let name = ui.label("VLM server");
@@ -317,6 +318,27 @@ fn choice_row<T: Clone + PartialEq>(
 
 /// Which kinds of finding make the perception critic reject; the others are reported on an
 /// accepted plan. Folded by default: the kinds share names with the annotation tags.
+/// Execution follows the task object only, so another thing's glitch need not fail a plan.
+fn scope_row(ui: &mut egui::Ui, scope: &mut FindingScope) {
+    ui.label("");
+    let mut task_only = *scope == FindingScope::TaskObject;
+    if ui
+        .checkbox(&mut task_only, "only the task object's glitches")
+        .on_hover_text(
+            "Reject for glitches of the task's object (the thing the plan is executed by), an \
+             unmoved gripper or an unreached goal; other things' glitches are only reported",
+        )
+        .changed()
+    {
+        *scope = if task_only {
+            FindingScope::TaskObject
+        } else {
+            FindingScope::Everything
+        };
+    }
+    ui.end_row();
+}
+
 fn rejects_on_row(ui: &mut egui::Ui, rejects_on: &mut Vec<FindingKind>) {
     ui.label("Rejects on");
     let summary = match rejects_on.len() {
