@@ -853,16 +853,18 @@ mod tests {
             events.lock().expect("lock").push(name);
         };
         let device = Device::Cpu;
-        let s = improve(
-            &spec,
-            &base,
-            data,
-            dir.path(),
-            &ImproveDevices::one(&device),
-            &stop,
-            &on_event,
-        )
-        .expect("improve");
+        let run = || {
+            improve(
+                &spec,
+                &base,
+                data,
+                dir.path(),
+                &ImproveDevices::one(&device),
+                &stop,
+                &on_event,
+            )
+        };
+        let s = run().expect("improve");
         assert_eq!(s.len(), 1);
         let r = &s[0];
         assert_eq!(r.attempted, 2);
@@ -897,16 +899,7 @@ mod tests {
 
         // A rerun skips the finished round: nothing is collected, trained or evaluated.
         events.lock().expect("lock").clear();
-        let again = improve(
-            &spec,
-            &base,
-            data,
-            dir.path(),
-            &ImproveDevices::one(&device),
-            &stop,
-            &on_event,
-        )
-        .expect("rerun");
+        let again = run().expect("rerun");
         assert_eq!(again.len(), 1);
         assert_eq!(*events.lock().expect("lock"), vec!["skipped"]);
         assert_eq!(again[0].eval_table, r.eval_table);

@@ -431,7 +431,7 @@ pub(super) fn improve_cmd(args: &ImproveArgs) -> Result<()> {
                     b.finish_and_clear();
                 }
                 println!(
-                    "round {}: {}/{} verified successes, trained on {} collected + {} expert clips and {} refinement starts, {:.0} s\n{}",
+                    "round {}: {} verified successes kept of {} attempts, trained on {} collected + {} expert clips and {} refinement starts, {:.0} s\n{}",
                     s.round,
                     s.successes,
                     s.attempted,

@@ -448,11 +448,9 @@ mod tests {
         review.findings.iter().map(|f| f.kind).collect()
     }
 
-    /// The sentence names the thing and what to do next; for the gripper, the next move is
-    /// towards the task's object, not towards itself.
-    #[test]
-    fn feedback_tells_the_gripper_where_to_go() {
-        let finding = |object: &str, kind| Finding {
+    /// A finding of `kind` about `object` in plan frame 2, with a one-pixel region.
+    fn finding(object: &str, kind: FindingKind) -> Finding {
+        Finding {
             frame_idx: 2,
             object: object.to_owned(),
             kind,
@@ -462,7 +460,13 @@ mod tests {
                 width: 1,
                 height: 1,
             },
-        };
+        }
+    }
+
+    /// The sentence names the thing and what to do next; for the gripper, the next move is
+    /// towards the task's object, not towards itself.
+    #[test]
+    fn feedback_tells_the_gripper_where_to_go() {
         let say = |object, kind| {
             feedback(
                 &[finding(object, kind)],
@@ -489,17 +493,6 @@ mod tests {
     /// let the plan pass; the task object's, an unmoved gripper and an unreached goal do not.
     #[test]
     fn the_task_object_scope_rejects_only_for_what_execution_follows() {
-        let finding = |object: &str, kind| Finding {
-            frame_idx: 3,
-            object: object.to_owned(),
-            kind,
-            region: crate::critic::PixelRect {
-                x: 0,
-                y: 0,
-                width: 1,
-                height: 1,
-            },
-        };
         let everything = PerceptionCritic::default();
         let task_object = PerceptionCritic {
             scope: FindingScope::TaskObject,
