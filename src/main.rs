@@ -14,7 +14,8 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-/// Process-wide settings, first thing in `main`.
+/// Process-wide settings, first thing in `main` after parsing the arguments (which starts no
+/// thread).
 ///
 /// A closed stdout (`videoagent tasks | head -1`) ends the process quietly, as it does for
 /// other Unix tools, instead of panicking in `println!`: Rust ignores SIGPIPE by default.
@@ -42,7 +43,7 @@ fn init_process(plans_on_many_threads: bool) {
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {
         let threads = candle_core::utils::get_num_threads();
-        // SAFETY: called first thing in `main`, before this process starts any thread.
+        // SAFETY: called before this process starts any thread (see above).
         unsafe { std::env::set_var("RAYON_NUM_THREADS", threads.to_string()) };
     }
     if std::env::var_os(BARRIER_SPIN_LIMIT_VAR).is_none() {

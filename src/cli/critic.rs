@@ -160,8 +160,6 @@ pub struct PlanStart<'a> {
     pub seed: u64,
 }
 
-/// The critic named `name` (`None` for `none`) for plans from `start`, reached through
-/// `args`; a local VLM is loaded onto `device`.
 /// The perception critic's scope from its name: `perception` rejects for any thing's glitch,
 /// `perception-task` only for the task object's.
 pub(super) fn perception_scope(name: &str) -> Result<FindingScope> {
@@ -172,6 +170,8 @@ pub(super) fn perception_scope(name: &str) -> Result<FindingScope> {
     })
 }
 
+/// The critic named `name` (`None` for `none`) for plans from `start`, reached through
+/// `args`; a local VLM is loaded onto `device`.
 pub fn make_critic(
     name: &str,
     args: &CriticAccess,
