@@ -362,7 +362,7 @@ pub fn collect_round(
             restored.push((line.start, episode.clone()));
         }
     }
-    if !restored.is_empty() || finished.load(Ordering::SeqCst) > 0 {
+    if finished.load(Ordering::SeqCst) > 0 {
         tracing::info!(
             "round {round}: continuing the collection after {} finished starts ({} kept)",
             finished.load(Ordering::SeqCst),
