@@ -6,6 +6,7 @@
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, D, Layout, Result, Shape, Tensor};
 
+use super::fast_math;
 use super::parallel::{collect_chunks, for_each_chunk_mut};
 
 fn contiguous<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
@@ -66,17 +67,18 @@ impl GroupGeometry {
         for_each_chunk_mut(&mut stats, self.groups, |clip, stats| {
             let x = &x[clip * len..(clip + 1) * len];
             let mut sums = vec![0f64; self.groups];
-            self.for_each_run_in_clip(|group, _, o| {
-                sums[group] += x[o..o + hw].iter().map(|&v| f64::from(v)).sum::<f64>();
+            fast_math::run(|| {
+                self.for_each_run_in_clip(|group, _, o| {
+                    sums[group] += fast_math::sum(&x[o..o + hw], |v| v);
+                });
             });
             let means: Vec<f64> = sums.iter().map(|s| s / count).collect();
             let mut sq = vec![0f64; self.groups];
-            self.for_each_run_in_clip(|group, _, o| {
-                let mean = means[group];
-                sq[group] += x[o..o + hw]
-                    .iter()
-                    .map(|&v| (f64::from(v) - mean).powi(2))
-                    .sum::<f64>();
+            fast_math::run(|| {
+                self.for_each_run_in_clip(|group, _, o| {
+                    let mean = means[group] as f32;
+                    sq[group] += fast_math::sum(&x[o..o + hw], |v| (v - mean) * (v - mean));
+                });
             });
             for ((s, &mean), &sq) in stats.iter_mut().zip(&means).zip(&sq) {
                 *s = (mean, 1.0 / (sq / count + eps).sqrt());
@@ -84,10 +86,6 @@ impl GroupGeometry {
         });
         stats
     }
-}
-
-fn sigmoid(v: f32) -> f32 {
-    1.0 / (1.0 + (-v).exp())
 }
 
 /// GroupNorm with its per-channel affine part and an optional SiLU, one pass each way.
@@ -128,13 +126,24 @@ impl CustomOp3 for GroupNormAffine {
         let (hw, len) = (g.hw, g.clip_len());
         let out = collect_chunks(x.len(), len, |clip, out| {
             let x = &x[clip * len..(clip + 1) * len];
-            g.for_each_run_in_clip(|group, ch, o| {
-                let (mean, rstd) = stats[clip * g.groups + group];
-                let (w, b) = (weight[ch], bias[ch]);
-                for (y, &v) in out[o..o + hw].iter_mut().zip(&x[o..o + hw]) {
-                    let z = ((f64::from(v) - mean) * rstd) as f32 * w + b;
-                    *y = if self.silu { z * sigmoid(z) } else { z };
-                }
+            fast_math::run(|| {
+                g.for_each_run_in_clip(|group, ch, o| {
+                    let (mean, rstd) = stats[clip * g.groups + group];
+                    // z = (v - mean) rstd w + b as one multiply-add.
+                    let scale = (rstd * f64::from(weight[ch])) as f32;
+                    let shift = (f64::from(bias[ch]) - mean * rstd * f64::from(weight[ch])) as f32;
+                    let (out, x) = (&mut out[o..o + hw], &x[o..o + hw]);
+                    if self.silu {
+                        for (y, &v) in out.iter_mut().zip(x) {
+                            let z = v * scale + shift;
+                            *y = z * fast_math::sigmoid(z);
+                        }
+                    } else {
+                        for (y, &v) in out.iter_mut().zip(x) {
+                            *y = v * scale + shift;
+                        }
+                    }
+                });
             });
         });
         Ok((CpuStorage::F32(out), x_layout.shape().clone()))
@@ -198,18 +207,25 @@ impl CustomOp3 for GroupNormAffineGrad {
         let (weight, bias) = params.split_at(g.c);
         let stats = g.stats(x, self.eps);
         let (hw, len, c, groups) = (g.hw, g.clip_len(), g.c, g.groups);
-        // dz and xhat of one element (`i` within the clip), as f32 like the forward pass.
-        let local = |x: &[f32], dy: &[f32], stat: (f64, f64), ch: usize, i: usize| -> (f32, f32) {
-            let (mean, rstd) = stat;
-            let xhat = ((f64::from(x[i]) - mean) * rstd) as f32;
-            let dz = if self.silu {
-                let z = xhat * weight[ch] + bias[ch];
-                let s = sigmoid(z);
-                dy[i] * s * (1.0 + z * (1.0 - s))
-            } else {
-                dy[i]
-            };
-            (dz, xhat)
+        // dz (the gradient before the affine part) and xhat of one hw run, in f32 like the
+        // forward pass, into the scratch buffers.
+        let local = |x: &[f32],
+                     dy: &[f32],
+                     (mean, rstd): (f64, f64),
+                     ch: usize,
+                     dz: &mut [f32],
+                     xhat: &mut [f32]| {
+            let (mean, rstd) = (mean as f32, rstd as f32);
+            for ((xh, &v), (d, &g)) in xhat.iter_mut().zip(x).zip(dz.iter_mut().zip(dy)) {
+                *xh = (v - mean) * rstd;
+                *d = if self.silu {
+                    let z = *xh * weight[ch] + bias[ch];
+                    let s = fast_math::sigmoid(z);
+                    g * s * (1.0 + z * (1.0 - s))
+                } else {
+                    g
+                };
+            }
         };
         // Per clip: its share of [dweight, dbias] (2c), then per group (w dz, w dz xhat) sums.
         let stride = 2 * c + 2 * groups;
@@ -220,19 +236,19 @@ impl CustomOp3 for GroupNormAffineGrad {
                 &dy[clip * len..(clip + 1) * len],
             );
             let (dparams, group_sums) = sums.split_at_mut(2 * c);
-            g.for_each_run_in_clip(|group, ch, o| {
-                let stat = stats[clip * groups + group];
-                let (mut s_dz, mut s_dzx) = (0f64, 0f64);
-                for i in o..o + hw {
-                    let (dz, xhat) = local(x, dy, stat, ch, i);
-                    s_dz += f64::from(dz);
-                    s_dzx += f64::from(dz) * f64::from(xhat);
-                }
-                dparams[ch] += s_dzx;
-                dparams[c + ch] += s_dz;
-                let w = f64::from(weight[ch]);
-                group_sums[2 * group] += w * s_dz;
-                group_sums[2 * group + 1] += w * s_dzx;
+            let (mut dz, mut xhat) = (vec![0f32; hw], vec![0f32; hw]);
+            fast_math::run(|| {
+                g.for_each_run_in_clip(|group, ch, o| {
+                    let stat = stats[clip * groups + group];
+                    local(&x[o..o + hw], &dy[o..o + hw], stat, ch, &mut dz, &mut xhat);
+                    let s_dz = fast_math::sum(&dz, |v| v);
+                    let s_dzx = fast_math::dot(&dz, &xhat);
+                    dparams[ch] += s_dzx;
+                    dparams[c + ch] += s_dz;
+                    let w = f64::from(weight[ch]);
+                    group_sums[2 * group] += w * s_dz;
+                    group_sums[2 * group + 1] += w * s_dzx;
+                });
             });
         });
         let count = (g.frames * c / groups * hw) as f64;
@@ -244,16 +260,18 @@ impl CustomOp3 for GroupNormAffineGrad {
                 &dy[clip * len..(clip + 1) * len],
             );
             let group_sums = &partial[clip * stride + 2 * c..(clip + 1) * stride];
-            g.for_each_run_in_clip(|group, ch, o| {
-                let stat = stats[clip * groups + group];
-                let m_dxhat = group_sums[2 * group] / count;
-                let m_dxhat_x = group_sums[2 * group + 1] / count;
-                let w = f64::from(weight[ch]);
-                for (i, d) in (o..).zip(&mut dx[o..o + hw]) {
-                    let (dz, xhat) = local(x, dy, stat, ch, i);
-                    let dxhat = w * f64::from(dz);
-                    *d = (stat.1 * (dxhat - m_dxhat - f64::from(xhat) * m_dxhat_x)) as f32;
-                }
+            let (mut dz, mut xhat) = (vec![0f32; hw], vec![0f32; hw]);
+            fast_math::run(|| {
+                g.for_each_run_in_clip(|group, ch, o| {
+                    let stat = stats[clip * groups + group];
+                    local(&x[o..o + hw], &dy[o..o + hw], stat, ch, &mut dz, &mut xhat);
+                    let m_dxhat = (group_sums[2 * group] / count) as f32;
+                    let m_dxhat_x = (group_sums[2 * group + 1] / count) as f32;
+                    let (w, rstd) = (weight[ch], stat.1 as f32);
+                    for ((d, &dz), &xh) in dx[o..o + hw].iter_mut().zip(&dz).zip(&xhat) {
+                        *d = rstd * (w * dz - m_dxhat - xh * m_dxhat_x);
+                    }
+                });
             });
         });
         for (k, d) in dparams.iter_mut().enumerate() {
@@ -340,17 +358,18 @@ impl CustomOp1 for SoftmaxLastDim {
         let rows_per_block = (4096 / len).max(1);
         let out = collect_chunks(x.len(), rows_per_block * len, |block, out| {
             let x = &x[block * rows_per_block * len..];
-            for (o, row) in out.chunks_mut(len).zip(x.chunks(len)) {
-                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let mut sum = 0f32;
-                for (o, &v) in o.iter_mut().zip(row) {
-                    *o = (v - max).exp();
-                    sum += *o;
+            fast_math::run(|| {
+                for (o, row) in out.chunks_mut(len).zip(x.chunks(len)) {
+                    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    for (o, &v) in o.iter_mut().zip(row) {
+                        *o = fast_math::exp(v - max);
+                    }
+                    let inv = (1.0 / fast_math::sum(o, |v| v)) as f32;
+                    for o in o.iter_mut() {
+                        *o *= inv;
+                    }
                 }
-                for o in o.iter_mut() {
-                    *o /= sum;
-                }
-            }
+            });
         });
         Ok((CpuStorage::F32(out), layout.shape().clone()))
     }

@@ -18,6 +18,7 @@ mod conv;
 pub mod device;
 pub mod diffusion;
 pub mod error;
+mod fast_math;
 pub mod flops;
 mod fused;
 mod im2col;
