@@ -50,39 +50,46 @@ impl GroupGeometry {
     /// Calls `visit(group, channel, offset)` for each `hw` run of one clip, `offset` from the
     /// clip's start.
     fn for_each_run_in_clip(&self, mut visit: impl FnMut(usize, usize, usize)) {
-        let per_group = self.c / self.groups;
         for frame in 0..self.frames {
-            for ch in 0..self.c {
-                visit(ch / per_group, ch, (frame * self.c + ch) * self.hw);
-            }
+            let start = frame * self.c * self.hw;
+            self.for_each_run_in_frame(|group, ch, o| visit(group, ch, start + o));
+        }
+    }
+
+    /// Calls `visit(group, channel, offset)` for each `hw` run of one frame, `offset` from the
+    /// frame's start.
+    fn for_each_run_in_frame(&self, mut visit: impl FnMut(usize, usize, usize)) {
+        let per_group = self.c / self.groups;
+        for ch in 0..self.c {
+            visit(ch / per_group, ch, ch * self.hw);
         }
     }
 
     /// Mean and 1/std of every (clip, group), indexed `clip * groups + group`, accumulated in
-    /// f64; clips in parallel.
+    /// f64; each (clip, group) a parallel task, so that one clip uses every thread too.
     fn stats(&self, x: &[f32], eps: f64) -> Vec<(f64, f64)> {
-        let count = (self.frames * self.c / self.groups * self.hw) as f64;
+        let per_group = self.c / self.groups;
+        let count = (self.frames * per_group * self.hw) as f64;
         let (hw, len) = (self.hw, self.clip_len());
         let mut stats = vec![(0f64, 0f64); self.clips * self.groups];
-        for_each_chunk_mut(&mut stats, self.groups, |clip, stats| {
+        for_each_chunk_mut(&mut stats, 1, |index, stat| {
+            let (clip, group) = (index / self.groups, index % self.groups);
             let x = &x[clip * len..(clip + 1) * len];
-            let mut sums = vec![0f64; self.groups];
+            // The group's runs: its channels in every frame.
+            let runs = || {
+                (0..self.frames).flat_map(move |frame| {
+                    (0..per_group).map(move |k| (frame * self.c + group * per_group + k) * hw)
+                })
+            };
             fast_math::run(|| {
-                self.for_each_run_in_clip(|group, _, o| {
-                    sums[group] += fast_math::sum(&x[o..o + hw], |v| v);
-                });
+                let sum: f64 = runs().map(|o| fast_math::sum(&x[o..o + hw], |v| v)).sum();
+                let mean = sum / count;
+                let m = mean as f32;
+                let sq: f64 = runs()
+                    .map(|o| fast_math::sum(&x[o..o + hw], |v| (v - m) * (v - m)))
+                    .sum();
+                stat[0] = (mean, 1.0 / (sq / count + eps).sqrt());
             });
-            let means: Vec<f64> = sums.iter().map(|s| s / count).collect();
-            let mut sq = vec![0f64; self.groups];
-            fast_math::run(|| {
-                self.for_each_run_in_clip(|group, _, o| {
-                    let mean = means[group] as f32;
-                    sq[group] += fast_math::sum(&x[o..o + hw], |v| (v - mean) * (v - mean));
-                });
-            });
-            for ((s, &mean), &sq) in stats.iter_mut().zip(&means).zip(&sq) {
-                *s = (mean, 1.0 / (sq / count + eps).sqrt());
-            }
         });
         stats
     }
@@ -123,11 +130,13 @@ impl CustomOp3 for GroupNormAffine {
         let bias = contiguous(bias, b_layout, self.name())?;
         let g = self.geometry(x_layout.shape())?;
         let stats = g.stats(x, self.eps);
-        let (hw, len) = (g.hw, g.clip_len());
-        let out = collect_chunks(x.len(), len, |clip, out| {
-            let x = &x[clip * len..(clip + 1) * len];
+        let (hw, frame_len) = (g.hw, g.c * g.hw);
+        // Frame by frame, so that a single clip (sampling) uses every thread.
+        let out = collect_chunks(x.len(), frame_len, |frame, out| {
+            let clip = frame / g.frames;
+            let x = &x[frame * frame_len..(frame + 1) * frame_len];
             fast_math::run(|| {
-                g.for_each_run_in_clip(|group, ch, o| {
+                g.for_each_run_in_frame(|group, ch, o| {
                     let (mean, rstd) = stats[clip * g.groups + group];
                     // z = (v - mean) rstd w + b as one multiply-add.
                     let scale = (rstd * f64::from(weight[ch])) as f32;
