@@ -278,7 +278,7 @@ pub(crate) fn encode_texts(
 
 /// Something to train on: it gives the loss of the batch of each step, drawn
 /// deterministically from (`config.seed`, `step`) so that resumed runs are exact.
-pub trait TrainSet {
+pub trait TrainSet: Sync {
     /// The scalar loss of step `step`'s batch under the model's current weights.
     fn batch_loss(
         &self,
@@ -521,6 +521,14 @@ impl Trainer {
 
     /// One optimiser step on the batch of the current step number.
     fn train_step(&mut self, data: &dyn TrainSet) -> Result<(f32, f64), TrainError> {
+        if self.model.device.is_cpu() {
+            super::parallel::on_gemm_pool(|| self.train_step_here(data))
+        } else {
+            self.train_step_here(data)
+        }
+    }
+
+    fn train_step_here(&mut self, data: &dyn TrainSet) -> Result<(f32, f64), TrainError> {
         let loss = data.batch_loss(&self.model, &self.config, self.step)?;
         let value = loss.to_scalar::<f32>()?;
         let grads = loss.backward()?;

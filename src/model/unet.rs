@@ -167,6 +167,14 @@ impl UNet {
     /// timesteps, `task_embed`: `(b, L, task_token_channels)` -> `(b, out_channels, f, h, w)`.
     /// Inputs of any float type are cast to the weights' type; the output is f32.
     pub fn forward(&self, x: &Tensor, t: &Tensor, task_embed: &Tensor) -> Result<Tensor> {
+        if x.device().is_cpu() {
+            super::parallel::on_gemm_pool(|| self.forward_here(x, t, task_embed))
+        } else {
+            self.forward_here(x, t, task_embed)
+        }
+    }
+
+    fn forward_here(&self, x: &Tensor, t: &Tensor, task_embed: &Tensor) -> Result<Tensor> {
         let x = &x.to_dtype(self.dtype)?;
         let (b, c, frames, h, w) = x.dims5()?;
         let factor = 1 << (self.levels - 1);
