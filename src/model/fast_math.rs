@@ -22,7 +22,7 @@ pub(crate) fn exp(x: f32) -> f32 {
     p = p * r + 8.333_452e-3;
     p = p * r + 4.166_579_6e-2;
     p = p * r + 1.666_666_5e-1;
-    p = p * r + 5.000_000_1e-1;
+    p = p * r + 0.5;
     let e_r = p * r * r + r + 1.0;
     // The integer n sits in the low bits of `shifted`; 2^n is (n + 127) << 23.
     let n_bits = (shifted.to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32);
