@@ -513,20 +513,31 @@ mod tests {
 
     use super::{conv2d_channel_major, conv2d_unfolded, frame_taps};
 
+    /// (kernel, stride, padding, size) of the convolutions compared with candle's.
+    const GEOMETRIES: [(usize, usize, usize, usize); 6] = [
+        (3, 1, 1, 7),
+        (3, 2, 1, 8),
+        (3, 2, 1, 7),
+        (1, 1, 0, 5),
+        (3, 1, 1, 13),
+        (3, 1, 0, 6),
+    ];
+
+    /// Input, weight and bias (f64) for a 3 -> 4 channel convolution of `GEOMETRIES`' kind.
+    fn conv_vars(kernel: usize, size: usize) -> candle_core::Result<(Var, Var, Var)> {
+        let device = Device::Cpu;
+        Ok((
+            Var::randn(0f64, 1.0, (2, 3, size, size), &device)?,
+            Var::randn(0f64, 1.0, (4, 3, kernel, kernel), &device)?,
+            Var::randn(0f64, 1.0, 4, &device)?,
+        ))
+    }
+
     #[test]
     fn matches_candle_conv2d_and_its_gradients() -> candle_core::Result<()> {
-        let device = Device::Cpu;
         for unfolded in [false, true] {
-            for (kernel, stride, padding, size) in [
-                (3, 1, 1, 7),
-                (3, 2, 1, 8),
-                (3, 2, 1, 7),
-                (1, 1, 0, 5),
-                (3, 1, 1, 13),
-            ] {
-                let x = Var::randn(0f64, 1.0, (2, 3, size, size), &device)?;
-                let w = Var::randn(0f64, 1.0, (4, 3, kernel, kernel), &device)?;
-                let b = Var::randn(0f64, 1.0, 4, &device)?;
+            for (kernel, stride, padding, size) in GEOMETRIES {
+                let (x, w, b) = conv_vars(kernel, size)?;
                 let (xt, wt, bt) = (x.as_tensor(), w.as_tensor(), b.as_tensor());
                 let ours = if unfolded {
                     match conv2d_unfolded(xt, wt, bt, padding, stride)? {
@@ -549,18 +560,8 @@ mod tests {
     /// The custom op (the CPU's f32 kernel; f64 goes through tensor ops above).
     #[test]
     fn the_f32_kernel_matches_candle_conv2d_and_its_gradients() -> candle_core::Result<()> {
-        let device = Device::Cpu;
-        for (kernel, stride, padding, size) in [
-            (3, 1, 1, 7),
-            (3, 2, 1, 8),
-            (3, 2, 1, 7),
-            (1, 1, 0, 5),
-            (3, 1, 1, 13),
-            (3, 1, 0, 6),
-        ] {
-            let x = Var::randn(0f64, 1.0, (2, 3, size, size), &device)?;
-            let w = Var::randn(0f64, 1.0, (4, 3, kernel, kernel), &device)?;
-            let b = Var::randn(0f64, 1.0, 4, &device)?;
+        for (kernel, stride, padding, size) in GEOMETRIES {
+            let (x, w, b) = conv_vars(kernel, size)?;
             let f32 = |v: &Var| v.as_tensor().to_dtype(DType::F32);
             let ours = conv2d_channel_major(&f32(&x)?, &f32(&w)?, &f32(&b)?, padding, stride)?
                 .transpose(0, 1)?
