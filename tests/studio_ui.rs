@@ -9,8 +9,8 @@ use egui_kittest::Harness;
 use egui_kittest::kittest::Queryable;
 use videoagent::app::command::{Command, JobCommand};
 use videoagent::app::jobs::{CriticChoice, VlmEndpoint};
-use videoagent::app::state::{Preference, StatusFilter, Tag, Verdict};
-use videoagent::app::{StudioApp, StudioOptions};
+use videoagent::app::state::{PlanView, Preference, StatusFilter, Tag, Verdict};
+use videoagent::app::{GenerateSettings, StudioApp, StudioOptions};
 use videoagent::env::Rgb8Image;
 use videoagent::store::plan_record::{PlanRecord, SamplerRecord, write_plan};
 
@@ -195,6 +195,25 @@ fn step_until(h: &mut Harness<StudioApp>, limit: Duration, done: impl Fn(&Studio
     }
 }
 
+/// The studio with its model loaded, 2-step plans and `configure`'s other settings, drawn once.
+fn quick_studio(configure: impl FnOnce(&mut GenerateSettings)) -> Harness<'static, StudioApp> {
+    let mut app = studio(None);
+    app.wait_for_model().expect("model");
+    app.settings.sampler_steps = 2;
+    configure(&mut app.settings);
+    let mut h = harness(app);
+    h.run_steps(1);
+    h
+}
+
+/// Clicks Generate and waits up to `limit` for the plan it makes (with its iterations).
+fn generate_plan(h: &mut Harness<StudioApp>, limit: Duration) -> PlanView {
+    h.get_by_label("Generate").click();
+    h.run_steps(1);
+    step_until(h, limit, |a| !a.is_generating());
+    h.state().studio.selected_plan().expect("the plan").clone()
+}
+
 #[test]
 fn generate_runs_in_the_background_and_can_be_cancelled() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -272,21 +291,15 @@ fn a_critic_that_is_down_is_reported_and_the_plan_is_kept() {
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .port();
-    let mut app = studio(None);
-    app.wait_for_model().expect("model");
-    app.settings.sampler_steps = 2;
-    app.settings.critic = CriticChoice::Vlm;
-    app.settings.vlm = VlmEndpoint {
-        base_url: format!("http://127.0.0.1:{closed_port}/v1"),
-        model: "tiny".into(),
-    };
-    let mut h = harness(app);
-    h.run_steps(1);
+    let mut h = quick_studio(|s| {
+        s.critic = CriticChoice::Vlm;
+        s.vlm = VlmEndpoint {
+            base_url: format!("http://127.0.0.1:{closed_port}/v1"),
+            model: "tiny".into(),
+        };
+    });
     h.get_by_label("VLM server");
-    h.get_by_label("Generate").click();
-    h.run_steps(1);
-    step_until(&mut h, Duration::from_secs(120), |a| !a.is_generating());
-    let plan = h.state().studio.selected_plan().expect("the plan").clone();
+    let plan = generate_plan(&mut h, Duration::from_secs(120));
     assert_eq!(plan.iterations.len(), 1, "no refinement without a verdict");
     let critique = plan.iterations[0].critique.clone().expect("a critique row");
     assert_eq!(critique.accepted, None, "not judged");
@@ -313,12 +326,7 @@ fn a_critic_that_is_down_is_reported_and_the_plan_is_kept() {
 #[test]
 fn the_perception_critic_rejects_only_on_the_checked_kinds() {
     use videoagent::critic::FindingKind;
-    let mut app = studio(None);
-    app.wait_for_model().expect("model");
-    app.settings.sampler_steps = 2;
-    app.settings.max_refinements = 2;
-    let mut h = harness(app);
-    h.run_steps(1);
+    let mut h = quick_studio(|s| s.max_refinements = 2);
     h.get_by_label("every kind of finding").click();
     h.run_steps(1);
     for kind in FindingKind::ALL {
@@ -329,10 +337,7 @@ fn the_perception_critic_rejects_only_on_the_checked_kinds() {
     assert!(h.state().settings.rejects_on.is_empty(), "all unchecked");
     h.run_steps(1);
     h.get_by_label("nothing (accepts every plan)");
-    h.get_by_label("Generate").click();
-    h.run_steps(1);
-    step_until(&mut h, Duration::from_secs(120), |a| !a.is_generating());
-    let plan = h.state().studio.selected_plan().expect("the plan").clone();
+    let plan = generate_plan(&mut h, Duration::from_secs(120));
     assert_eq!(plan.iterations.len(), 1, "accepted at once: no refinement");
     let critique = plan.iterations[0].critique.clone().expect("a critique");
     assert_eq!(critique.accepted, Some(true), "{critique:?}");
@@ -352,12 +357,7 @@ fn the_perception_critic_rejects_only_on_the_checked_kinds() {
 #[test]
 fn the_task_object_scope_is_one_click_away() {
     use videoagent::critic::FindingScope;
-    let mut app = studio(None);
-    app.wait_for_model().expect("model");
-    app.settings.sampler_steps = 2;
-    app.settings.max_refinements = 0;
-    let mut h = harness(app);
-    h.run_steps(1);
+    let mut h = quick_studio(|s| s.max_refinements = 0);
     h.get_by_role_and_label(
         egui::accesskit::Role::CheckBox,
         "only the task object's glitches",
@@ -365,10 +365,7 @@ fn the_task_object_scope_is_one_click_away() {
     .click();
     h.run_steps(1);
     assert_eq!(h.state().settings.scope, FindingScope::TaskObject);
-    h.get_by_label("Generate").click();
-    h.run_steps(1);
-    step_until(&mut h, Duration::from_secs(120), |a| !a.is_generating());
-    let plan = h.state().studio.selected_plan().expect("the plan").clone();
+    let plan = generate_plan(&mut h, Duration::from_secs(120));
     let critique = plan.iterations[0].critique.clone().expect("a critique");
     assert_eq!(critique.critic, "perception-task");
 }
@@ -378,17 +375,11 @@ fn the_task_object_scope_is_one_click_away() {
 /// studio agrees with its verdict.
 #[test]
 fn the_execution_critic_agrees_with_executing_the_plan() {
-    let mut app = studio(None);
-    app.wait_for_model().expect("model");
-    app.settings.sampler_steps = 2;
-    app.settings.max_refinements = 1;
-    app.settings.critic = CriticChoice::Execution;
-    let mut h = harness(app);
-    h.run_steps(1);
-    h.get_by_label("Generate").click();
-    h.run_steps(1);
-    step_until(&mut h, Duration::from_secs(120), |a| !a.is_generating());
-    let plan = h.state().studio.selected_plan().expect("the plan").clone();
+    let mut h = quick_studio(|s| {
+        s.max_refinements = 1;
+        s.critic = CriticChoice::Execution;
+    });
+    let plan = generate_plan(&mut h, Duration::from_secs(120));
     let verdicts: Vec<Option<bool>> = plan
         .iterations
         .iter()

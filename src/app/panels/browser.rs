@@ -316,9 +316,8 @@ fn choice_row<T: Clone + PartialEq>(
     ui.end_row();
 }
 
-/// Which kinds of finding make the perception critic reject; the others are reported on an
-/// accepted plan. Folded by default: the kinds share names with the annotation tags.
-/// Execution follows the task object only, so another thing's glitch need not fail a plan.
+/// Whether only the task object's glitches make the perception critic reject. Execution
+/// follows the task object only, so another thing's glitch need not fail a plan.
 fn scope_row(ui: &mut egui::Ui, scope: &mut FindingScope) {
     ui.label("");
     let mut task_only = *scope == FindingScope::TaskObject;
@@ -339,6 +338,8 @@ fn scope_row(ui: &mut egui::Ui, scope: &mut FindingScope) {
     ui.end_row();
 }
 
+/// Which kinds of finding make the perception critic reject; the others are reported on an
+/// accepted plan. Folded by default: the kinds share names with the annotation tags.
 fn rejects_on_row(ui: &mut egui::Ui, rejects_on: &mut Vec<FindingKind>) {
     ui.label("Rejects on");
     let summary = match rejects_on.len() {
