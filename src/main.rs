@@ -29,11 +29,8 @@ use tracing_subscriber::EnvFilter;
 /// A third makes sampling ~15% faster: after each parallel op candle's worker thread spins
 /// 25,000 pauses (about a millisecond) before it sleeps, taking a core from the matrix product
 /// that usually follows; 500, 2,000 and 5,000 measured alike.
-///
-/// `plans_on_many_threads`: see [`cli::Cli::plans_on_many_threads`]; candle's pool then gets no
-/// worker threads, unless `CANDLE_NUM_THREADS` says otherwise.
 #[allow(unsafe_code)] // FFI and env calls, each with its SAFETY note
-fn init_process(plans_on_many_threads: bool) {
+fn init_process() {
     // SAFETY: restores the default disposition of one signal before any thread exists.
     #[cfg(unix)]
     unsafe {
@@ -50,14 +47,7 @@ fn init_process(plans_on_many_threads: bool) {
         // SAFETY: as above; candle reads it when its worker pool starts, on the first op.
         unsafe { std::env::set_var(BARRIER_SPIN_LIMIT_VAR, BARRIER_SPIN_LIMIT.to_string()) };
     }
-    if plans_on_many_threads && std::env::var_os(CANDLE_THREADS_VAR).is_none() {
-        // SAFETY: as above; candle reads it when its worker pool starts, on the first op.
-        unsafe { std::env::set_var(CANDLE_THREADS_VAR, "1") };
-    }
 }
-
-/// The size of candle's CPU worker pool, the calling thread included.
-const CANDLE_THREADS_VAR: &str = "CANDLE_NUM_THREADS";
 
 /// candle's knob for how long its idle worker spins before parking (`bench model` on 2 cores:
 /// forward ~109 -> ~90 ms, DDIM-20 plan ~2.2 -> ~1.86 s; training unchanged).
@@ -67,7 +57,7 @@ const BARRIER_SPIN_LIMIT: u32 = 2_000;
 fn main() -> std::process::ExitCode {
     // Parsing starts no thread, so `init_process` still runs before any.
     let args = cli::Cli::parse();
-    init_process(args.plans_on_many_threads());
+    init_process();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&args.log));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -93,24 +83,5 @@ mod tests {
         assert_eq!(get(index), 1000);
         assert_ne!(get(index - 1), 1000);
         assert_ne!(get(index + 1), 1000);
-    }
-
-    /// Only commands that plan on several worker threads give up candle's pool: one plan or a
-    /// training run keeps it (it is faster there).
-    #[test]
-    fn only_parallel_planning_commands_give_up_candles_pool() {
-        use clap::Parser;
-        let many = |args: &[&str]| {
-            let mut argv = vec!["videoagent"];
-            argv.extend_from_slice(args);
-            super::cli::Cli::try_parse_from(argv)
-                .expect("parses")
-                .plans_on_many_threads()
-        };
-        assert!(many(&["eval", "--json", "e.json", "--threads", "2"]));
-        assert!(!many(&["eval", "--json", "e.json", "--threads", "1"]));
-        assert!(!many(&["plan", "--task", "push", "--out", "p"]));
-        assert!(!many(&["train", "--data", "d", "--out", "o"]));
-        assert!(!many(&[]));
     }
 }

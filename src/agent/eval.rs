@@ -574,6 +574,7 @@ pub fn run_eval(
     let fresh: Mutex<Vec<EpisodeResult>> = Mutex::new(Vec::new());
     let first_error: Mutex<Option<EvalError>> = Mutex::new(None);
     let threads = spec.threads.clamp(1, todo.len().max(1));
+    let _ops_on_callers = crate::model::parallel::ops_on_callers(threads);
     std::thread::scope(|scope| {
         for _ in 0..threads {
             scope.spawn(|| {

@@ -381,8 +381,10 @@ pub fn collect_round(
             .get_or_insert(e);
         stop.store(true, Ordering::SeqCst);
     };
+    let threads = spec.threads.clamp(1, todo.len().max(1));
+    let _ops_on_callers = crate::model::parallel::ops_on_callers(threads);
     std::thread::scope(|scope| {
-        for _ in 0..spec.threads.clamp(1, todo.len().max(1)) {
+        for _ in 0..threads {
             scope.spawn(|| {
                 let mut world = match open_world(&spec.eval.world, spec.eval.world_size) {
                     Ok(w) => w,

@@ -43,21 +43,6 @@ pub struct Cli {
     pub log: String,
 }
 
-impl Cli {
-    /// Whether the command plans on several worker threads at once (`eval`, `improve`). candle's
-    /// CPU worker pool serves one caller at a time, so there each worker is faster running
-    /// candle's element-wise ops itself: 24 baseline episodes on 2 workers and 2 cores took
-    /// 12.1 s instead of 23.2 s. One caller (a plan, training) is faster with the pool.
-    pub fn plans_on_many_threads(&self) -> bool {
-        let cores = || videoagent::bench::available_threads() > 1;
-        match &self.command {
-            Some(Command::Eval(args)) => args.threads.map_or_else(cores, |t| t > 1),
-            Some(Command::Improve(_)) => cores(),
-            _ => false,
-        }
-    }
-}
-
 #[derive(Debug, Args, Default)]
 pub struct StudioArgs {
     /// Model folder (default: $VIDEOAGENT_MODEL, else the shipped CPU model)

@@ -24,7 +24,7 @@ mod fused;
 mod im2col;
 mod layers;
 pub mod noise;
-mod parallel;
+pub(crate) mod parallel;
 mod perceiver;
 pub mod pipeline;
 pub mod precision;

@@ -255,11 +255,34 @@ impl Drop for BarrierGuard<'_> {
     }
 }
 
+/// Live [`OpsOnCaller`] guards: while any exists, the pool runs every op on its caller.
+static OPS_ON_CALLER: AtomicUsize = AtomicUsize::new(0);
+
+/// While this guard lives, [`BarrierPool::execute`] runs all of an op's work on the calling
+/// thread instead of waking the pool's workers. For programs that call candle from several
+/// threads at once: the pool serves one caller at a time, so every other caller would wait for
+/// it, while their own threads already keep the cores busy.
+#[must_use = "ops run on their caller only while the guard lives"]
+pub struct OpsOnCaller(());
+
+/// See [`OpsOnCaller`].
+pub fn ops_on_caller() -> OpsOnCaller {
+    OPS_ON_CALLER.fetch_add(1, Ordering::SeqCst);
+    OpsOnCaller(())
+}
+
+impl Drop for OpsOnCaller {
+    fn drop(&mut self) {
+        OPS_ON_CALLER.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 impl BarrierPool {
     pub fn execute<F: Fn(usize) + Sync>(&self, f: F) {
         let n = self.threads.len();
-        if n == 0 {
-            f(0);
+        if n == 0 || OPS_ON_CALLER.load(Ordering::Relaxed) > 0 {
+            // Every worker's share, in turn, on this thread.
+            (0..=n).for_each(f);
             return;
         }
 
