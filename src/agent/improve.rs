@@ -466,7 +466,7 @@ pub fn collect_round(
     kept.sort_by_key(|k| k.0);
     // Attempts already running when their task reached its target may add more: the first
     // ones in start order are kept, the same set whatever the threads' timing.
-    let kept = first_per_key(kept, |k| starts[k.0].0, target);
+    let (kept, over_target) = first_per_key(kept, |k| starts[k.0].0, target);
     let attempted = attempted.load(Ordering::SeqCst);
     atomic::write_json(&attempts_file, &attempted).map_err(atomic::io_error(
         "cannot write the attempt count",
@@ -476,27 +476,39 @@ pub fn collect_round(
     // The index is written last: it marks the data as complete.
     atomic::write_json(&index, &index_rows)
         .map_err(atomic::io_error("cannot write the data index", &index))?;
+    remove_clips(data_dir, over_target.iter().map(|(_, e)| e.file.as_str()));
     Ok((attempted, index_rows))
+}
+
+/// Deletes clips the index does not list, so the data folder holds what is trained on. A clip
+/// that cannot be deleted only costs disk space: it is logged, not an error.
+fn remove_clips<'a>(data_dir: &Path, files: impl Iterator<Item = &'a str>) {
+    for file in files {
+        let path = data_dir.join(file);
+        match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                tracing::warn!("cannot delete {}: {e}", path.display());
+            }
+            _ => {}
+        }
+    }
 }
 
 /// The attempts a collection made (`attempts.json`, beside `episodes.json`).
 const ATTEMPTS_JSON: &str = "attempts.json";
 
-/// The first `limit` items of each key, in their order.
+/// The first `limit` items of each key, in their order, and the others.
 fn first_per_key<T, K: std::hash::Hash + Eq>(
     items: Vec<T>,
     key: impl Fn(&T) -> K,
     limit: usize,
-) -> Vec<T> {
+) -> (Vec<T>, Vec<T>) {
     let mut seen = std::collections::HashMap::<K, usize>::new();
-    items
-        .into_iter()
-        .filter(|item| {
-            let n = seen.entry(key(item)).or_default();
-            *n += 1;
-            *n <= limit
-        })
-        .collect()
+    items.into_iter().partition(|item| {
+        let n = seen.entry(key(item)).or_default();
+        *n += 1;
+        *n <= limit
+    })
 }
 
 /// Where a round's work runs. A machine with many cores and one GPU plans on the cores (each
@@ -706,9 +718,26 @@ mod tests {
         );
         assert_eq!(
             kept,
-            vec![("push", 1), ("hammer", 2), ("push", 3), ("hammer", 5)]
+            (
+                vec![("push", 1), ("hammer", 2), ("push", 3), ("hammer", 5)],
+                vec![("push", 4)]
+            )
         );
-        assert_eq!(first_per_key(vec![("push", 1)], |k| k.0, 0), vec![]);
+        assert_eq!(
+            first_per_key(vec![("push", 1)], |k| k.0, 0),
+            (vec![], vec![("push", 1)])
+        );
+    }
+
+    #[test]
+    fn clips_over_the_target_are_deleted_and_the_others_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for file in ["clip-00001.png", "clip-00002.png"] {
+            std::fs::write(dir.path().join(file), b"png").expect("write");
+        }
+        remove_clips(dir.path(), ["clip-00002.png", "clip-00009.png"].into_iter());
+        assert!(dir.path().join("clip-00001.png").exists());
+        assert!(!dir.path().join("clip-00002.png").exists());
     }
 
     /// Two button-press attempts with short plans and episodes, two threads.
