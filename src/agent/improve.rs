@@ -124,6 +124,8 @@ pub struct RoundSummary {
     /// Overall success of each evaluated method (mode name, mean over tasks).
     pub eval_overall: Vec<(String, f64)>,
     pub eval_table: String,
+    /// Seconds the process that finished the round spent on it: a round resumed after a stop
+    /// counts only its last process.
     pub wall_secs: f64,
 }
 
