@@ -57,8 +57,8 @@ pub(crate) fn collect_chunks<T: WithDType>(
 /// and our kernels on it run every op on the calling thread: the pool serves one caller at a
 /// time, so the other planners would wait for it while their own threads keep the cores busy
 /// (24 baseline episodes on 2 threads and 2 cores: 12.1 s instead of 23.2 s). A single caller (a
-/// plan, a training run) keeps the pool: improve's fine-tune on 2 cores took 23 s instead of
-/// 29 s for 12 steps with it. `None` for one thread.
+/// plan, a training run) keeps the pool: 12 steps of improve's fine-tune on 2 cores, whole
+/// process, took 28-31 s with it and 34-37 s without. `None` for one thread.
 pub(crate) fn ops_on_callers(threads: usize) -> Option<candle_core::utils::OpsOnCaller> {
     (threads > 1).then(candle_core::utils::ops_on_caller)
 }
