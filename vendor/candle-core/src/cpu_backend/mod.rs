@@ -1478,7 +1478,15 @@ impl Map2 for MatMul {
         let dst_rs = dst_strides[0];
         let dst_cs = dst_strides[1];
 
-        let mut dst = vec![T::zero(); b * m * n];
+        // The GEMM writes every element (`read_dst` is false), so the output is not zeroed
+        // first, except when there is no sum to write (k = 0).
+        let len = b * m * n;
+        let mut dst: Vec<std::mem::MaybeUninit<T>> = Vec::with_capacity(len);
+        // SAFETY: `MaybeUninit` elements need no initialisation; the capacity is `len`.
+        unsafe { dst.set_len(len) };
+        if k == 0 {
+            dst.fill(std::mem::MaybeUninit::new(T::zero()));
+        }
         let num_threads = crate::utils::get_num_threads();
         let parallelism = if num_threads > 1 {
             Parallelism::Rayon(num_threads)
@@ -1508,7 +1516,7 @@ impl Map2 for MatMul {
                     /* m: usize = */ m,
                     /* n: usize = */ n,
                     /* k: usize = */ k,
-                    /* dst: *mut T = */ dst_p.as_mut_ptr(),
+                    /* dst: *mut T = */ dst_p.as_mut_ptr().cast::<T>(),
                     /* dst_cs: isize = */ dst_cs as isize,
                     /* dst_rs: isize = */ dst_rs as isize,
                     /* read_dst: bool = */ false,
@@ -1527,7 +1535,11 @@ impl Map2 for MatMul {
                 )
             }
         }
-        Ok(dst)
+        let mut dst = std::mem::ManuallyDrop::new(dst);
+        // SAFETY: the GEMMs above wrote all `len` elements (`b` blocks of `m * n`, or one of
+        // `b * m * n` when the batches were folded into rows); `MaybeUninit<T>` has `T`'s
+        // layout and the vector is not dropped.
+        Ok(unsafe { Vec::from_raw_parts(dst.as_mut_ptr().cast::<T>(), len, dst.capacity()) })
     }
 
     #[cfg(feature = "accelerate")]
