@@ -77,10 +77,12 @@ pub enum Mode {
     ResampleEnv,
     /// Ablation of `Refine`: fresh plans until the perception critic accepts one.
     Resample,
+    /// VideoAgent's whole loop: `Refine` for the first plan and for every replan on stalls.
+    RefineReplan,
 }
 
 impl Mode {
-    pub const ALL: [Mode; 7] = [
+    pub const ALL: [Mode; 8] = [
         Mode::Expert,
         Mode::Baseline,
         Mode::Refine,
@@ -88,6 +90,7 @@ impl Mode {
         Mode::ResampleEnv,
         Mode::Resample,
         Mode::Replan,
+        Mode::RefineReplan,
     ];
 
     pub fn name(self) -> &'static str {
@@ -99,7 +102,13 @@ impl Mode {
             Mode::ResampleEnv => "resample_env",
             Mode::Resample => "resample",
             Mode::Replan => "replan",
+            Mode::RefineReplan => "refine_replan",
         }
+    }
+
+    /// Methods that plan again from the current frame when the gripper stalls.
+    fn replans(self) -> bool {
+        matches!(self, Mode::Replan | Mode::RefineReplan)
     }
 
     /// Loop methods whose critic executes each plan in a copy of the world.
@@ -266,6 +275,14 @@ impl EvalSpec {
             Mode::Replan => format!(
                 "{} ddim{} replans={} steps={steps}",
                 self.model_label, self.sampler_steps, self.max_replans
+            ),
+            Mode::RefineReplan => format!(
+                "{} ddim{} K={} critic={} replans={} steps={steps}",
+                self.model_label,
+                self.sampler_steps,
+                self.refinements,
+                self.critic_label(mode),
+                self.max_replans
             ),
         }
     }
@@ -486,7 +503,11 @@ fn episode_into(
         Mode::Baseline | Mode::Replan => {
             model_plan(needs_model()?, &first.rgb, &instruction, &sample, key.seed)?
         }
-        Mode::Refine | Mode::RefineEnv | Mode::ResampleEnv | Mode::Resample => {
+        Mode::Refine
+        | Mode::RefineEnv
+        | Mode::ResampleEnv
+        | Mode::Resample
+        | Mode::RefineReplan => {
             let critic: Box<dyn Critic> = if key.mode.judged_by_execution() {
                 Box::new(
                     ExecutionCritic::new(&spec.world, spec.world_size, key.view, key.seed)
@@ -516,7 +537,7 @@ fn episode_into(
     result.plan_ms = t0.elapsed().as_secs_f64() * 1e3;
     let limits = ExecutionLimits {
         max_steps: spec.max_steps,
-        max_replans: if key.mode == Mode::Replan {
+        max_replans: if key.mode.replans() {
             spec.max_replans
         } else {
             0
@@ -526,9 +547,21 @@ fn episode_into(
     let mut hook = |obs: &Observation| -> Result<Vec<Rgb8Image>, String> {
         replans += 1;
         let m = model.ok_or_else(|| "no model to replan with".to_owned())?;
-        model_plan(m, &obs.rgb, &instruction, &sample, key.seed + replans)
+        let seed = key.seed + replans;
+        if key.mode == Mode::RefineReplan {
+            let input = RefineInput {
+                first: obs,
+                task: &key.task,
+                instruction: &instruction,
+            };
+            let critic = spec.perception_critic();
+            let r = refined_plan(m, &critic, &input, &sample, spec.refinements, seed)?;
+            Ok(r.frames)
+        } else {
+            model_plan(m, &obs.rgb, &instruction, &sample, seed)
+        }
     };
-    let hook_ref: Option<&mut Replanner<'_>> = if key.mode == Mode::Replan {
+    let hook_ref: Option<&mut Replanner<'_>> = if key.mode.replans() {
         Some(&mut hook)
     } else {
         None
@@ -760,7 +793,7 @@ impl EvalTable {
 
 /// Bar colours by [`Mode`] (its discriminant): expert grey, baseline blue, refine orange,
 /// replan green, refine_env purple, resample_env brown, resample gold.
-pub const MODE_COLOURS: [[u8; 3]; 7] = [
+pub const MODE_COLOURS: [[u8; 3]; 8] = [
     [150, 150, 150],
     [66, 110, 200],
     [240, 140, 40],
@@ -768,6 +801,7 @@ pub const MODE_COLOURS: [[u8; 3]; 7] = [
     [150, 90, 190],
     [150, 110, 70],
     [215, 185, 50],
+    [205, 60, 80],
 ];
 
 /// The JSON report of `videoagent eval`.
@@ -822,6 +856,15 @@ mod tests {
         ));
         let mut s = spec(vec![Mode::Refine], 1);
         assert!(s.setting(Mode::Refine).contains("critic=perception "));
+        assert_eq!(
+            Mode::parse_list("refine_replan").expect("parse"),
+            vec![Mode::RefineReplan]
+        );
+        let whole_loop = s.setting(Mode::RefineReplan);
+        assert!(
+            whole_loop.contains("K=2") && whole_loop.contains("replans=3"),
+            "{whole_loop}"
+        );
         s.rejects_on = vec![FindingKind::Vanished, FindingKind::ColourDrift];
         assert!(
             s.setting(Mode::Refine)
@@ -900,6 +943,24 @@ mod tests {
             .map(|&m| MODE_COLOURS[m as usize % MODE_COLOURS.len()])
             .collect();
         assert_eq!(colours.len(), Mode::ALL.len());
+    }
+
+    /// The whole loop refines its first plan and may plan again, within its replan budget.
+    #[test]
+    fn refine_replan_refines_the_first_plan_and_keeps_to_its_replan_budget() {
+        let model_dir = crate::model::pipeline::default_model_dir();
+        let model = VideoModel::load(&model_dir, &candle_core::Device::Cpu).expect("model");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = spec(vec![Mode::RefineReplan], 1);
+        s.max_steps = Some(80);
+        s.max_replans = 1;
+        let log = ResultLog::open(&dir.path().join("eval.jsonl")).expect("log");
+        let run = run_eval(&s, Some(&model), &log, &EvalControl::default(), &|_| {}).expect("run");
+        assert!(run.complete);
+        for r in &run.results {
+            assert!(r.plans_generated >= 1 && r.accepted.is_some(), "{r:?}");
+            assert!(r.replans <= 1 && r.steps <= 80, "{r:?}");
+        }
     }
 
     /// An evaluation stopped part way and run again computes only what is missing, and the

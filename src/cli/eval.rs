@@ -27,7 +27,9 @@ pub struct EvalArgs {
     /// Methods, comma-separated: expert, baseline, refine, refine_env (refinement judged by
     /// executing each plan in a copy of the world: a perfect critic), resample_env (fresh
     /// plans instead of refinements, judged the same way), resample (fresh plans instead of
-    /// refinements, judged by the perception critic as refine is), replan.
+    /// refinements, judged by the perception critic as refine is), replan (new plans from
+    /// the current frame when the gripper stalls), refine_replan (refine for the first plan and
+    /// every replan: VideoAgent's whole loop).
     #[arg(long, default_value = "baseline,refine,replan")]
     pub modes: String,
     /// Report (JSON); the episode log goes beside it (.jsonl) and the chart (.png).
