@@ -792,7 +792,7 @@ impl EvalTable {
 }
 
 /// Bar colours by [`Mode`] (its discriminant): expert grey, baseline blue, refine orange,
-/// replan green, refine_env purple, resample_env brown, resample gold.
+/// replan green, refine_env purple, resample_env brown, resample gold, refine_replan red.
 pub const MODE_COLOURS: [[u8; 3]; 8] = [
     [150, 150, 150],
     [66, 110, 200],
