@@ -6,7 +6,7 @@
 use std::mem::{ManuallyDrop, MaybeUninit};
 use std::sync::Mutex;
 
-use candle_core::WithDType;
+use candle_core::{Device, WithDType};
 
 /// Calls `f(index, chunk)` for each `len`-element chunk of `out` (the last may be shorter),
 /// spread over candle's CPU threads. Chunks are disjoint, so no two calls share an output.
@@ -67,9 +67,13 @@ pub(crate) fn ops_on_callers(threads: usize) -> Option<candle_core::utils::OpsOn
 /// products on rayon's pool: called from any other thread, each product wakes two workers while
 /// the caller sleeps, a hand-over in each direction for every one of the ~100 products of a
 /// forward pass. From a worker, the product runs on that worker and one more (`bench model` on
-/// 2 cores: forward 46 -> 42 ms).
-pub(crate) fn on_gemm_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    rayon::scope(|_| f())
+/// 2 cores: forward 46 -> 42 ms). Work on other devices runs in place.
+pub(crate) fn on_gemm_pool<R: Send>(device: &Device, f: impl FnOnce() -> R + Send) -> R {
+    if device.is_cpu() {
+        rayon::scope(|_| f())
+    } else {
+        f()
+    }
 }
 
 #[cfg(test)]

@@ -521,11 +521,8 @@ impl Trainer {
 
     /// One optimiser step on the batch of the current step number.
     fn train_step(&mut self, data: &dyn TrainSet) -> Result<(f32, f64), TrainError> {
-        if self.model.device.is_cpu() {
-            super::parallel::on_gemm_pool(|| self.train_step_here(data))
-        } else {
-            self.train_step_here(data)
-        }
+        let device = self.model.device.clone();
+        super::parallel::on_gemm_pool(&device, || self.train_step_here(data))
     }
 
     fn train_step_here(&mut self, data: &dyn TrainSet) -> Result<(f32, f64), TrainError> {

@@ -167,11 +167,7 @@ impl UNet {
     /// timesteps, `task_embed`: `(b, L, task_token_channels)` -> `(b, out_channels, f, h, w)`.
     /// Inputs of any float type are cast to the weights' type; the output is f32.
     pub fn forward(&self, x: &Tensor, t: &Tensor, task_embed: &Tensor) -> Result<Tensor> {
-        if x.device().is_cpu() {
-            super::parallel::on_gemm_pool(|| self.forward_here(x, t, task_embed))
-        } else {
-            self.forward_here(x, t, task_embed)
-        }
+        super::parallel::on_gemm_pool(x.device(), || self.forward_here(x, t, task_embed))
     }
 
     fn forward_here(&self, x: &Tensor, t: &Tensor, task_embed: &Tensor) -> Result<Tensor> {
