@@ -1,16 +1,21 @@
-//! 2D convolution on the CPU as im2col + matmul. candle's CPU conv2d backward runs a direct
+//! 2D convolution on the CPU as im2col + GEMM. candle's CPU conv2d backward runs a direct
 //! (dot-product per output) kernel that made training several times slower than the forward
-//! pass; unfolding the input (im2col) and running GEMMs fixes that. The gradient of the input
-//! folds the column gradient back (col2im, the adjoint of im2col).
+//! pass; unfolding the input (im2col) and running GEMMs fixes that.
 //!
-//! Columns are channel-major, `(c k k, n out_h out_w)`: the whole batch is then one GEMM, as
-//! are both gradients, and the bias and weight gradients need no reduction over a broadcast
-//! batch axis (candle's strided sum is slow).
+//! The columns are never built for a whole batch: each band of output rows of one image is
+//! unfolded into a buffer that stays in the core's cache and multiplied there, bands spread
+//! over candle's CPU threads. Whole-batch columns (nine times a 3x3 conv's input) cost a
+//! memset, page faults and a trip through memory twice per convolution, a fifth of a training
+//! step. The input gradient of a stride-1 convolution is itself a convolution (of the output
+//! gradient with the flipped, transposed kernel), so it is banded the same way; strided
+//! convolutions fold a column gradient back (col2im, the adjoint of im2col).
+
+use std::ops::Range;
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, WithDType};
 
-use super::parallel::collect_chunks;
+use super::parallel::{collect_chunks, map_ranges};
 
 /// Geometry shared by both directions: input `(n, c, h, w)`, square kernel, stride, padding.
 #[derive(Debug, Clone, Copy)]
@@ -24,6 +29,44 @@ struct Geometry {
     padding: usize,
 }
 
+/// Floats of a band's columns: half of this machine's 1 MiB L2 per core, so the columns and the
+/// GEMM's packed operands stay in cache between im2col and the multiply.
+const BAND_FLOATS: usize = 128 * 1024;
+
+/// Output rows `rows` of image `image`.
+#[derive(Debug, Clone)]
+struct Band {
+    image: usize,
+    rows: Range<usize>,
+}
+
+/// How an `(n, c, h, w)` activation is stored: batch-major `(n, c, h, w)` or channel-major
+/// `(c, n, h, w)`.
+#[derive(Debug, Clone, Copy)]
+enum Order {
+    BatchMajor,
+    ChannelMajor,
+}
+
+impl Order {
+    /// Offset of plane `(image, channel)` of an activation with `n` images, `c` channels and
+    /// `hw` pixels per plane.
+    fn plane(self, image: usize, channel: usize, n: usize, c: usize, hw: usize) -> usize {
+        match self {
+            Self::BatchMajor => (image * c + channel) * hw,
+            Self::ChannelMajor => (channel * n + image) * hw,
+        }
+    }
+
+    /// Distance between consecutive channels' planes.
+    fn channel_stride(self, n: usize, hw: usize) -> usize {
+        match self {
+            Self::BatchMajor => hw,
+            Self::ChannelMajor => n * hw,
+        }
+    }
+}
+
 impl Geometry {
     fn out_h(&self) -> usize {
         (self.h + 2 * self.padding - self.kernel) / self.stride + 1
@@ -34,22 +77,53 @@ impl Geometry {
     fn image_shape(&self) -> Shape {
         (self.n, self.c, self.h, self.w).into()
     }
+    /// Rows of the column matrix, ordered like an OIHW kernel's `(c, ky, kx)`.
+    fn rows(&self) -> usize {
+        self.c * self.kernel * self.kernel
+    }
+    fn positions(&self) -> usize {
+        self.n * self.out_h() * self.out_w()
+    }
 
-    /// Calls `visit(plane_offset, cols_offset, len)` for every contiguous run of input plane
-    /// `(b, ci)`'s pixels that lands in the column matrix (stride 1 gives whole row segments);
-    /// `plane_offset` counts from the plane's first pixel.
-    fn for_each_run_of_plane(
+    /// Output rows per band: as many as keep a band's columns within [`BAND_FLOATS`], spread
+    /// evenly over the image.
+    fn band_rows(&self) -> usize {
+        let oh = self.out_h();
+        let per_image = (self.rows() * oh * self.out_w())
+            .div_ceil(BAND_FLOATS)
+            .clamp(1, oh);
+        oh.div_ceil(per_image)
+    }
+
+    fn band_count(&self) -> usize {
+        self.n * self.out_h().div_ceil(self.band_rows())
+    }
+
+    fn band(&self, index: usize) -> Band {
+        let (oh, rows) = (self.out_h(), self.band_rows());
+        let per_image = oh.div_ceil(rows);
+        let first = (index % per_image) * rows;
+        Band {
+            image: index / per_image,
+            rows: first..(first + rows).min(oh),
+        }
+    }
+
+    /// Calls `visit(plane_offset, row, position, len)` for every contiguous run of an input
+    /// plane of channel `ci` that lands in the columns of output rows `out_rows` (stride 1 gives
+    /// whole row segments): `plane_offset` counts from the plane's first pixel, `row` is the
+    /// column matrix's row and `position` the output position counted from `out_rows.start`.
+    fn for_each_run(
         &self,
-        b: usize,
         ci: usize,
-        mut visit: impl FnMut(usize, usize, usize),
+        out_rows: Range<usize>,
+        mut visit: impl FnMut(usize, usize, usize, usize),
     ) {
-        let (oh, ow, k) = (self.out_h(), self.out_w(), self.kernel);
+        let (ow, k) = (self.out_w(), self.kernel);
         let (s, p) = (self.stride, self.padding);
         for ky in 0..k {
             for kx in 0..k {
                 let row = (ci * k + ky) * k + kx;
-                let cols_base = (row * self.n + b) * oh * ow;
                 // Output columns whose input column ox*s + kx - p lies inside [0, w).
                 let first_ox = p.saturating_sub(kx).div_ceil(s);
                 let Some(last_ix) = (self.w + p).checked_sub(kx + 1) else {
@@ -59,23 +133,52 @@ impl Geometry {
                 if first_ox >= last_ox {
                     continue;
                 }
-                for oy in 0..oh {
+                for oy in out_rows.clone() {
                     let Some(iy) = (oy * s + ky).checked_sub(p).filter(|&y| y < self.h) else {
                         continue;
                     };
                     let ix = first_ox * s + kx - p;
                     let image_row = iy * self.w;
-                    let cols_row = cols_base + oy * ow;
+                    let position = (oy - out_rows.start) * ow;
                     if s == 1 {
-                        visit(image_row + ix, cols_row + first_ox, last_ox - first_ox);
+                        visit(image_row + ix, row, position + first_ox, last_ox - first_ox);
                     } else {
                         for (i, ox) in (first_ox..last_ox).enumerate() {
-                            visit(image_row + ix + i * s, cols_row + ox, 1);
+                            visit(image_row + ix + i * s, row, position + ox, 1);
                         }
                     }
                 }
             }
         }
+    }
+
+    /// Im2col of one band: `cols` becomes `(rows, band positions)`, row-major, zeros where the
+    /// kernel reaches into the padding. `image` holds `self.n` images stored in `order`.
+    fn unfold_band(&self, image: &[f32], order: Order, band: &Band, cols: &mut Vec<f32>) {
+        let (hw, len) = (self.h * self.w, band.rows.len() * self.out_w());
+        cols.clear();
+        cols.resize(self.rows() * len, 0.0);
+        for ci in 0..self.c {
+            let plane = &image[order.plane(band.image, ci, self.n, self.c, hw)..][..hw];
+            self.for_each_run(ci, band.rows.clone(), |src, row, position, run| {
+                let dst = row * len + position;
+                cols[dst..dst + run].copy_from_slice(&plane[src..src + run]);
+            });
+        }
+    }
+
+    /// The geometry whose convolution of the output gradient with the flipped, transposed kernel
+    /// is this convolution's input gradient; only stride 1 with padding below the kernel has one.
+    fn input_gradient(&self, c_out: usize) -> Option<Self> {
+        (self.stride == 1 && self.padding < self.kernel).then(|| Self {
+            n: self.n,
+            c: c_out,
+            h: self.out_h(),
+            w: self.out_w(),
+            kernel: self.kernel,
+            stride: 1,
+            padding: self.kernel - 1 - self.padding,
+        })
     }
 }
 
@@ -86,26 +189,158 @@ fn contiguous<'a, T: WithDType>(data: &'a [T], layout: &Layout) -> Result<&'a [T
     }
 }
 
-/// Im2col, one input channel's `k k` column rows at a time (contiguous in the columns) on
-/// candle's CPU threads.
-fn unfold<T: WithDType>(image: &[T], g: &Geometry) -> Vec<T> {
-    let (plane, rows_of_channel) = (g.h * g.w, g.kernel * g.kernel * g.positions());
-    collect_chunks(g.rows() * g.positions(), rows_of_channel, |ci, cols| {
-        let base = ci * rows_of_channel;
-        for b in 0..g.n {
-            let image = &image[(b * g.c + ci) * plane..][..plane];
-            g.for_each_run_of_plane(b, ci, |src, dst, len| {
-                cols[dst - base..dst - base + len].copy_from_slice(&image[src..src + len]);
-            });
-        }
-    })
+fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
+    match storage {
+        CpuStorage::F32(data) => contiguous(data, layout),
+        other => candle_core::bail!("{op}: only f32 is supported, got {:?}", other.dtype()),
+    }
 }
 
-/// Col2im, one input plane at a time (planes take disjoint sums) on candle's CPU threads.
-fn fold<T: WithDType>(cols: &[T], g: &Geometry) -> Vec<T> {
+/// A matrix in memory: element `(i, j)` at `ptr + i * rs + j * cs`.
+#[derive(Clone, Copy)]
+struct MatRef {
+    ptr: *const f32,
+    rs: usize,
+    cs: usize,
+}
+
+/// The output buffer that the bands of one convolution write in disjoint parts.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+// SAFETY: every band writes only its own output elements (see `conv_bands`).
+#[allow(unsafe_code)]
+unsafe impl Sync for SharedOut {}
+#[allow(unsafe_code)]
+unsafe impl Send for SharedOut {}
+
+/// `dst (m, n) = [dst +] lhs (m, k) rhs (k, n)` on this thread (`dst` rows `dst_rs` apart,
+/// columns adjacent).
+///
+/// # Safety
+/// Every element addressed through the strides lies inside its buffer, and no other thread
+/// touches `dst`'s elements meanwhile.
+#[allow(unsafe_code)]
+unsafe fn gemm_here(
+    (m, n, k): (usize, usize, usize),
+    dst: *mut f32,
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: MatRef,
+    rhs: MatRef,
+) {
+    // Strides are element counts of in-memory buffers, far below `isize::MAX`.
+    let s = |v: usize| v as isize;
+    // SAFETY: the caller's contract; with `accumulate` false the GEMM writes `dst` without
+    // reading it.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            s(dst_rs),
+            accumulate,
+            lhs.ptr,
+            s(lhs.cs),
+            s(lhs.rs),
+            rhs.ptr,
+            s(rhs.cs),
+            s(rhs.rs),
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// `weight (c_out, rows) * im2col(src)` written to `dst`, an `(n, c_out, out_h, out_w)`
+/// activation stored in `dst_order`, band by band on candle's CPU threads.
+#[allow(unsafe_code)]
+fn conv_bands(
+    g: &Geometry,
+    src: &[f32],
+    src_order: Order,
+    weight: &[f32],
+    dst: &mut [f32],
+    dst_order: Order,
+) {
+    let (rows, ow) = (g.rows(), g.out_w());
+    let out_hw = g.out_h() * ow;
+    let c_out = weight.len() / rows;
+    assert_eq!(dst.len(), g.n * c_out * out_hw, "conv output size");
+    let out = SharedOut(dst.as_mut_ptr());
+    map_ranges(g.band_count(), |bands| {
+        let mut cols = Vec::new();
+        for index in bands {
+            let band = g.band(index);
+            g.unfold_band(src, src_order, &band, &mut cols);
+            let len = band.rows.len() * ow;
+            let first = dst_order.plane(band.image, 0, g.n, c_out, out_hw) + band.rows.start * ow;
+            let dst_rs = dst_order.channel_stride(g.n, out_hw);
+            let out = out;
+            // SAFETY: this band writes the `len` positions after `first` in each of the `c_out`
+            // planes of its image, which lie inside `dst` (asserted above) and which no other
+            // band writes; `weight` is `c_out x rows` and `cols` is `rows x len`.
+            unsafe {
+                gemm_here(
+                    (c_out, len, rows),
+                    out.0.add(first),
+                    dst_rs,
+                    false,
+                    MatRef {
+                        ptr: weight.as_ptr(),
+                        rs: rows,
+                        cs: 1,
+                    },
+                    MatRef {
+                        ptr: cols.as_ptr(),
+                        rs: len,
+                        cs: 1,
+                    },
+                );
+            }
+        }
+    });
+}
+
+/// A new `len`-float buffer, not zeroed first: `fill` must write every element.
+#[allow(unsafe_code)]
+fn written_by(len: usize, fill: impl FnOnce(&mut [f32])) -> Vec<f32> {
+    let mut out = Vec::with_capacity(len);
+    // SAFETY: f32 has no invalid bit patterns and `fill` writes every element before anything
+    // reads it (the GEMMs behind it run with `read_dst = false`).
+    unsafe { out.set_len(len) };
+    fill(&mut out);
+    out
+}
+
+/// `OIHW (c_out, c_in, k, k)` -> the input gradient's kernel `(c_in, c_out, k, k)`, each tap
+/// flipped in both directions.
+fn flipped_transposed(weight: &[f32], c_out: usize, c_in: usize, k: usize) -> Vec<f32> {
+    let taps = k * k;
+    let mut out = vec![0f32; weight.len()];
+    for co in 0..c_out {
+        for ci in 0..c_in {
+            for t in 0..taps {
+                out[(ci * c_out + co) * taps + taps - 1 - t] = weight[(co * c_in + ci) * taps + t];
+            }
+        }
+    }
+    out
+}
+
+/// Col2im, one input plane at a time (planes take disjoint sums) on candle's CPU threads:
+/// whole-batch columns `(rows, n out_h out_w)` back to `(n, c, h, w)`, summing overlaps.
+fn fold(cols: &[f32], g: &Geometry) -> Vec<f32> {
+    let out_hw = g.out_h() * g.out_w();
     collect_chunks(g.image_shape().elem_count(), g.h * g.w, |plane, image| {
         let (b, ci) = (plane / g.c, plane % g.c);
-        g.for_each_run_of_plane(b, ci, |dst, src, len| {
+        g.for_each_run(ci, 0..g.out_h(), |dst, row, position, len| {
+            let src = (row * g.n + b) * out_hw + position;
             for (acc, &v) in image[dst..dst + len].iter_mut().zip(&cols[src..src + len]) {
                 *acc += v;
             }
@@ -113,69 +348,13 @@ fn fold<T: WithDType>(cols: &[T], g: &Geometry) -> Vec<T> {
     })
 }
 
-/// `(n, c, h, w)` -> `(c k k, n out_h out_w)` columns (rows ordered like an OIHW kernel's
-/// `(c, ky, kx)`) as storage, for either float dtype.
-fn unfold_storage(storage: &CpuStorage, layout: &Layout, g: &Geometry) -> Result<CpuStorage> {
-    Ok(match storage {
-        CpuStorage::F32(data) => CpuStorage::F32(unfold(contiguous(data, layout)?, g)),
-        CpuStorage::F64(data) => CpuStorage::F64(unfold(contiguous(data, layout)?, g)),
-        other => candle_core::bail!("conv2d: unsupported dtype {:?}", other.dtype()),
-    })
-}
-
-/// A contiguous `(rows, cols)` matrix transposed to `(cols, rows)`, blocks of output rows on
-/// candle's CPU threads.
-fn transpose<T: WithDType>(m: &[T], rows: usize, cols: usize) -> Vec<T> {
-    const BLOCK: usize = 256;
-    collect_chunks(rows * cols, BLOCK * rows, |block, out| {
-        for (i, out_row) in out.chunks_mut(rows).enumerate() {
-            let col = block * BLOCK + i;
-            for (r, o) in out_row.iter_mut().enumerate() {
-                *o = m[r * cols + col];
-            }
-        }
-    })
-}
-
-fn transpose_storage(
-    storage: &CpuStorage,
-    layout: &Layout,
-    rows: usize,
-    cols: usize,
-) -> Result<CpuStorage> {
-    Ok(match storage {
-        CpuStorage::F32(data) => CpuStorage::F32(transpose(contiguous(data, layout)?, rows, cols)),
-        CpuStorage::F64(data) => CpuStorage::F64(transpose(contiguous(data, layout)?, rows, cols)),
-        other => candle_core::bail!("conv2d: unsupported dtype {:?}", other.dtype()),
-    })
-}
-
-/// The adjoint of [`unfold_storage`]: columns back to `(n, c, h, w)`, summing overlaps.
-fn fold_storage(cols: &CpuStorage, g: &Geometry) -> Result<CpuStorage> {
-    Ok(match cols {
-        CpuStorage::F32(data) => CpuStorage::F32(fold(data, g)),
-        CpuStorage::F64(data) => CpuStorage::F64(fold(data, g)),
-        other => candle_core::bail!("conv2d: unsupported dtype {:?}", other.dtype()),
-    })
-}
-
-impl Geometry {
-    fn rows(&self) -> usize {
-        self.c * self.kernel * self.kernel
-    }
-    fn positions(&self) -> usize {
-        self.n * self.out_h() * self.out_w()
-    }
-}
-
 /// Channel-major conv2d without bias, `(x (n, c, h, w), weight (c_out, c k k))` ->
-/// `(c_out, n, out_h, out_w)`: im2col + one GEMM. The columns live only inside each call
-/// (recomputed for the weight gradient), so neither they nor their gradient ever reach the
-/// autograd graph, which would allocate, zero and accumulate several copies of them.
+/// `(c_out, n, out_h, out_w)`. The columns live only inside each call (recomputed for the
+/// weight gradient), so neither they nor their gradient ever reach the autograd graph.
 struct Conv2d(Geometry);
-/// `(dy (c_out, n L), weight)` -> `dx (n, c, h, w)`: `col2im(weight^T dy)`.
+/// `(dy (c_out, n L), weight)` -> `dx (n, c, h, w)`.
 struct Conv2dGradInput(Geometry);
-/// `(x, dy (c_out, n L))` -> `dweight (c_out, c k k)`: `dy im2col(x)^T`.
+/// `(x, dy (c_out, n L))` -> `dweight (c_out, c k k)`: `dy im2col(x)^T`, summed over bands.
 struct Conv2dGradWeight(Geometry);
 
 impl CustomOp2 for Conv2d {
@@ -191,16 +370,16 @@ impl CustomOp2 for Conv2d {
         w_layout: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let g = &self.0;
-        let (rows, positions) = (g.rows(), g.positions());
+        let x = f32_slice(x, x_layout, self.name())?;
+        let w = f32_slice(w, w_layout, self.name())?;
         let c_out = w_layout.dims()[0];
-        let cols = unfold_storage(x, x_layout, g)?;
-        let y = w.matmul(
-            &cols,
-            (1, c_out, positions, rows),
-            w_layout,
-            &Layout::contiguous((rows, positions)),
-        )?;
-        Ok((y, (c_out, g.n, g.out_h(), g.out_w()).into()))
+        let y = written_by(c_out * g.positions(), |y| {
+            conv_bands(g, x, Order::BatchMajor, w, y, Order::ChannelMajor);
+        });
+        Ok((
+            CpuStorage::F32(y),
+            (c_out, g.n, g.out_h(), g.out_w()).into(),
+        ))
     }
 
     fn bwd(
@@ -230,15 +409,32 @@ impl CustomOp2 for Conv2dGradInput {
         w_layout: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let g = &self.0;
-        let (rows, positions) = (g.rows(), g.positions());
         let c_out = w_layout.dims()[0];
+        if let Some(adjoint) = g.input_gradient(c_out) {
+            let dy = f32_slice(dy, dy_layout, self.name())?;
+            let w = f32_slice(w, w_layout, self.name())?;
+            let flipped = flipped_transposed(w, c_out, g.c, g.kernel);
+            let dx = written_by(g.image_shape().elem_count(), |dx| {
+                conv_bands(
+                    &adjoint,
+                    dy,
+                    Order::ChannelMajor,
+                    &flipped,
+                    dx,
+                    Order::BatchMajor,
+                );
+            });
+            return Ok((CpuStorage::F32(dx), g.image_shape()));
+        }
+        let (rows, positions) = (g.rows(), g.positions());
         let dcols = w.matmul(
             dy,
             (1, rows, positions, c_out),
             &w_layout.transpose(0, 1)?,
             &Layout::contiguous_with_offset((c_out, positions), dy_layout.start_offset()),
         )?;
-        Ok((fold_storage(&dcols, g)?, g.image_shape()))
+        let dcols = f32_slice(&dcols, &Layout::contiguous((rows, positions)), self.name())?;
+        Ok((CpuStorage::F32(fold(dcols, g)), g.image_shape()))
     }
 }
 
@@ -247,6 +443,7 @@ impl CustomOp2 for Conv2dGradWeight {
         "conv2d-grad-weight"
     }
 
+    #[allow(unsafe_code)]
     fn cpu_fwd(
         &self,
         x: &CpuStorage,
@@ -255,23 +452,54 @@ impl CustomOp2 for Conv2dGradWeight {
         dy_layout: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let g = &self.0;
-        let (rows, positions) = (g.rows(), g.positions());
-        let c_out = dy_layout.dims()[0];
-        let cols = unfold_storage(x, x_layout, g)?;
-        // `dw^T = cols dy^T`, not `dy cols^T`: the GEMM packs its left operand unless it is
-        // column-major, and the columns are `k k c_in / c_out` times the size of `dy` (nine for
-        // a 3x3 kernel between equal widths; packing them took almost as long as the multiply).
-        // `dy` is transposed here, on all threads, so nothing is packed on the main thread
-        // alone either.
-        let dy_t = transpose_storage(dy, dy_layout, c_out, positions)?;
-        let dw_t = cols.matmul(
-            &dy_t,
-            (1, rows, c_out, positions),
-            &Layout::contiguous((rows, positions)),
-            &Layout::contiguous((positions, c_out)),
-        )?;
-        let dw = transpose_storage(&dw_t, &Layout::contiguous((rows, c_out)), rows, c_out)?;
-        Ok((dw, (c_out, rows).into()))
+        let x = f32_slice(x, x_layout, self.name())?;
+        let dy = f32_slice(dy, dy_layout, self.name())?;
+        let (rows, ow) = (g.rows(), g.out_w());
+        let (c_out, out_hw) = (dy_layout.dims()[0], g.out_h() * ow);
+        assert_eq!(dy.len(), c_out * g.n * out_hw, "conv output gradient size");
+        // `dw^T (rows, c_out)` per range of bands: a GEMM writing `dw^T` packs `dy`'s band,
+        // `rows / c_out` times smaller than the columns (nine for a 3x3 kernel between equal
+        // widths), where one writing `dw` would pack the columns.
+        let partials = map_ranges(g.band_count(), |bands| {
+            let (mut cols, mut dw_t) = (Vec::new(), vec![0f32; rows * c_out]);
+            for index in bands {
+                let band = g.band(index);
+                g.unfold_band(x, Order::BatchMajor, &band, &mut cols);
+                let len = band.rows.len() * ow;
+                let first = band.image * out_hw + band.rows.start * ow;
+                // SAFETY: `cols` is `rows x len`; the band of `dy` is `len` positions after
+                // `first` in each of its `c_out` planes (`g.n * out_hw` apart), inside `dy`
+                // (asserted above); `dw_t` is `rows x c_out` and this range's own.
+                unsafe {
+                    gemm_here(
+                        (rows, c_out, len),
+                        dw_t.as_mut_ptr(),
+                        c_out,
+                        true,
+                        MatRef {
+                            ptr: cols.as_ptr(),
+                            rs: len,
+                            cs: 1,
+                        },
+                        MatRef {
+                            ptr: dy.as_ptr().add(first),
+                            rs: 1,
+                            cs: g.n * out_hw,
+                        },
+                    );
+                }
+            }
+            dw_t
+        });
+        let mut dw = vec![0f32; c_out * rows];
+        for dw_t in &partials {
+            for (r, row) in dw_t.chunks_exact(c_out).enumerate() {
+                for (co, &v) in row.iter().enumerate() {
+                    dw[co * rows + r] += v;
+                }
+            }
+        }
+        Ok((CpuStorage::F32(dw), (c_out, rows).into()))
     }
 }
 

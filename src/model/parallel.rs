@@ -4,6 +4,7 @@
 //! barrier pool (the main thread takes part), split into independent output chunks.
 
 use std::mem::{ManuallyDrop, MaybeUninit};
+use std::ops::Range;
 use std::sync::Mutex;
 
 use candle_core::{Device, WithDType};
@@ -53,6 +54,23 @@ pub(crate) fn collect_chunks<T: WithDType>(
     unsafe { Vec::from_raw_parts(out.as_mut_ptr().cast::<T>(), len, out.capacity()) }
 }
 
+/// `f(range)` for consecutive ranges covering `0..n` on candle's CPU threads (several ranges
+/// a thread, so uneven items balance out); the results come back in no particular order. Each
+/// range keeps its own state, e.g. a scratch buffer or a partial sum.
+pub(crate) fn map_ranges<R: Send>(n: usize, f: impl Fn(Range<usize>) -> R + Sync) -> Vec<R> {
+    let results = Mutex::new(Vec::new());
+    candle_core::utils::barrier_pool().execute_chunked(n, |range| {
+        let result = f(range);
+        results
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(result);
+    });
+    results
+        .into_inner()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// While several threads plan at once (`eval`, `improve`'s collection), candle's CPU worker pool
 /// and our kernels on it run every op on the calling thread: the pool serves one caller at a
 /// time, so the other planners would wait for it while their own threads keep the cores busy
@@ -93,6 +111,17 @@ mod tests {
         }
         let mut empty: Vec<f32> = Vec::new();
         for_each_chunk_mut(&mut empty, 4, |_, _| panic!("no chunks"));
+    }
+
+    #[test]
+    fn mapped_ranges_cover_every_item_once() {
+        let mut seen: Vec<usize> = map_ranges(1003, |range| range.collect::<Vec<_>>())
+            .into_iter()
+            .flatten()
+            .collect();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..1003).collect::<Vec<_>>());
+        assert!(map_ranges::<()>(0, |_| panic!("no ranges")).is_empty());
     }
 
     #[test]
