@@ -55,20 +55,24 @@ pub(crate) fn collect_chunks<T: WithDType>(
 }
 
 /// `f(range)` for consecutive ranges covering `0..n` on candle's CPU threads (several ranges
-/// a thread, so uneven items balance out); the results come back in no particular order. Each
+/// a thread, so uneven items balance out), the results in the ranges' order: the ranges do not
+/// depend on which thread takes which, so sums of the results are the same on every run. Each
 /// range keeps its own state, e.g. a scratch buffer or a partial sum.
 pub(crate) fn map_ranges<R: Send>(n: usize, f: impl Fn(Range<usize>) -> R + Sync) -> Vec<R> {
     let results = Mutex::new(Vec::new());
     candle_core::utils::barrier_pool().execute_chunked(n, |range| {
+        let start = range.start;
         let result = f(range);
         results
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(result);
+            .push((start, result));
     });
-    results
+    let mut results = results
         .into_inner()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    results.sort_unstable_by_key(|&(start, _)| start);
+    results.into_iter().map(|(_, result)| result).collect()
 }
 
 /// While several threads plan at once (`eval`, `improve`'s collection), candle's CPU worker pool
@@ -114,13 +118,12 @@ mod tests {
     }
 
     #[test]
-    fn mapped_ranges_cover_every_item_once() {
-        let mut seen: Vec<usize> = map_ranges(1003, |range| range.collect::<Vec<_>>())
+    fn mapped_ranges_cover_every_item_once_in_order() {
+        let seen: Vec<usize> = map_ranges(1003, |range| range.collect::<Vec<_>>())
             .into_iter()
             .flatten()
             .collect();
-        seen.sort_unstable();
-        assert_eq!(seen, (0..1003).collect::<Vec<_>>());
+        assert_eq!(seen, (0..1003).collect::<Vec<_>>(), "in order, each once");
         assert!(map_ranges::<()>(0, |_| panic!("no ranges")).is_empty());
     }
 
