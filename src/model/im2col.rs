@@ -423,7 +423,10 @@ impl CustomOp2 for Conv {
         grad_res: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let dy = grad_res.contiguous()?;
-        let dx = dy.apply_op2_no_bwd(w, &ConvGradInput(self.0.clone()))?;
+        // In the layout `x` has, under the geometry's `(n, c, h, w)` shape: give it `x`'s.
+        let dx = dy
+            .apply_op2_no_bwd(w, &ConvGradInput(self.0.clone()))?
+            .reshape(x.shape())?;
         let dw = x.apply_op2_no_bwd(&dy, &ConvGradWeight(self.0.clone()))?;
         Ok((Some(dx), Some(dw)))
     }
