@@ -75,10 +75,7 @@ impl Layer {
             Self::Res(block) => block.forward(x, emb, frames),
             Self::Attention(block) => block.forward(x),
             Self::Conv(conv) => conv.forward(x, frames),
-            Self::Upsample(conv) => {
-                let (_, _, h, w) = x.dims4()?;
-                conv.forward(&x.upsample_nearest2d(2 * h, 2 * w)?, frames)
-            }
+            Self::Upsample(conv) => conv.forward(&super::fused::upsample2x(x)?, frames),
         }
     }
 }

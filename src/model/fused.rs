@@ -3,6 +3,8 @@
 //! from tensor ops each costs several full-size temporaries forward and more backward; here
 //! each is one pass forward and one pass backward. Other devices use the tensor-op versions.
 
+use std::sync::{Arc, OnceLock};
+
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, D, Layout, Result, Shape, Tensor};
 
@@ -103,6 +105,9 @@ struct GroupNormAffine {
     frames: usize,
     eps: f64,
     silu: bool,
+    /// The statistics of the forward pass, kept for the backward pass (which would otherwise
+    /// read the input twice more to recompute them).
+    stats: OnceLock<Arc<Vec<(f64, f64)>>>,
 }
 
 impl GroupNormAffine {
@@ -129,7 +134,7 @@ impl CustomOp3 for GroupNormAffine {
         let weight = contiguous(weight, w_layout, self.name())?;
         let bias = contiguous(bias, b_layout, self.name())?;
         let g = self.geometry(x_layout.shape())?;
-        let stats = g.stats(x, self.eps);
+        let stats = Arc::clone(self.stats.get_or_init(|| Arc::new(g.stats(x, self.eps))));
         let (hw, frame_len) = (g.hw, g.c * g.hw);
         // Frame by frame, so that a single clip (sampling) uses every thread.
         let out = collect_chunks(x.len(), frame_len, |frame, out| {
@@ -173,6 +178,7 @@ impl CustomOp3 for GroupNormAffine {
             frames: self.frames,
             eps: self.eps,
             silu: self.silu,
+            stats: self.stats.get().cloned(),
         };
         let packed = x.apply_op3_no_bwd(&grad_res.contiguous()?, &params, &grad_op)?;
         let n = x.elem_count();
@@ -193,6 +199,8 @@ struct GroupNormAffineGrad {
     frames: usize,
     eps: f64,
     silu: bool,
+    /// The forward pass's statistics; recomputed from `x` when missing.
+    stats: Option<Arc<Vec<(f64, f64)>>>,
 }
 
 impl CustomOp3 for GroupNormAffineGrad {
@@ -214,7 +222,10 @@ impl CustomOp3 for GroupNormAffineGrad {
         let params = contiguous(params, p_layout, self.name())?;
         let g = GroupGeometry::new(x_layout.shape(), self.groups, self.frames)?;
         let (weight, bias) = params.split_at(g.c);
-        let stats = g.stats(x, self.eps);
+        let stats = match &self.stats {
+            Some(stats) => Arc::clone(stats),
+            None => Arc::new(g.stats(x, self.eps)),
+        };
         let (hw, len, c, groups) = (g.hw, g.clip_len(), g.c, g.groups);
         // dz (the gradient before the affine part) and xhat of one hw run, in f32 like the
         // forward pass, into the scratch buffers.
@@ -321,6 +332,7 @@ pub fn group_norm(
             frames,
             eps,
             silu,
+            stats: OnceLock::new(),
         };
         return x
             .contiguous()?
@@ -501,6 +513,71 @@ pub fn add_bias(x: &Tensor, bias: &Tensor, dims: [usize; 4]) -> Result<Tensor> {
         .reshape(x.shape())
 }
 
+/// Nearest-neighbour 2x upsampling of a contiguous `(n, c, h, w)` activation, plane by plane.
+struct Upsample2x;
+/// Its gradient: each 2x2 block of the output gradient summed (candle's upsampling backward
+/// runs a grouped conv2d for this).
+struct Upsample2xGrad;
+
+impl CustomOp1 for Upsample2x {
+    fn name(&self) -> &'static str {
+        "upsample-2x"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous(storage, layout, self.name())?;
+        let (n, c, h, w) = layout.shape().dims4()?;
+        let out = collect_chunks(4 * x.len(), 4 * h * w, |plane, out| {
+            let x = &x[plane * h * w..(plane + 1) * h * w];
+            for (y, row) in out.chunks_exact_mut(2 * w).enumerate() {
+                let src = &x[(y / 2) * w..(y / 2 + 1) * w];
+                for (pair, &v) in row.chunks_exact_mut(2).zip(src) {
+                    pair.fill(v);
+                }
+            }
+        });
+        Ok((CpuStorage::F32(out), (n, c, 2 * h, 2 * w).into()))
+    }
+
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(
+            grad_res.contiguous()?.apply_op1_no_bwd(&Upsample2xGrad)?,
+        ))
+    }
+}
+
+impl CustomOp1 for Upsample2xGrad {
+    fn name(&self) -> &'static str {
+        "upsample-2x-grad"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let dy = contiguous(storage, layout, self.name())?;
+        let (n, c, h2, w2) = layout.shape().dims4()?;
+        let (h, w) = (h2 / 2, w2 / 2);
+        let out = collect_chunks(dy.len() / 4, h * w, |plane, out| {
+            let dy = &dy[plane * h2 * w2..(plane + 1) * h2 * w2];
+            for (y, row) in out.chunks_exact_mut(w).enumerate() {
+                let (top, bottom) = (&dy[2 * y * w2..][..w2], &dy[(2 * y + 1) * w2..][..w2]);
+                for (x, d) in row.iter_mut().enumerate() {
+                    *d = top[2 * x] + top[2 * x + 1] + bottom[2 * x] + bottom[2 * x + 1];
+                }
+            }
+        });
+        Ok((CpuStorage::F32(out), (n, c, h, w).into()))
+    }
+}
+
+/// Nearest-neighbour 2x upsampling of `(n, c, h, w)`: a fused op on the CPU (f32), candle's
+/// `upsample_nearest2d` elsewhere.
+pub fn upsample2x(x: &Tensor) -> Result<Tensor> {
+    let (_, _, h, w) = x.dims4()?;
+    if x.device().is_cpu() && x.dtype() == candle_core::DType::F32 {
+        return x.contiguous()?.apply_op1(Upsample2x);
+    }
+    x.upsample_nearest2d(2 * h, 2 * w)
+}
+
 #[cfg(test)]
 mod tests {
     use candle_core::{D, Device, Tensor, Var};
@@ -537,6 +614,24 @@ mod tests {
                 );
             }
         }
+        Ok(())
+    }
+
+    #[test]
+    fn upsample_matches_candle_and_its_gradient() -> Result<()> {
+        let device = Device::Cpu;
+        let x = Var::randn(0f32, 1.0, (2, 3, 4, 5), &device)?;
+        let probe = Tensor::randn(0f32, 1.0, (2, 3, 8, 10), &device)?;
+        let ours = upsample2x(x.as_tensor())?;
+        let theirs = x.as_tensor().upsample_nearest2d(8, 10)?;
+        assert_eq!(ours.dims(), theirs.dims());
+        assert!(max_diff(&ours, &theirs)? == 0.0);
+        let g_ours = (ours * &probe)?.sum_all()?.backward()?;
+        let g_theirs = (theirs * &probe)?.sum_all()?.backward()?;
+        let (Some(a), Some(b)) = (g_ours.get(&x), g_theirs.get(&x)) else {
+            panic!("missing gradient");
+        };
+        assert!(max_diff(a, b)? < 1e-5);
         Ok(())
     }
 
