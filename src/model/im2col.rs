@@ -332,23 +332,22 @@ fn written_by(len: usize, fill: impl FnOnce(&mut [MaybeUninit<f32>])) -> Vec<f32
 #[allow(unsafe_code)]
 fn conv_bands(spec: &ConvSpec, input: &[f32], weights: &[f32], out: &mut [MaybeUninit<f32>]) {
     let g = &spec.geometry;
-    let (k, ow) = (g.rows() + 1, g.out_w());
+    let k = g.rows() + 1;
     let c_out = weights.len() / k;
-    let (input_strides, layout) = (spec.input_strides(), spec.output_strides(c_out));
+    let layout = spec.output_strides(c_out);
     assert_eq!(input.len(), g.in_len(), "conv input size");
     assert_eq!(out.len(), g.out_len(c_out), "conv output size");
     let shared = SharedOut::new(out);
-    map_ranges(g.band_count(layout), |bands| {
-        let mut cols = Vec::new();
-        for index in bands {
-            let band = g.band(layout, index);
-            g.unfold_band(input, input_strides, &band, &mut cols);
-            let len = band.rows.len() * ow;
-            let first = layout.at(band.image, 0, band.rows.start);
+    map_bands(
+        spec,
+        input,
+        c_out,
+        || (),
+        |(), cols, len, first| {
             // SAFETY: this band writes `len` adjacent positions (its rows are adjacent in the
             // layout, `band_rows`) after `first` in each of its image's `c_out` channels: inside
-            // `out`, which the layout maps one-to-one (its size asserted above), and written by
-            // no other band. `weights` is `c_out x k`; `cols` is `k x len`.
+            // `out`, which the layout maps one-to-one (its size asserted above), and written by no
+            // other band. `weights` is `c_out x k`; `cols` is `k x len`.
             unsafe {
                 gemm_here(
                     (c_out, len, k),
@@ -367,8 +366,33 @@ fn conv_bands(spec: &ConvSpec, input: &[f32], weights: &[f32], out: &mut [MaybeU
                     },
                 );
             }
+        },
+    );
+}
+
+/// For every band of `spec`'s output (`c_out` channels): unfolds the band's columns from
+/// `input` and calls `visit(state, cols, len, first)` with its `len` positions and the offset
+/// of its first output. Ranges of bands run on candle's CPU threads, each with its own `state`
+/// from `init`; the states come back in range order.
+fn map_bands<S: Send>(
+    spec: &ConvSpec,
+    input: &[f32],
+    c_out: usize,
+    init: impl Fn() -> S + Sync,
+    visit: impl Fn(&mut S, &[f32], usize, usize) + Sync,
+) -> Vec<S> {
+    let g = &spec.geometry;
+    let (input_strides, layout) = (spec.input_strides(), spec.output_strides(c_out));
+    map_ranges(g.band_count(layout), |bands| {
+        let (mut state, mut cols) = (init(), Vec::new());
+        for index in bands {
+            let band = g.band(layout, index);
+            g.unfold_band(input, input_strides, &band, &mut cols);
+            let first = layout.at(band.image, 0, band.rows.start);
+            visit(&mut state, &cols, band.rows.len() * g.out_w(), first);
         }
-    });
+        state
+    })
 }
 
 /// The input gradient's weights: `(c_out, c_in kh kw + 1)` -> `(c_in, c_out kh kw + 1)`, each
@@ -550,17 +574,16 @@ impl CustomOp2 for ConvGradWeight {
         let c_out = dy.len() / (g.n * g.out_h() * ow).max(1);
         assert_eq!(x.len(), g.in_len(), "conv input size");
         assert_eq!(dy.len(), g.out_len(c_out), "conv output gradient size");
-        let (input_strides, layout) = (spec.input_strides(), spec.output_strides(c_out));
+        let layout = spec.output_strides(c_out);
         // `d[w | b]^T (k, c_out)` per range of bands: a GEMM writing the transpose packs `dy`'s
         // band, `k / c_out` times smaller than the columns (nine for a 3x3 kernel between equal
         // widths), where one writing `d[w | b]` would pack the columns.
-        let partials = map_ranges(g.band_count(layout), |bands| {
-            let (mut cols, mut dw_t) = (Vec::new(), vec![0f32; k * c_out]);
-            for index in bands {
-                let band = g.band(layout, index);
-                g.unfold_band(x, input_strides, &band, &mut cols);
-                let len = band.rows.len() * ow;
-                let first = layout.at(band.image, 0, band.rows.start);
+        let partials = map_bands(
+            spec,
+            x,
+            c_out,
+            || vec![0f32; k * c_out],
+            |dw_t, cols, len, first| {
                 // SAFETY: `cols` is `k x len`; the band of `dy` is `len` adjacent positions
                 // after `first` in each of `c_out` channels, inside `dy` (asserted above);
                 // `dw_t` is `k x c_out` and this range's own.
@@ -582,9 +605,8 @@ impl CustomOp2 for ConvGradWeight {
                         },
                     );
                 }
-            }
-            dw_t
-        });
+            },
+        );
         let mut sum = vec![0f32; k * c_out];
         for partial in &partials {
             for (s, p) in sum.iter_mut().zip(partial) {
@@ -707,24 +729,29 @@ mod tests {
         ))
     }
 
+    /// The geometry of a `GEOMETRIES` entry over two 3-channel images.
+    fn square(kernel: usize, stride: usize, padding: usize, size: usize) -> Geometry {
+        Geometry {
+            n: 2,
+            c: 3,
+            h: size,
+            w: size,
+            kernel: (kernel, kernel),
+            padding: (padding, padding),
+            stride,
+        }
+    }
+
     #[test]
     fn multi_band_geometries_do_split_images() {
-        let band_rows = |(kernel, stride, padding, size): (usize, usize, usize, usize)| {
-            let g = Geometry {
-                n: 2,
-                c: 3,
-                h: size,
-                w: size,
-                kernel: (kernel, kernel),
-                padding: (padding, padding),
-                stride,
-            };
+        for &(kernel, stride, padding, size) in &GEOMETRIES[6..] {
+            let g = square(kernel, stride, padding, size);
             let out = Order::BatchMajor.strides((2, 4, g.out_h(), g.out_w()));
-            (g.band_rows(out), g.out_h())
-        };
-        for geometry in &GEOMETRIES[6..] {
-            let (rows, out_h) = band_rows(*geometry);
-            assert!(rows < out_h, "{geometry:?}: one band of {rows} rows");
+            let rows = g.band_rows(out);
+            assert!(
+                rows < g.out_h(),
+                "k{kernel} n{size}: one band of {rows} rows"
+            );
         }
     }
 
@@ -735,15 +762,7 @@ mod tests {
             for channel_major in [false, true] {
                 let (x, w, b) = conv_vars(kernel, size)?;
                 let f32 = |v: &Var| v.as_tensor().to_dtype(DType::F32);
-                let geometry = Geometry {
-                    n: 2,
-                    c: 3,
-                    h: size,
-                    w: size,
-                    kernel: (kernel, kernel),
-                    padding: (padding, padding),
-                    stride,
-                };
+                let geometry = square(kernel, stride, padding, size);
                 let (oh, ow) = (geometry.out_h(), geometry.out_w());
                 let (output, out_shape) = if channel_major {
                     (Order::ChannelMajor, (4, 2, oh, ow))
