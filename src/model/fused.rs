@@ -3,7 +3,7 @@
 //! from tensor ops each costs several full-size temporaries forward and more backward; here
 //! each is one pass forward and one pass backward. Other devices use the tensor-op versions.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, D, Layout, Result, Shape, Tensor};
@@ -247,31 +247,11 @@ impl CustomOp3 for GroupNormAffineGrad {
                 };
             }
         };
-        // Per clip: its share of [dweight, dbias] (2c), then per group (w dz, w dz xhat) sums.
+        // Clip by clip, both passes back to back while the clip is still in cache: first its
+        // share of [dweight, dbias] (2c) and per group (w dz, w dz xhat) sums, then dx.
         let stride = 2 * c + 2 * groups;
-        let mut partial = vec![0f64; g.clips * stride];
-        for_each_chunk_mut(&mut partial, stride, |clip, sums| {
-            let (x, dy) = (
-                &x[clip * len..(clip + 1) * len],
-                &dy[clip * len..(clip + 1) * len],
-            );
-            let (dparams, group_sums) = sums.split_at_mut(2 * c);
-            let (mut dz, mut xhat) = (vec![0f32; hw], vec![0f32; hw]);
-            fast_math::run(|| {
-                g.for_each_run_in_clip(|group, ch, o| {
-                    let stat = stats[clip * groups + group];
-                    local(&x[o..o + hw], &dy[o..o + hw], stat, ch, &mut dz, &mut xhat);
-                    let s_dz = fast_math::sum(&dz, |v| v);
-                    let s_dzx = fast_math::dot(&dz, &xhat);
-                    dparams[ch] += s_dzx;
-                    dparams[c + ch] += s_dz;
-                    let w = f64::from(weight[ch]);
-                    group_sums[2 * group] += w * s_dz;
-                    group_sums[2 * group + 1] += w * s_dzx;
-                });
-            });
-        });
         let count = (g.frames * c / groups * hw) as f64;
+        let partial = Mutex::new(vec![0f64; g.clips * 2 * c]);
         let mut out = vec![0f32; x.len() + 2 * c];
         let (dx, dparams) = out.split_at_mut(x.len());
         for_each_chunk_mut(dx, len, |clip, dx| {
@@ -279,9 +259,21 @@ impl CustomOp3 for GroupNormAffineGrad {
                 &x[clip * len..(clip + 1) * len],
                 &dy[clip * len..(clip + 1) * len],
             );
-            let group_sums = &partial[clip * stride + 2 * c..(clip + 1) * stride];
+            let mut sums = vec![0f64; stride];
             let (mut dz, mut xhat) = (vec![0f32; hw], vec![0f32; hw]);
             fast_math::run(|| {
+                let (clip_params, group_sums) = sums.split_at_mut(2 * c);
+                g.for_each_run_in_clip(|group, ch, o| {
+                    let stat = stats[clip * groups + group];
+                    local(&x[o..o + hw], &dy[o..o + hw], stat, ch, &mut dz, &mut xhat);
+                    let s_dz = fast_math::sum(&dz, |v| v);
+                    let s_dzx = fast_math::dot(&dz, &xhat);
+                    clip_params[ch] += s_dzx;
+                    clip_params[c + ch] += s_dz;
+                    let w = f64::from(weight[ch]);
+                    group_sums[2 * group] += w * s_dz;
+                    group_sums[2 * group + 1] += w * s_dzx;
+                });
                 g.for_each_run_in_clip(|group, ch, o| {
                     let stat = stats[clip * groups + group];
                     local(&x[o..o + hw], &dy[o..o + hw], stat, ch, &mut dz, &mut xhat);
@@ -293,9 +285,17 @@ impl CustomOp3 for GroupNormAffineGrad {
                     }
                 });
             });
+            partial
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                [clip * 2 * c..(clip + 1) * 2 * c]
+                .copy_from_slice(&sums[..2 * c]);
         });
+        let partial = partial
+            .into_inner()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         for (k, d) in dparams.iter_mut().enumerate() {
-            *d = partial.chunks(stride).map(|p| p[k]).sum::<f64>() as f32;
+            *d = partial.chunks(2 * c).map(|p| p[k]).sum::<f64>() as f32;
         }
         Ok((CpuStorage::F32(out), Shape::from(x.len() + 2 * g.c)))
     }
