@@ -1,7 +1,8 @@
-//! Fused CPU kernels for the two memory-bound steps that dominate small-model training:
-//! GroupNorm (with its affine part and the SiLU that follows it) and the last-dim softmax. Built
-//! from tensor ops each costs several full-size temporaries forward and more backward; here
-//! each is one pass forward and one pass backward. Other devices use the tensor-op versions.
+//! Fused CPU kernels for the memory-bound steps of small-model training: GroupNorm (with its
+//! affine part and the SiLU that follows it), the last-dim softmax, bias adds and 2x nearest
+//! upsampling. Built from tensor ops each costs several full-size temporaries forward and more
+//! backward; here each is one pass forward and one or two backward. Other devices use the
+//! tensor-op versions.
 
 use std::sync::{Arc, Mutex, OnceLock};
 
