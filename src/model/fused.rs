@@ -12,7 +12,12 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, D, Layout, Result
 use super::fast_math;
 use super::parallel::{collect_chunks, for_each_chunk_mut};
 
-fn contiguous<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
+/// The f32 data of a contiguous CPU tensor, or a clear error naming `op`.
+pub(super) fn contiguous<'a>(
+    storage: &'a CpuStorage,
+    layout: &Layout,
+    op: &str,
+) -> Result<&'a [f32]> {
     let CpuStorage::F32(data) = storage else {
         candle_core::bail!("{op}: only f32 is supported, got {:?}", storage.dtype());
     };

@@ -16,13 +16,13 @@
 //! without transposing copies. The bias rides along as one more weight column against a row
 //! of ones, so the GEMM adds it and the weight gradient's GEMM sums its gradient.
 
-use std::mem::{ManuallyDrop, MaybeUninit};
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
-use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 
-use super::parallel::map_ranges;
+use super::fused::contiguous;
+use super::parallel::{map_ranges, written_by};
 
 /// How an `(n, c, h, w)` activation is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -232,16 +232,6 @@ impl ConvSpec {
     }
 }
 
-fn f32_slice<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
-    let CpuStorage::F32(data) = storage else {
-        candle_core::bail!("{op}: only f32 is supported, got {:?}", storage.dtype());
-    };
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("{op}: input must be contiguous"),
-    }
-}
-
 /// A matrix in memory: element `(i, j)` at `ptr + i * rs + j * cs`.
 #[derive(Clone, Copy)]
 struct MatRef {
@@ -312,19 +302,6 @@ unsafe fn gemm_here(
             gemm::Parallelism::None,
         );
     }
-}
-
-/// A new `len`-float buffer, not zeroed first: `fill` must write every element.
-#[allow(unsafe_code)]
-fn written_by(len: usize, fill: impl FnOnce(&mut [MaybeUninit<f32>])) -> Vec<f32> {
-    let mut out: Vec<MaybeUninit<f32>> = Vec::with_capacity(len);
-    // SAFETY: `MaybeUninit` elements need no initialisation and the capacity is `len`.
-    unsafe { out.set_len(len) };
-    fill(&mut out);
-    let mut out = ManuallyDrop::new(out);
-    // SAFETY: `fill` wrote every element (the GEMMs behind it run with `read_dst = false`);
-    // pointer, length and capacity come from a `Vec` of a type with f32's layout, not dropped.
-    unsafe { Vec::from_raw_parts(out.as_mut_ptr().cast::<f32>(), len, out.capacity()) }
 }
 
 /// `weights (c_out, rows + 1) * [im2col(input); ones]` written through `spec.output` into
@@ -433,8 +410,8 @@ impl CustomOp2 for Conv {
         w_layout: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let spec = &self.0;
-        let x = f32_slice(x, x_layout, self.name())?;
-        let w = f32_slice(w, w_layout, self.name())?;
+        let x = contiguous(x, x_layout, self.name())?;
+        let w = contiguous(w, w_layout, self.name())?;
         let y = written_by(spec.out_shape.elem_count(), |y| conv_bands(spec, x, w, y));
         Ok((CpuStorage::F32(y), spec.out_shape.clone()))
     }
@@ -470,8 +447,8 @@ impl CustomOp2 for ConvGradInput {
     ) -> Result<(CpuStorage, Shape)> {
         let spec = &self.0;
         let g = &spec.geometry;
-        let dy = f32_slice(dy, dy_layout, self.name())?;
-        let w = f32_slice(w, w_layout, self.name())?;
+        let dy = contiguous(dy, dy_layout, self.name())?;
+        let w = contiguous(w, w_layout, self.name())?;
         let c_out = w_layout.dims()[0];
         let x_shape: Shape = (g.n, g.c, g.h, g.w).into();
         let dx = match g.input_gradient(c_out) {
@@ -568,8 +545,8 @@ impl CustomOp2 for ConvGradWeight {
     ) -> Result<(CpuStorage, Shape)> {
         let spec = &self.0;
         let g = &spec.geometry;
-        let x = f32_slice(x, x_layout, self.name())?;
-        let dy = f32_slice(dy, dy_layout, self.name())?;
+        let x = contiguous(x, x_layout, self.name())?;
+        let dy = contiguous(dy, dy_layout, self.name())?;
         let (k, ow) = (g.rows() + 1, g.out_w());
         let c_out = dy.len() / (g.n * g.out_h() * ow).max(1);
         assert_eq!(x.len(), g.in_len(), "conv input size");

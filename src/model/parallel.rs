@@ -32,25 +32,33 @@ pub(crate) fn for_each_chunk_mut<T: Send>(
 /// [`for_each_chunk_mut`]; each chunk is zeroed first by the thread that fills it. A
 /// `vec![0; len]` instead zeroed every output on the main thread alone (the allocator's memset)
 /// while the other core waited; zeroing here made the forward pass about 13% faster.
-#[allow(unsafe_code)] // uninitialised allocation, zeroed chunk by chunk
+#[allow(unsafe_code)] // chunks of an uninitialised allocation, zeroed before use
 pub(crate) fn collect_chunks<T: WithDType>(
     len: usize,
     chunk_len: usize,
     f: impl Fn(usize, &mut [T]) + Sync,
 ) -> Vec<T> {
+    written_by(len, |out| {
+        for_each_chunk_mut(out, chunk_len, |i, chunk| {
+            chunk.fill(MaybeUninit::new(T::zero()));
+            // SAFETY: every element of `chunk` was written just above; `MaybeUninit<T>` has the
+            // layout of `T`.
+            let chunk = unsafe { &mut *(std::ptr::from_mut(chunk) as *mut [T]) };
+            f(i, chunk);
+        });
+    })
+}
+
+/// A new `len`-element vector, not zeroed first: `fill` must write every element.
+#[allow(unsafe_code)] // uninitialised allocation
+pub(crate) fn written_by<T: Copy>(len: usize, fill: impl FnOnce(&mut [MaybeUninit<T>])) -> Vec<T> {
     let mut out: Vec<MaybeUninit<T>> = Vec::with_capacity(len);
     // SAFETY: `MaybeUninit` elements need no initialisation and the capacity is `len`.
     unsafe { out.set_len(len) };
-    for_each_chunk_mut(&mut out, chunk_len, |i, chunk| {
-        chunk.fill(MaybeUninit::new(T::zero()));
-        // SAFETY: every element of `chunk` was written just above; `MaybeUninit<T>` has the
-        // layout of `T`.
-        let chunk = unsafe { &mut *(std::ptr::from_mut(chunk) as *mut [T]) };
-        f(i, chunk);
-    });
+    fill(&mut out);
     let mut out = ManuallyDrop::new(out);
-    // SAFETY: the chunks cover all `len` elements, each initialised above; the pointer,
-    // length and capacity come from a `Vec` of a type with `T`'s layout, which is not dropped.
+    // SAFETY: `fill` wrote every element (its contract); the pointer, length and capacity come
+    // from a `Vec` of a type with `T`'s layout, which is not dropped.
     unsafe { Vec::from_raw_parts(out.as_mut_ptr().cast::<T>(), len, out.capacity()) }
 }
 
